@@ -1,0 +1,176 @@
+"""Event contracts: the JSON that travels on fraudstream's Kafka topics.
+
+Every topic's records are one of these models, serialised with ``model_dump_json``.
+Records are keyed by ``card_id`` so that a card's events stay in order on one partition.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+DecisionKind = Literal["allow", "review", "block"]
+LabelKind = Literal["fraud", "legit"]
+
+# Alert ids are UUIDv5 of the transaction id in this namespace: a replay or restart that
+# decides a transaction again produces the very same alert id.
+ALERT_NAMESPACE = uuid.UUID("5b0c7c39-5d7e-4bfa-9a59-0b8f2c6f3e11")
+
+
+class _Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Transaction(_Contract):
+    """A card payment as published by a payment system on ``transactions``."""
+
+    transaction_id: Identifier
+    timestamp: AwareDatetime = Field(description="RFC 3339 with a UTC offset.")
+    card_id: Identifier
+    terminal_id: Identifier
+    amount: float = Field(gt=0, allow_inf_nan=False)
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = None
+    merchant_category: ShortText | None = None
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = None
+    channel: ShortText | None = None
+    device_id: Identifier | None = None
+    metadata: dict[ShortText, Annotated[str, StringConstraints(max_length=256)]] | None = Field(
+        None, max_length=32
+    )
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount_is_a_number(cls, value: object) -> object:
+        # Strict mode already refuses strings; also refuse booleans, which JSON
+        # parsers would otherwise read as 0 and 1.
+        if isinstance(value, bool):
+            raise ValueError("amount must be a number, not a boolean")
+        if isinstance(value, int):
+            return float(value)
+        return value
+
+    @property
+    def epoch_seconds(self) -> float:
+        return self.timestamp.timestamp()
+
+
+class Decision(_Contract):
+    """The verdict on one transaction, published on ``decisions``."""
+
+    transaction_id: Identifier
+    card_id: Identifier
+    terminal_id: Identifier
+    amount: float
+    score: float = Field(ge=0, le=1)
+    decision: DecisionKind
+    reasons: list[str] = Field(description="Human-readable, strongest first.")
+    model_name: str
+    model_version: str
+    transaction_time: AwareDatetime
+    scored_at: AwareDatetime
+
+
+class Alert(_Contract):
+    """A transaction an analyst should look at (review or block), on ``alerts``."""
+
+    alert_id: str
+    transaction: Transaction
+    score: float = Field(ge=0, le=1)
+    decision: Literal["review", "block"]
+    reasons: list[str]
+    features: dict[str, float]
+    model_name: str
+    model_version: str
+    created_at: AwareDatetime
+
+
+class Label(_Contract):
+    """The truth about a transaction: an analyst verdict or a chargeback, on ``labels``."""
+
+    transaction_id: Identifier
+    card_id: Identifier
+    label: LabelKind
+    source: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = Field(
+        description="analyst, chargeback, or another lower-case source name."
+    )
+    labeled_at: AwareDatetime
+
+
+class RejectReason(StrEnum):
+    """Why a record went to the dead-letter topic (a bounded set, fit for metric labels)."""
+
+    OVERSIZE = "oversize"
+    NOT_JSON = "not_json"
+    INVALID = "invalid"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    DUPLICATE = "duplicate"
+    UNKNOWN_TRANSACTION = "unknown_transaction"
+    KAFKA_ERROR = "kafka_error"
+
+
+class DeadLetter(_Contract):
+    """A record fraudstream could not use, kept whole with the reason, on the DLQ topic."""
+
+    reason: RejectReason
+    error: str
+    source_topic: str | None
+    partition: int | None
+    offset: int | None
+    key_base64: str | None
+    value_base64: str
+    failed_at: AwareDatetime
+
+    @classmethod
+    def of(
+        cls,
+        reason: RejectReason,
+        error: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> DeadLetter:
+        return cls(
+            reason=reason,
+            error=error[:2000],
+            source_topic=topic,
+            partition=partition,
+            offset=offset,
+            key_base64=base64.b64encode(key).decode() if key is not None else None,
+            value_base64=base64.b64encode(value or b"").decode(),
+            failed_at=datetime.now(UTC),
+        )
+
+    @property
+    def value(self) -> bytes:
+        return base64.b64decode(self.value_base64)
+
+
+class ModelStatus(_Contract):
+    """A periodic snapshot of the deciding model, on ``model-status``."""
+
+    model_name: str
+    model_version: str
+    transactions_scored: int
+    decisions: dict[str, int]
+    labels_learned: dict[str, int] = Field(description="By class: fraud and legit.")
+    labels_by_source: dict[str, int]
+    classifier_weight: float
+    review_threshold: float
+    block_threshold: float
+    emitted_at: AwareDatetime
+
+
+def alert_id_for(transaction_id: str) -> str:
+    """The deterministic alert id of a transaction."""
+    return str(uuid.uuid5(ALERT_NAMESPACE, transaction_id))

@@ -1,0 +1,356 @@
+"""The Bytewax dataflow: Kafka and keyed state around the scoring core.
+
+This is the only module that imports Bytewax. The flow, step by step:
+
+    kafka_in (transactions, labels)
+    -> parse_and_validate        Transaction | Label | DeadLetter
+    -> key_by_card -> card_state         per-card features, duplicates, label routing
+    -> key_by_terminal -> terminal_state per-terminal features, frauds, pending features
+    -> key_by_model -> model             score, decide, explain; learn from labels
+    -> decisions, alerts, model-status, dead letters (each a Kafka topic)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import bytewax.operators as op
+import structlog
+from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
+from bytewax.connectors.kafka import operators as kop
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.run import cli_main
+
+from detector.contracts import DeadLetter, Label, ModelStatus, RejectReason, Transaction
+from detector.scoring import (
+    CardOut,
+    CardState,
+    CoreConfig,
+    Learned,
+    ModelOut,
+    ModelState,
+    Rejected,
+    RoutedLabel,
+    Scored,
+    TerminalOut,
+    TerminalState,
+    card_step,
+    model_step,
+    terminal_step,
+)
+from detector.settings import Settings
+from detector.validation import parse_event
+
+log = structlog.get_logger(__name__)
+
+Event = Transaction | Label
+Message = KafkaSinkMessage[bytes, bytes]
+MODEL_KEY = "model"
+
+
+@dataclass
+class Sinks:
+    """Where the flow writes; tests swap Kafka for ``TestingSink``s."""
+
+    decisions: Sink[Message]
+    alerts: Sink[Message]
+    dead_letters: Sink[Message]
+    model_status: Sink[Message]
+
+
+@dataclass
+class ModelStepState:
+    """The model and when its status was last published (wall clock)."""
+
+    model: ModelState | None = None
+    status_published_at: float = 0.0
+    labels_at_last_status: int = 0
+
+
+class _Parser:
+    """Turns a Kafka record into an event or a dead letter."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.labels_topic = settings.topic_labels
+        self.max_bytes = settings.max_message_bytes
+        self.max_skew = timedelta(seconds=settings.max_clock_skew_seconds)
+
+    def __call__(self, msg: KafkaSourceMessage[bytes | None, bytes | None]) -> Event | DeadLetter:
+        kind = Label if msg.topic == self.labels_topic else Transaction
+        parsed = parse_event(
+            msg.value, kind, max_bytes=self.max_bytes, max_clock_skew=self.max_skew
+        )
+        if isinstance(parsed, tuple):
+            reason, error = parsed
+            return DeadLetter.of(
+                reason,
+                error,
+                msg.value,
+                key=msg.key,
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+            )
+        return parsed
+
+
+class _CardMapper:
+    def __init__(self, config: CoreConfig) -> None:
+        self.config = config
+
+    def __call__(self, state: CardState | None, event: Event) -> tuple[CardState, CardOut]:
+        return card_step(state, event, self.config)
+
+
+class _TerminalMapper:
+    def __init__(self, config: CoreConfig) -> None:
+        self.config = config
+
+    def __call__(
+        self, state: TerminalState | None, item: CardOut
+    ) -> tuple[TerminalState, list[TerminalOut]]:
+        return terminal_step(state, item, self.config)
+
+
+class _ModelMapper:
+    """Runs the model step and, every ``interval`` seconds, a status snapshot."""
+
+    def __init__(self, config: CoreConfig, interval: float) -> None:
+        self.config = config
+        self.interval = interval
+
+    def __call__(
+        self, state: ModelStepState | None, item: TerminalOut
+    ) -> tuple[ModelStepState, list[ModelOut | Rejected | ModelStatus]]:
+        state = state or ModelStepState()
+        state.model, out = model_step(state.model, item, self.config)
+        results: list[ModelOut | Rejected | ModelStatus] = list(out)
+        now = time.monotonic()
+        learned = sum(state.model.labels_by_source.values())
+        # Publish on the interval, and at once when labels arrive after a quiet spell,
+        # so a verdict shows up in the status within seconds.
+        if now - state.status_published_at >= self.interval or (
+            learned != state.labels_at_last_status and now - state.status_published_at >= 1.0
+        ):
+            results.append(model_status(state.model))
+            state.status_published_at = now
+            state.labels_at_last_status = learned
+        return state, results
+
+
+def model_status(model: ModelState) -> ModelStatus:
+    scorer = model.scorer
+    return ModelStatus(
+        model_name=model.name,
+        model_version=model.version,
+        transactions_scored=model.transactions_scored,
+        decisions=dict(model.decisions),
+        labels_learned=scorer.labels_learned,
+        labels_by_source=dict(model.labels_by_source),
+        classifier_weight=scorer.classifier_weight(),
+        review_threshold=model.thresholds.review,
+        block_threshold=model.thresholds.block,
+        emitted_at=datetime.now(UTC),
+    )
+
+
+def _kafka_error(err: Any) -> DeadLetter:
+    msg = err.msg
+    return DeadLetter.of(
+        RejectReason.KAFKA_ERROR,
+        str(err.err),
+        msg.value,
+        key=msg.key,
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+    )
+
+
+def _terminal_key(item: CardOut) -> str:
+    if isinstance(item, RoutedLabel):
+        return item.terminal_id
+    if isinstance(item, Rejected):
+        return ""  # rejections pass through the terminal step untouched
+    return item.transaction.terminal_id
+
+
+def _rejected_to_dead_letter(item: Rejected, topic: str) -> DeadLetter:
+    return DeadLetter.of(item.reason, item.error, item.payload, topic=topic)
+
+
+def _message(key: str, value: str) -> Message:
+    return KafkaSinkMessage(key.encode(), value.encode())
+
+
+def _outputs(item: ModelOut | Rejected | ModelStatus) -> Iterable[tuple[str, Message]]:
+    """Which topic(s) an outcome goes to, as (sink name, message)."""
+    if isinstance(item, Scored):
+        key = item.transaction.card_id
+        yield "decisions", _message(key, item.to_decision().model_dump_json())
+        alert = item.to_alert()
+        if alert is not None:
+            yield "alerts", _message(key, alert.model_dump_json())
+            log.info(
+                "alert",
+                transaction_id=item.transaction.transaction_id,
+                decision=item.decision,
+                score=round(item.score, 3),
+                reason=item.reasons[0] if item.reasons else None,
+            )
+    elif isinstance(item, ModelStatus):
+        yield "model_status", _message(item.model_name, item.model_dump_json())
+    elif isinstance(item, Learned):
+        if item.source != "presumed":
+            log.info("label learned", transaction_id=item.transaction_id, source=item.source)
+
+
+def build_flow(
+    settings: Settings,
+    *,
+    source: Source[KafkaSourceMessage[bytes | None, bytes | None]] | None = None,
+    sinks: Sinks | None = None,
+    tail: bool = True,
+) -> Dataflow:
+    """The fraudstream dataflow; ``source`` and ``sinks`` default to Kafka.
+
+    With ``tail=False`` the Kafka input ends at the end of each partition (tests, batch
+    catch-up) instead of waiting for new records.
+    """
+    config = CoreConfig.from_settings(settings)
+    flow = Dataflow("fraudstream")
+    errors: list[Stream[DeadLetter]] = []
+    if source is None:
+        kafka_in = kop.input(
+            "kafka_in",
+            flow,
+            brokers=settings.brokers,
+            topics=[settings.topic_transactions, settings.topic_labels],
+            tail=tail,
+            batch_size=settings.kafka_batch_size,
+            add_config=dict(settings.kafka_extra_config),
+        )
+        records = kafka_in.oks
+        errors.append(op.map("kafka_error_to_dead_letter", kafka_in.errs, _kafka_error))
+    else:
+        records = op.input("records_in", flow, source)
+    # KafkaSourceMessage
+
+    parsed = op.map("parse_and_validate", records, _Parser(settings))
+    # Transaction | Label | DeadLetter
+    valid = op.branch("split_invalid", parsed, lambda e: not isinstance(e, DeadLetter))
+    errors.append(valid.falses)
+
+    by_card = op.key_on("key_by_card", valid.trues, lambda e: e.card_id)
+    card_out = op.key_rm("card_out", op.stateful_map("card_state", by_card, _CardMapper(config)))
+    # CardFeatured | RoutedLabel | Rejected
+
+    by_terminal = op.key_on("key_by_terminal", card_out, _terminal_key)
+    terminal_out = op.key_rm(
+        "terminal_out",
+        op.stateful_flat_map("terminal_state", by_terminal, _TerminalMapper(config)),
+    )
+    # Featured | LabelToLearn | Rejected
+
+    by_model = op.key_on("key_by_model", terminal_out, lambda _: MODEL_KEY)
+    model_out = op.key_rm(
+        "model_out",
+        op.stateful_flat_map(
+            "model", by_model, _ModelMapper(config, settings.status_interval_seconds)
+        ),
+    )
+    # Scored | Learned | Rejected | ModelStatus
+
+    rejected = op.filter_map(
+        "rejected_to_dead_letter",
+        model_out,
+        lambda item: _rejected_to_dead_letter(item, settings.topic_transactions)
+        if isinstance(item, Rejected)
+        else None,
+    )
+    errors.append(rejected)
+    dead_letters = op.merge("dead_letters", *errors)
+    op.inspect("log_dead_letter", dead_letters, _log_dead_letter)
+
+    routed = op.flat_map("route_outputs", model_out, lambda item: list(_outputs(item)))
+    # (sink name, KafkaSinkMessage)
+    sinks = sinks or kafka_sinks(settings)
+    for name in ("decisions", "alerts", "model_status"):
+        picked = op.filter_map(
+            f"pick_{name}", routed, lambda pair, name=name: pair[1] if pair[0] == name else None
+        )
+        op.output(f"{name}_out", picked, getattr(sinks, name))
+    op.output(
+        "dead_letters_out",
+        op.map(
+            "dead_letter_message",
+            dead_letters,
+            lambda d: KafkaSinkMessage(None, d.model_dump_json().encode()),
+        ),
+        sinks.dead_letters,
+    )
+    return flow
+
+
+def _log_dead_letter(step_id: str, item: DeadLetter) -> None:
+    log.warning(
+        "dead letter",
+        reason=item.reason.value,
+        error=item.error[:200],
+        topic=item.source_topic,
+        partition=item.partition,
+        offset=item.offset,
+    )
+
+
+def kafka_sinks(settings: Settings) -> Sinks:
+    from bytewax.connectors.kafka import KafkaSink
+
+    def sink(topic: str) -> KafkaSink:
+        return KafkaSink(settings.brokers, topic, add_config=dict(settings.kafka_extra_config))
+
+    return Sinks(
+        decisions=sink(settings.topic_decisions),
+        alerts=sink(settings.topic_alerts),
+        dead_letters=sink(settings.topic_dead_letters),
+        model_status=sink(settings.topic_model_status),
+    )
+
+
+def recovery_config(settings: Settings) -> RecoveryConfig | None:
+    """Recovery is on by default: create the snapshot store on first use."""
+    if not settings.recovery:
+        return None
+    path = settings.recovery_path
+    if not path.exists() or not any(path.iterdir()):
+        path.mkdir(parents=True, exist_ok=True)
+        init_db_dir(path, 1)
+        log.info("recovery store created", path=str(path))
+    return RecoveryConfig(str(path))
+
+
+def run(settings: Settings) -> None:
+    """Run the detector until stopped (blocks)."""
+    flow = build_flow(settings)
+    addresses = settings.addresses.split(";") if settings.addresses else None
+    log.info(
+        "detector starting",
+        brokers=settings.brokers,
+        recovery=str(settings.recovery_path) if settings.recovery else None,
+        workers=settings.workers,
+    )
+    cli_main(
+        flow,
+        workers_per_process=settings.workers,
+        process_id=settings.process_id,
+        addresses=addresses,
+        epoch_interval=timedelta(seconds=settings.snapshot_interval_seconds),
+        recovery_config=recovery_config(settings),
+    )

@@ -1,0 +1,392 @@
+"""The scoring core: per-card state, per-terminal state, then the model.
+
+Three steps, each a pure function of its state and one event, so that the Bytewax
+dataflow can key them by card, by terminal and by model, and the offline replay and the
+tests can call the very same functions in the same order through ``ScoringCore``.
+
+Transactions go card -> terminal -> model and come out as ``Scored``. Labels go the same
+way: the card knows which terminal a transaction used, the terminal keeps the features
+recorded when the transaction was scored (and counts confirmed frauds), and the model
+learns from those features, however late the label is.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from detector import __version__
+from detector.contracts import (
+    Alert,
+    Decision,
+    DecisionKind,
+    Label,
+    RejectReason,
+    Transaction,
+    alert_id_for,
+)
+from detector.decision import Thresholds
+from detector.reasons import explain
+from detector.settings import Settings
+from models import (
+    FEATURES,
+    CardProfile,
+    HybridScore,
+    HybridScorer,
+    PendingFeatures,
+    TerminalProfile,
+)
+
+DAY = 86400.0
+MODEL_NAME = "hybrid-hst-logreg"
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """The scoring core's knobs (a picklable subset of ``Settings``)."""
+
+    card_history_days: float = 30.0
+    card_history_max: int = 1000
+    terminal_history_days: float = 28.0
+    label_horizon_days: float = 45.0
+    pending_max_per_terminal: int = 100_000
+    presume_legit_days: float = 0.0
+    review_threshold: float = 0.6
+    block_threshold: float = 0.9
+    warmup_frauds: int = 50
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CoreConfig:
+        return cls(
+            card_history_days=settings.card_history_days,
+            card_history_max=settings.card_history_max,
+            terminal_history_days=settings.terminal_history_days,
+            label_horizon_days=settings.label_horizon_days,
+            pending_max_per_terminal=settings.pending_max_per_terminal,
+            presume_legit_days=settings.presume_legit_days,
+            review_threshold=settings.review_threshold,
+            block_threshold=settings.block_threshold,
+            warmup_frauds=settings.classifier_warmup_frauds,
+        )
+
+
+# --- what flows between the steps ----------------------------------------------------
+
+
+@dataclass(slots=True)
+class CardFeatured:
+    """A transaction with its card features (card step -> terminal step)."""
+
+    transaction: Transaction
+    features: dict[str, float]
+
+
+@dataclass(slots=True)
+class Featured:
+    """A transaction with all its features (terminal step -> model step)."""
+
+    transaction: Transaction
+    features: dict[str, float]
+
+
+@dataclass(slots=True)
+class RoutedLabel:
+    """A label with what the card knew of its transaction (card step -> terminal step)."""
+
+    label: Label
+    terminal_id: str
+    transaction_time: float
+
+
+@dataclass(slots=True)
+class LabelToLearn:
+    """Features recorded at scoring time and the truth about them (-> model step)."""
+
+    transaction_id: str
+    is_fraud: bool
+    source: str
+    features: dict[str, float]
+
+
+@dataclass(slots=True)
+class Rejected:
+    """A valid-looking event the core cannot use; it goes to the dead-letter topic."""
+
+    reason: RejectReason
+    error: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class Scored:
+    """The outcome for one transaction: what the dataflow publishes."""
+
+    transaction: Transaction
+    features: dict[str, float]
+    parts: HybridScore
+    decision: DecisionKind
+    reasons: list[str]
+    model_name: str
+    model_version: str
+    scored_at: datetime
+
+    @property
+    def score(self) -> float:
+        return min(1.0, max(0.0, self.parts.score))
+
+    def to_decision(self) -> Decision:
+        tx = self.transaction
+        return Decision(
+            transaction_id=tx.transaction_id,
+            card_id=tx.card_id,
+            terminal_id=tx.terminal_id,
+            amount=tx.amount,
+            score=self.score,
+            decision=self.decision,
+            reasons=self.reasons,
+            model_name=self.model_name,
+            model_version=self.model_version,
+            transaction_time=tx.timestamp,
+            scored_at=self.scored_at,
+        )
+
+    def to_alert(self) -> Alert | None:
+        if self.decision == "allow":
+            return None
+        return Alert(
+            alert_id=alert_id_for(self.transaction.transaction_id),
+            transaction=self.transaction,
+            score=self.score,
+            decision=self.decision,
+            reasons=self.reasons,
+            features=self.features,
+            model_name=self.model_name,
+            model_version=self.model_version,
+            created_at=self.scored_at,
+        )
+
+
+@dataclass(slots=True)
+class Learned:
+    """A label the model learned from."""
+
+    transaction_id: str
+    is_fraud: bool
+    source: str
+
+
+CardOut = CardFeatured | RoutedLabel | Rejected
+TerminalOut = Featured | LabelToLearn | Rejected
+ModelOut = Scored | Learned
+
+
+# --- keyed state ---------------------------------------------------------------------
+
+
+@dataclass
+class CardState:
+    """Per-card state: the feature history and the transactions it may still be asked of."""
+
+    profile: CardProfile
+    # transaction id -> (event time, terminal id): drops duplicates, routes late labels
+    seen: collections.OrderedDict[str, tuple[float, str]] = field(
+        default_factory=collections.OrderedDict
+    )
+
+
+@dataclass
+class TerminalState:
+    """Per-terminal state: volume, confirmed frauds, features waiting for labels."""
+
+    profile: TerminalProfile
+    pending: PendingFeatures
+
+
+@dataclass
+class ModelState:
+    """The one shared model, its thresholds and its counters."""
+
+    scorer: HybridScorer
+    thresholds: Thresholds
+    name: str = MODEL_NAME
+    version: str = __version__
+    transactions_scored: int = 0
+    decisions: collections.Counter[str] = field(default_factory=collections.Counter)
+    labels_by_source: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+# --- the three steps -----------------------------------------------------------------
+
+
+def card_step(
+    state: CardState | None, event: Transaction | Label, config: CoreConfig
+) -> tuple[CardState, CardOut]:
+    if state is None:
+        state = CardState(CardProfile(config.card_history_days, config.card_history_max))
+    if isinstance(event, Label):
+        known = state.seen.get(event.transaction_id)
+        if known is None:
+            return state, Rejected(
+                RejectReason.UNKNOWN_TRANSACTION,
+                f"no transaction {event.transaction_id!r} of card {event.card_id!r} within "
+                f"the last {config.label_horizon_days:g} days",
+                event.model_dump_json().encode(),
+            )
+        return state, RoutedLabel(event, terminal_id=known[1], transaction_time=known[0])
+
+    tx = event
+    if tx.transaction_id in state.seen:
+        return state, Rejected(
+            RejectReason.DUPLICATE,
+            f"transaction {tx.transaction_id!r} was already decided",
+            tx.model_dump_json().encode(),
+        )
+    ts = tx.epoch_seconds
+    features = state.profile.features(ts, tx.amount, tx.terminal_id)
+    state.profile.observe(ts, tx.amount, tx.terminal_id)
+    state.seen[tx.transaction_id] = (ts, tx.terminal_id)
+    horizon = ts - config.label_horizon_days * DAY
+    while state.seen:
+        first_ts = next(iter(state.seen.values()))[0]
+        if first_ts >= horizon and len(state.seen) <= config.card_history_max:
+            break
+        state.seen.popitem(last=False)
+    return state, CardFeatured(tx, features)
+
+
+def terminal_step(
+    state: TerminalState | None, item: CardOut, config: CoreConfig
+) -> tuple[TerminalState, list[TerminalOut]]:
+    if state is None:
+        state = TerminalState(
+            TerminalProfile(config.terminal_history_days),
+            PendingFeatures(
+                FEATURES,
+                horizon_days=config.label_horizon_days,
+                max_entries=config.pending_max_per_terminal,
+                presume_legit_days=config.presume_legit_days,
+            ),
+        )
+    if isinstance(item, Rejected):
+        return state, [item]
+    if isinstance(item, RoutedLabel):
+        label = item.label
+        is_fraud = label.label == "fraud"
+        state.profile.record_label(label.transaction_id, item.transaction_time, is_fraud=is_fraud)
+        features = state.pending.get(label.transaction_id)
+        if features is None:
+            return state, [
+                Rejected(
+                    RejectReason.UNKNOWN_TRANSACTION,
+                    f"features of transaction {label.transaction_id!r} are no longer kept",
+                    label.model_dump_json().encode(),
+                )
+            ]
+        state.pending.mark_labelled(label.transaction_id)
+        return state, [LabelToLearn(label.transaction_id, is_fraud, label.source, features)]
+
+    tx = item.transaction
+    ts = tx.epoch_seconds
+    features = {**item.features, **state.profile.features(ts)}
+    state.profile.observe(ts)
+    state.pending.record(tx.transaction_id, ts, features)
+    out: list[TerminalOut] = [
+        LabelToLearn(tx_id, False, "presumed", x) for tx_id, x in state.pending.expire(ts)
+    ]
+    out.append(Featured(tx, features))
+    return state, out
+
+
+def model_step(
+    state: ModelState | None, item: TerminalOut, config: CoreConfig
+) -> tuple[ModelState, list[ModelOut | Rejected]]:
+    if state is None:
+        state = new_model_state(config)
+    if isinstance(item, Rejected):
+        return state, [item]
+    if isinstance(item, LabelToLearn):
+        state.scorer.learn_one(item.features, item.is_fraud)
+        state.labels_by_source[item.source] += 1
+        return state, [Learned(item.transaction_id, item.is_fraud, item.source)]
+
+    tx = item.transaction
+    parts = state.scorer.predict_parts(item.features)
+    decision = state.thresholds.decide(parts.score)
+    reasons = explain(
+        item.features,
+        parts,
+        terminal_id=tx.terminal_id,
+        history_days=config.card_history_days,
+        frauds_learned=state.scorer.labels_learned["fraud"],
+    )
+    state.scorer.learn_unlabelled(item.features, parts)
+    state.transactions_scored += 1
+    state.decisions[decision] += 1
+    scored = Scored(
+        transaction=tx,
+        features=item.features,
+        parts=parts,
+        decision=decision,
+        reasons=reasons,
+        model_name=state.name,
+        model_version=state.version,
+        scored_at=datetime.now(UTC),
+    )
+    return state, [scored]
+
+
+def new_model_state(config: CoreConfig) -> ModelState:
+    return ModelState(
+        scorer=HybridScorer(warmup_frauds=config.warmup_frauds),
+        thresholds=Thresholds(config.review_threshold, config.block_threshold),
+    )
+
+
+# --- the same steps in one process -----------------------------------------------------
+
+
+class ScoringCore:
+    """All state in one object, for the offline replay and the tests.
+
+    ``process`` runs an event through the same three steps the dataflow runs, in the
+    same order, and returns what the dataflow would publish.
+    """
+
+    def __init__(self, config: CoreConfig | None = None) -> None:
+        self.config = config or CoreConfig()
+        self.cards: dict[str, CardState] = {}
+        self.terminals: dict[str, TerminalState] = {}
+        self.model: ModelState = new_model_state(self.config)
+
+    def process(self, event: Transaction | Label) -> list[ModelOut | Rejected]:
+        card_id = event.card_id
+        self.cards[card_id], card_out = card_step(self.cards.get(card_id), event, self.config)
+        if isinstance(card_out, Rejected):
+            return [card_out]
+        terminal_id = (
+            card_out.terminal_id
+            if isinstance(card_out, RoutedLabel)
+            else card_out.transaction.terminal_id
+        )
+        self.terminals[terminal_id], terminal_out = terminal_step(
+            self.terminals.get(terminal_id), card_out, self.config
+        )
+        results: list[ModelOut | Rejected] = []
+        for item in terminal_out:
+            self.model, out = model_step(self.model, item, self.config)
+            results.extend(out)
+        return results
+
+    def score(self, tx: Transaction) -> Scored:
+        """Score one transaction; raises if the core rejects it (a duplicate)."""
+        for out in self.process(tx):
+            if isinstance(out, Scored):
+                return out
+            if isinstance(out, Rejected):
+                raise ValueError(out.error)
+        raise AssertionError("a transaction always yields a Scored or a Rejected")
+
+    def learn(self, label: Label) -> Learned | Rejected:
+        results = self.process(label)
+        return results[0]  # type: ignore[return-value]

@@ -1,0 +1,138 @@
+"""Runtime configuration, read from ``FRAUDSTREAM_*`` environment variables.
+
+Every number a user can tune lives here with its default and a one-line explanation;
+the README's configuration table lists the same fields.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """fraudstream settings; each field is read from ``FRAUDSTREAM_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAUDSTREAM_", extra="ignore")
+
+    # --- Kafka -----------------------------------------------------------------------
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port."
+    )
+    topic_transactions: str = Field("transactions", description="Incoming transactions.")
+    topic_decisions: str = Field("decisions", description="One decision per transaction.")
+    topic_alerts: str = Field("alerts", description="Review and block decisions for analysts.")
+    topic_labels: str = Field("labels", description="Analyst verdicts and chargebacks.")
+    topic_dead_letters: str = Field(
+        "transactions.dlq", description="Invalid transactions and labels, with the reason."
+    )
+    topic_model_status: str = Field(
+        "model-status", description="Periodic snapshots of the deciding model."
+    )
+    topic_partitions: int = Field(3, ge=1, description="Partitions per topic on creation.")
+    topic_replication_factor: int = Field(
+        1, ge=1, description="Replication factor per topic on creation."
+    )
+    kafka_batch_size: int = Field(
+        1000, ge=1, description="Most records the detector reads per partition per poll."
+    )
+    kafka_extra_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra librdkafka properties (JSON), e.g. security settings.",
+    )
+
+    # --- Local broker ----------------------------------------------------------------
+    home: Path = Field(
+        Path(".fraudstream"),
+        description="Folder for the local broker's jars, data and logs and the detector's "
+        "recovery state.",
+    )
+    kafka_version: str = Field("3.9.1", description="Apache Kafka version of the local broker.")
+    kafka_heap: str = Field("512m", description="Java heap of the local broker.")
+
+    # --- Detector --------------------------------------------------------------------
+    recovery: bool = Field(True, description="Keep Bytewax recovery snapshots.")
+    recovery_dir: Path | None = Field(
+        None, description="Recovery snapshot folder (default: <home>/recovery)."
+    )
+    snapshot_interval_seconds: float = Field(
+        5.0, gt=0, description="Epoch length: how often state and offsets are snapshotted."
+    )
+    workers: int = Field(1, ge=1, description="Bytewax worker threads per process.")
+    process_id: int | None = Field(
+        None, ge=0, description="This process's index in a multi-process detector cluster."
+    )
+    addresses: str | None = Field(
+        None, description="host:port of every detector process, ';'-separated (a cluster)."
+    )
+    status_interval_seconds: float = Field(
+        5.0, gt=0, description="How often the model's status is published."
+    )
+    max_message_bytes: int = Field(
+        65536, ge=256, description="Larger records go to the dead-letter topic."
+    )
+    max_clock_skew_seconds: float = Field(
+        300.0, ge=0, description="Transactions this far in the future are rejected."
+    )
+    review_threshold: float = Field(
+        0.6, ge=0, le=1, description="Score at or above which a transaction is reviewed."
+    )
+    block_threshold: float = Field(
+        0.9, ge=0, le=1, description="Score at or above which a transaction is blocked."
+    )
+    label_horizon_days: float = Field(
+        45.0, gt=0, description="How long scored features wait for a late label (chargeback)."
+    )
+    presume_legit_days: float = Field(
+        14.0,
+        ge=0,
+        description="A transaction without a label after this many days is learned as "
+        "legitimate (no chargeback); 0 disables.",
+    )
+    pending_max_per_terminal: int = Field(
+        100_000, ge=100, description="Most scored transactions per terminal awaiting a label."
+    )
+    card_history_days: float = Field(
+        30.0, gt=0, description="How far back a card's transactions are kept for features."
+    )
+    card_history_max: int = Field(
+        1000, ge=10, description="Most transactions kept per card."
+    )
+    terminal_history_days: float = Field(
+        28.0, gt=0, description="How far back a terminal's transactions and labels are kept."
+    )
+    classifier_warmup_frauds: int = Field(
+        50, ge=1, description="Fraud labels after which classifier and detector weigh equally."
+    )
+
+    # --- API -------------------------------------------------------------------------
+    api_host: str = Field("127.0.0.1", description="Address the API listens on.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
+
+    # --- Logs ------------------------------------------------------------------------
+    log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
+    log_format: str = Field(
+        "auto", description="console, json, or auto (console on a terminal, else json)."
+    )
+
+    @cached_property
+    def brokers(self) -> list[str]:
+        return [b.strip() for b in self.bootstrap_servers.split(",") if b.strip()]
+
+    @property
+    def recovery_path(self) -> Path:
+        return self.recovery_dir if self.recovery_dir is not None else self.home / "recovery"
+
+    @property
+    def topics(self) -> list[str]:
+        return [
+            self.topic_transactions,
+            self.topic_decisions,
+            self.topic_alerts,
+            self.topic_labels,
+            self.topic_dead_letters,
+            self.topic_model_status,
+        ]

@@ -1,0 +1,19 @@
+"""River model code of fraudstream: feature state and scorers, pure Python, no I/O."""
+
+from models.card import CARD_FEATURES, CardProfile
+from models.hybrid import HybridScore, HybridScorer
+from models.pending import PendingFeatures
+from models.terminal import TERMINAL_FEATURES, TerminalProfile
+
+FEATURES: tuple[str, ...] = CARD_FEATURES + TERMINAL_FEATURES
+
+__all__ = [
+    "CARD_FEATURES",
+    "FEATURES",
+    "TERMINAL_FEATURES",
+    "CardProfile",
+    "HybridScore",
+    "HybridScorer",
+    "PendingFeatures",
+    "TerminalProfile",
+]
