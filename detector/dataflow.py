@@ -12,7 +12,9 @@ This is the only module that imports Bytewax. The flow, step by step:
 
 from __future__ import annotations
 
-import time
+import os
+import signal
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,6 +26,7 @@ from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
 from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
+from bytewax.operators import StatefulLogic
 from bytewax.outputs import Sink
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
@@ -43,6 +46,7 @@ from detector.scoring import (
     TerminalState,
     card_step,
     model_step,
+    new_model_state,
     terminal_step,
 )
 from detector.settings import Settings
@@ -63,15 +67,6 @@ class Sinks:
     alerts: Sink[Message]
     dead_letters: Sink[Message]
     model_status: Sink[Message]
-
-
-@dataclass
-class ModelStepState:
-    """The model and when its status was last published (wall clock)."""
-
-    model: ModelState | None = None
-    status_published_at: float = 0.0
-    labels_at_last_status: int = 0
 
 
 class _Parser:
@@ -119,30 +114,34 @@ class _TerminalMapper:
         return terminal_step(state, item, self.config)
 
 
-class _ModelMapper:
-    """Runs the model step and, every ``interval`` seconds, a status snapshot."""
+class _ModelLogic(StatefulLogic[TerminalOut, "ModelOut | Rejected | ModelStatus", ModelState]):
+    """The model step, plus a status snapshot every ``interval`` seconds and at the end."""
 
-    def __init__(self, config: CoreConfig, interval: float) -> None:
+    def __init__(self, config: CoreConfig, interval: float, state: ModelState | None) -> None:
         self.config = config
-        self.interval = interval
+        self.interval = timedelta(seconds=interval)
+        self.state = state if state is not None else new_model_state(config)
+        self.next_status = datetime.now(UTC)
 
-    def __call__(
-        self, state: ModelStepState | None, item: TerminalOut
-    ) -> tuple[ModelStepState, list[ModelOut | Rejected | ModelStatus]]:
-        state = state or ModelStepState()
-        state.model, out = model_step(state.model, item, self.config)
-        results: list[ModelOut | Rejected | ModelStatus] = list(out)
-        now = time.monotonic()
-        learned = sum(state.model.labels_by_source.values())
-        # Publish on the interval, and at once when labels arrive after a quiet spell,
-        # so a verdict shows up in the status within seconds.
-        if now - state.status_published_at >= self.interval or (
-            learned != state.labels_at_last_status and now - state.status_published_at >= 1.0
-        ):
-            results.append(model_status(state.model))
-            state.status_published_at = now
-            state.labels_at_last_status = learned
-        return state, results
+    def on_item(self, value: TerminalOut) -> tuple[list[ModelOut | Rejected | ModelStatus], bool]:
+        self.state, out = model_step(self.state, value, self.config)
+        return list(out), StatefulLogic.RETAIN
+
+    def _status(self) -> tuple[list[ModelOut | Rejected | ModelStatus], bool]:
+        self.next_status = datetime.now(UTC) + self.interval
+        return [model_status(self.state)], StatefulLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[ModelOut | Rejected | ModelStatus], bool]:
+        return self._status()
+
+    def on_eof(self) -> tuple[list[ModelOut | Rejected | ModelStatus], bool]:
+        return self._status()
+
+    def notify_at(self) -> datetime:
+        return self.next_status
+
+    def snapshot(self) -> ModelState:
+        return self.state
 
 
 def model_status(model: ModelState) -> ModelStatus:
@@ -260,11 +259,10 @@ def build_flow(
     # Featured | LabelToLearn | Rejected
 
     by_model = op.key_on("key_by_model", terminal_out, lambda _: MODEL_KEY)
+    interval = settings.status_interval_seconds
     model_out = op.key_rm(
         "model_out",
-        op.stateful_flat_map(
-            "model", by_model, _ModelMapper(config, settings.status_interval_seconds)
-        ),
+        op.stateful("model", by_model, lambda state: _ModelLogic(config, interval, state)),
     )
     # Scored | Learned | Rejected | ModelStatus
 
@@ -336,9 +334,21 @@ def recovery_config(settings: Settings) -> RecoveryConfig | None:
     return RecoveryConfig(str(path))
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    # Bytewax has no graceful stop: end the process at once. Outputs are flushed batch
+    # by batch and offsets live in the last snapshot, so a restart resumes from there
+    # and re-publishes at most the unfinished epoch, with the same ids.
+    log.info("detector stopping", signal=signal.Signals(signum).name)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def run(settings: Settings) -> None:
-    """Run the detector until stopped (blocks)."""
+    """Run the detector until stopped (blocks); SIGINT and SIGTERM stop it."""
     flow = build_flow(settings)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _exit_on_signal)
     addresses = settings.addresses.split(";") if settings.addresses else None
     log.info(
         "detector starting",

@@ -53,7 +53,10 @@ class TailCalibration(base.Base):
     >>> for i in range(1000):
     ...     cal.update((i % 100) / 100)
     >>> cal.transform(0.5), round(cal.transform(0.995), 2)
-    (0.0, 1.0)
+    (0.0, 0.95)
+
+    The top bin holds 1% of the scores; ties count half below, half above, so a score in
+    it ranks at 99.5%, that is 95% of the way through the top 10%.
 
     """
 
@@ -99,10 +102,22 @@ class TailCalibration(base.Base):
         return min(1.0, max(0.0, (rank - (1.0 - self.tail)) / self.tail))
 
 
+# Fixed ranges of the detector's (log-compressed) features: unlike a running min-max
+# scaler, they do not shift with the order events arrive in, and a value beyond
+# anything seen so far still lands in the emptiest, most anomalous leaves.
+DETECTOR_LIMITS: dict[str, tuple[float, float]] = {
+    "log_amount": (0.0, 8.0),
+    "card_amount_ratio": (0.0, 3.0),
+    "card_tx_1h": (0.0, 2.5),
+    "card_tx_24h": (0.0, 3.5),
+    "card_new_terminal": (0.0, 0.7),
+    "card_hours_since_last": (0.0, 6.6),
+}
+
+
 def _default_detector() -> base.Estimator:
-    return compose.Pipeline(
-        preprocessing.MinMaxScaler(),
-        anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=250, seed=42),
+    return anomaly.HalfSpaceTrees(
+        n_trees=10, height=8, window_size=250, limits=DETECTOR_LIMITS, seed=42
     )
 
 
@@ -141,14 +156,33 @@ class HybridScorer(base.Estimator):
 
     Examples
     --------
-    >>> model = HybridScorer(warmup_frauds=1)
-    >>> normal = {"log_amount": 3.0, "card_amount_ratio": 1.0}
-    >>> for _ in range(300):
-    ...     model.learn_unlabelled(normal)
-    >>> model.learn_one({"log_amount": 7.0, "card_amount_ratio": 40.0}, True)
+    Ordinary transactions, of varied amounts, are scored and learned without labels:
+
+    >>> model = HybridScorer(warmup_frauds=5)
+    >>> normal = [
+    ...     {"log_amount": 3.0 + (i % 11) / 20, "card_amount_ratio": 0.7 + (i % 13) / 20}
+    ...     for i in range(600)
+    ... ]
+    >>> for x in normal:
+    ...     model.learn_unlabelled(x)
+    >>> odd = {"log_amount": 7.0, "card_amount_ratio": 40.0}
+    >>> model.predict_parts(odd).classifier_weight  # no fraud label yet: detector alone
+    0.0
+
+    Then a few confirmed frauds and legitimate transactions hand part of the score to
+    the classifier, which learns what frauds look like:
+
+    >>> for i in range(5):
+    ...     model.learn_one({"log_amount": 6.0 + i / 2, "card_amount_ratio": 10.0 * (i + 1)}, True)
+    >>> for x in normal[:50]:
+    ...     model.learn_one(x, False)
     >>> model.labels_learned
-    {'fraud': 1, 'legit': 0}
-    >>> model.score_one({"log_amount": 7.0, "card_amount_ratio": 40.0}) > model.score_one(normal)
+    {'fraud': 5, 'legit': 50}
+    >>> model.classifier_weight()
+    0.5
+    >>> model.predict_parts(odd).fraud_probability > 0.9
+    True
+    >>> model.score_one(odd) > max(model.score_one(x) for x in normal)
     True
 
     """
@@ -215,9 +249,13 @@ class HybridScorer(base.Estimator):
         """Let the detector learn a transaction just scored (unless it looked anomalous)."""
         view = self._detector_view(x)
         raw = score.raw_anomaly if score is not None else self._detector.score_one(view)
-        self._calibration.update(raw)
+        # A detector still filling its first window (half-space trees) scores everything
+        # 0: calibrating those placeholders would rank its first real scores as outliers.
+        if raw > 0.0 or self._calibration._total > 0:
+            self._calibration.update(raw)
         anomalous = self._calibration.transform(raw) > 0.5
-        if not (self.protect_detector and anomalous):
+        # An empty view has nothing to learn (and half-space trees cannot be built on it).
+        if view and not (self.protect_detector and anomalous):
             self._detector.learn_one(view)
         self.n_scored_unlabelled += 1
 

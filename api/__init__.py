@@ -1,0 +1,1 @@
+"""fraudstream's HTTP service for analysts and integrators."""

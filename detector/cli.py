@@ -1,0 +1,261 @@
+"""The ``fraudstream`` command line."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import structlog
+import typer
+
+from detector import __version__
+from detector.logs import configure_logging
+from detector.settings import Settings
+
+app = typer.Typer(
+    name="fraudstream",
+    help="Real-time fraud detection for payment streams: Kafka in, online River models, "
+    "explainable decisions and alerts out.\n\nEvery setting is read from FRAUDSTREAM_* "
+    "environment variables (see the README).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="markdown",
+)
+broker_app = typer.Typer(
+    help="The local Apache Kafka broker (KRaft, one node).", no_args_is_help=True
+)
+topics_app = typer.Typer(help="Kafka topics of fraudstream.", no_args_is_help=True)
+app.add_typer(broker_app, name="broker")
+app.add_typer(topics_app, name="topics")
+
+log = structlog.get_logger("fraudstream")
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+@app.command()
+def version() -> None:
+    """Print the fraudstream version."""
+    typer.echo(__version__)
+
+
+@broker_app.command("start")
+def broker_start(
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the broker to be ready.")] = 90,
+) -> None:
+    """Start the local broker, or reuse one already reachable at the bootstrap address.
+
+    The first start fetches the Kafka jars from Maven Central into FRAUDSTREAM_HOME.
+    """
+    from detector.broker import LocalBroker
+
+    broker = LocalBroker.from_settings(_settings())
+    started = broker.start(wait=wait)
+    typer.echo(f"broker {'started' if started else 'already running'} at {broker.bootstrap}")
+
+
+@broker_app.command("fetch")
+def broker_fetch() -> None:
+    """Fetch the Apache Kafka jars from Maven Central into the cache (once)."""
+    from detector.broker import LocalBroker
+
+    libs = LocalBroker.from_settings(_settings()).fetch_jars()
+    typer.echo(f"Kafka jars in {libs}")
+
+
+@broker_app.command("stop")
+def broker_stop() -> None:
+    """Stop the local broker that fraudstream started (a clean shutdown)."""
+    from detector.broker import LocalBroker
+
+    stopped = LocalBroker.from_settings(_settings()).stop()
+    typer.echo("broker stopped" if stopped else "no broker of ours was running")
+
+
+@broker_app.command("status")
+def broker_status() -> None:
+    """Say whether a broker is reachable and whether fraudstream manages it."""
+    from detector.broker import LocalBroker
+
+    status = LocalBroker.from_settings(_settings()).status()
+    typer.echo(
+        f"bootstrap: {status.bootstrap}\nreachable: {status.reachable}\n"
+        f"managed by fraudstream: {status.managed} (pid {status.pid})\n"
+        f"data: {status.data_dir}\nlog: {status.log_file}"
+    )
+    if not status.reachable:
+        raise typer.Exit(1)
+
+
+@topics_app.command("create")
+def topics_create(
+    partitions: Annotated[
+        int | None, typer.Option(help="Partitions per topic (default FRAUDSTREAM_TOPIC_PARTITIONS).")
+    ] = None,
+) -> None:
+    """Create fraudstream's topics; existing topics are left as they are."""
+    from detector.topics import create_topics
+
+    settings = _settings()
+    for topic, outcome in create_topics(settings, partitions=partitions).items():
+        typer.echo(f"{topic}: {outcome}")
+
+
+@app.command()
+def detect() -> None:
+    """Run the detector: the Bytewax dataflow that scores transactions from Kafka.
+
+    State and Kafka offsets are snapshotted to FRAUDSTREAM_RECOVERY_DIR, so a restart
+    resumes where the last snapshot left off.
+    """
+    from detector.dataflow import run
+
+    run(_settings())
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Address (default FRAUDSTREAM_API_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default FRAUDSTREAM_API_PORT).")] = None,
+) -> None:
+    """Serve the HTTP API (uvicorn)."""
+    import uvicorn
+
+    settings = _settings()
+    uvicorn.run(
+        "api.main:app",
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@app.command()
+def simulate(
+    rate: Annotated[float, typer.Option(help="Transactions per second at most.")] = 100.0,
+    customers: Annotated[int, typer.Option(help="Simulated cards.")] = 5000,
+    terminals: Annotated[int, typer.Option(help="Simulated terminals.")] = 10000,
+    days_back: Annotated[
+        float, typer.Option(help="Start this many days ago; then keep to real time.")
+    ] = 30.0,
+    days: Annotated[int | None, typer.Option(help="Simulated days (default: endless).")] = None,
+    chargeback_delay_days: Annotated[
+        float, typer.Option(help="Chargebacks of frauds arrive this many days later; 0: none.")
+    ] = 7.0,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: a new one).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Stop after this many transactions.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write JSONL (with ground truth) here instead of Kafka.")
+    ] = None,
+) -> None:
+    """Publish simulated card transactions (the Fraud Detection Handbook's simulation).
+
+    Cards and terminals on a grid, per-card spending habits, and three fraud scenarios:
+    large amounts, compromised terminals and compromised cards. Simulated time starts
+    DAYS_BACK days ago, runs as fast as RATE allows and never passes the wall clock.
+    """
+    import itertools
+
+    from detector.datasets import write_jsonl
+    from detector.publishing import publish, start_time_for_live
+    from detector.simulator import SimulationConfig
+    from detector.simulator import simulate as run_simulation
+
+    settings = _settings()
+    seed = seed if seed is not None else random.SystemRandom().randrange(1_000_000)
+    config = SimulationConfig(
+        n_customers=customers,
+        n_terminals=terminals,
+        seed=seed,
+        start=start_time_for_live(days_back),
+        days=days,
+    )
+    log.info("simulating", seed=seed, start=config.start.isoformat(), rate=rate)
+    records = run_simulation(config)
+    if out is not None:
+        written = write_jsonl(itertools.islice(records, limit), out)
+        typer.echo(f"{written} transactions written to {out}")
+        return
+    stats = publish(
+        records,
+        settings,
+        rate=rate,
+        realtime_cap=True,
+        chargeback_delay=timedelta(days=chargeback_delay_days) if chargeback_delay_days else None,
+        limit=limit,
+        progress=False,
+    )
+    typer.echo(f"published {stats.transactions} transactions and {stats.labels} chargebacks")
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="CSV or JSONL dataset, optionally gzipped.")],
+    speedup: Annotated[
+        float | None,
+        typer.Option(help="Pace by event time, this many times faster (default: no pacing)."),
+    ] = None,
+    rate: Annotated[float | None, typer.Option(help="Transactions per second at most.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Stop after this many transactions.")] = None,
+    chargeback_delay_days: Annotated[
+        float, typer.Option(help="Publish chargebacks for known frauds this many days later; 0: none.")
+    ] = 0.0,
+) -> None:
+    """Publish a dataset's transactions to Kafka in timestamp order, with a progress bar.
+
+    Reads the Fraud Detection Handbook's CSV (TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID,
+    TERMINAL_ID, TX_AMOUNT, TX_FRAUD, ...) or files in the Transaction contract.
+    """
+    from detector.datasets import read_dataset
+    from detector.publishing import publish
+
+    settings = _settings()
+    if not file.exists():
+        raise typer.BadParameter(f"{file} does not exist", param_hint="FILE")
+    reader = read_dataset(file, limit=limit)
+    stats = publish(
+        reader,
+        settings,
+        rate=rate,
+        speedup=speedup,
+        chargeback_delay=timedelta(days=chargeback_delay_days) if chargeback_delay_days else None,
+        limit=limit,
+        progress=True,
+    )
+    typer.echo(
+        f"published {stats.transactions} transactions and {stats.labels} chargebacks in "
+        f"{stats.seconds:.1f} s ({stats.transactions / max(stats.seconds, 1e-9):,.0f}/s); "
+        f"{reader.skipped} invalid rows skipped"
+    )
+
+
+@app.command()
+def up(
+    simulate: Annotated[
+        bool, typer.Option("--simulate/--no-simulate", help="Also run the simulator.")
+    ] = True,
+    rate: Annotated[float, typer.Option(help="Simulator transactions per second.")] = 100.0,
+) -> None:
+    """Run the whole local system: broker, topics, detector, API and simulator.
+
+    A broker already reachable at the bootstrap address is reused; one started here is
+    stopped on exit. Ctrl-C stops everything cleanly.
+    """
+    from detector.up import run_system
+
+    run_system(_settings(), simulate=simulate, rate=rate)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

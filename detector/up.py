@@ -1,0 +1,123 @@
+"""``fraudstream up``: the whole local system under one supervisor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+
+import structlog
+
+from detector.broker import LocalBroker
+from detector.settings import Settings
+from detector.topics import create_topics
+
+log = structlog.get_logger("fraudstream.up")
+
+STOP_TIMEOUT_SECONDS = 20.0
+
+
+@dataclass
+class Child:
+    """A supervised process whose output lines are prefixed with its name."""
+
+    name: str
+    args: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    pump: threading.Thread | None = field(default=None, repr=False)
+
+    def start(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            self.args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
+        )
+        self.pump = threading.Thread(target=self._pump, daemon=True)
+        self.pump.start()
+        log.info("started", process=self.name, pid=self.process.pid)
+
+    def _pump(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        width = 10
+        for raw in self.process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            sys.stdout.write(f"{self.name:<{width}}| {line}\n")
+            sys.stdout.flush()
+
+    def exited(self) -> int | None:
+        return self.process.poll() if self.process else None
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        # SIGINT first: Bytewax and uvicorn both finish cleanly on it.
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            log.warning("did not stop in time, killing", process=self.name)
+            self.process.kill()
+            self.process.wait()
+        if self.pump is not None:
+            self.pump.join(timeout=2)
+        log.info("stopped", process=self.name, code=self.process.returncode)
+
+
+def children(settings: Settings, *, simulate: bool, rate: float) -> list[Child]:
+    me = [sys.executable, "-m", "detector"]
+    result = [
+        Child("detector", [*me, "detect"]),
+        Child("api", [*me, "api"]),
+    ]
+    if simulate:
+        result.append(Child("simulator", [*me, "simulate", "--rate", str(rate)]))
+    return result
+
+
+def run_system(settings: Settings, *, simulate: bool = True, rate: float = 100.0) -> None:
+    """Start everything, wait for Ctrl-C (or a child's death), stop everything."""
+    broker = LocalBroker.from_settings(settings)
+    started_broker = broker.start()
+    log.info("broker ready", bootstrap=settings.bootstrap_servers, started=started_broker)
+    for topic, outcome in create_topics(settings).items():
+        log.info("topic", topic=topic, outcome=outcome)
+
+    env = {**os.environ, "FRAUDSTREAM_LOG_FORMAT": os.environ.get("FRAUDSTREAM_LOG_FORMAT", "console")}
+    procs = children(settings, simulate=simulate, rate=rate)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for child in procs:
+            child.start(env)
+        log.info(
+            "fraudstream is up",
+            api=f"http://{settings.api_host}:{settings.api_port}",
+            topics=settings.topics,
+        )
+        while not stopping.wait(0.5):
+            for child in procs:
+                code = child.exited()
+                # The simulator may end by itself (--days); the others must not.
+                if code is not None and not (child.name == "simulator" and code == 0):
+                    log.error("process exited, stopping everything", process=child.name, code=code)
+                    stopping.set()
+    finally:
+        log.info("stopping")
+        for child in reversed(procs):
+            child.stop()
+        if started_broker:
+            broker.stop()
+            log.info("broker stopped")
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+

@@ -1,0 +1,99 @@
+"""The local broker's life cycle and topic creation against a real Kafka."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from detector.broker import LocalBroker
+from detector.settings import Settings
+from detector.topics import BrokerUnavailableError, create_topics, new_admin, wait_for_broker
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def own_broker(
+    tmp_path: Path, local_broker_factory: Callable[[Path], LocalBroker]
+) -> Iterator[LocalBroker]:
+    """A broker of this test only, stopped whatever happens."""
+    broker = local_broker_factory(tmp_path)
+    try:
+        yield broker
+    finally:
+        broker.stop(timeout=10)
+
+
+def test_start_status_reuse_stop(own_broker: LocalBroker) -> None:
+    assert own_broker.start(wait=120) is True
+
+    status = own_broker.status()
+    assert status.reachable and status.managed
+    assert status.pid is not None and status.pid == own_broker.managed_pid()
+    assert status.bootstrap == own_broker.bootstrap
+    assert status.log_file.is_file()
+    assert (status.data_dir / "meta.properties").is_file()
+
+    # Another handle on the same home and port finds the running broker and reuses it.
+    twin = LocalBroker(
+        own_broker.home,
+        port=own_broker.port,
+        controller_port=own_broker.controller_port,
+        libs_dir=own_broker.libs_dir,
+    )
+    assert twin.start() is False
+    assert twin.status().pid == status.pid
+
+    assert own_broker.stop() is True
+    assert not own_broker.pid_file.exists()
+    after = own_broker.status()
+    assert not after.reachable and after.pid is None and not after.managed
+    assert own_broker.stop() is False
+
+
+@pytest.mark.slow
+def test_restart_keeps_data_and_cluster_id(own_broker: LocalBroker) -> None:
+    assert own_broker.start(wait=120)
+    cluster_id = own_broker.cluster_id()
+    settings = Settings(bootstrap_servers=own_broker.bootstrap, home=own_broker.home)
+    topic = f"restart-{uuid.uuid4().hex[:8]}"
+    assert create_topics(settings, [topic], partitions=2) == {topic: "created"}
+    assert own_broker.stop()
+
+    assert own_broker.start(wait=120)
+    assert own_broker.cluster_id() == cluster_id
+    assert create_topics(settings, [topic], partitions=2) == {topic: "exists"}
+
+
+def test_create_topics_is_idempotent(kafka_settings: Settings) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    topics = [f"idem-a-{suffix}", f"idem-b-{suffix}"]
+
+    assert create_topics(kafka_settings, topics, partitions=4) == dict.fromkeys(topics, "created")
+    assert create_topics(kafka_settings, topics, partitions=4) == dict.fromkeys(topics, "exists")
+
+    metadata = new_admin({"bootstrap.servers": kafka_settings.bootstrap_servers}).list_topics(
+        timeout=10
+    )
+    for topic in topics:
+        partitions = metadata.topics[topic].partitions
+        assert len(partitions) == 4
+        assert all(p.leader >= 0 for p in partitions.values())
+
+
+def test_unique_topics_fixture_creates_settings_topics(unique_topics: Settings) -> None:
+    assert create_topics(unique_topics) == dict.fromkeys(unique_topics.topics, "exists")
+    metadata = new_admin({"bootstrap.servers": unique_topics.bootstrap_servers}).list_topics(
+        timeout=10
+    )
+    for topic in unique_topics.topics:
+        assert len(metadata.topics[topic].partitions) == unique_topics.topic_partitions
+
+
+def test_wait_for_broker_names_the_servers(tmp_path: Path) -> None:
+    settings = Settings(bootstrap_servers="127.0.0.1:1", home=tmp_path)
+    with pytest.raises(BrokerUnavailableError, match=r"127\.0\.0\.1:1"):
+        wait_for_broker(settings, timeout=1)
