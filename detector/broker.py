@@ -164,6 +164,7 @@ class LocalBroker:
             controller_port=port + 1,
             version=settings.kafka_version,
             heap=settings.kafka_heap,
+            libs_dir=settings.kafka_libs_dir,
         )
 
     @property

@@ -97,7 +97,8 @@ def broker_status() -> None:
 @topics_app.command("create")
 def topics_create(
     partitions: Annotated[
-        int | None, typer.Option(help="Partitions per topic (default FRAUDSTREAM_TOPIC_PARTITIONS).")
+        int | None,
+        typer.Option(help="Partitions per topic (default FRAUDSTREAM_TOPIC_PARTITIONS)."),
     ] = None,
 ) -> None:
     """Create fraudstream's topics; existing topics are left as they are."""
@@ -122,7 +123,9 @@ def detect() -> None:
 
 @app.command()
 def api(
-    host: Annotated[str | None, typer.Option(help="Address (default FRAUDSTREAM_API_HOST).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address (default FRAUDSTREAM_API_HOST).")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default FRAUDSTREAM_API_PORT).")] = None,
 ) -> None:
     """Serve the HTTP API (uvicorn)."""
@@ -205,7 +208,8 @@ def replay(
     rate: Annotated[float | None, typer.Option(help="Transactions per second at most.")] = None,
     limit: Annotated[int | None, typer.Option(help="Stop after this many transactions.")] = None,
     chargeback_delay_days: Annotated[
-        float, typer.Option(help="Publish chargebacks for known frauds this many days later; 0: none.")
+        float,
+        typer.Option(help="Publish chargebacks for known frauds this many days later; 0: none."),
     ] = 0.0,
 ) -> None:
     """Publish a dataset's transactions to Kafka in timestamp order, with a progress bar.

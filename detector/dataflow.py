@@ -15,9 +15,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import bytewax.operators as op
@@ -55,7 +55,7 @@ from detector.validation import parse_event
 log = structlog.get_logger(__name__)
 
 Event = Transaction | Label
-Message = KafkaSinkMessage[bytes, bytes]
+Message = KafkaSinkMessage[bytes | None, bytes | None]
 MODEL_KEY = "model"
 
 
@@ -100,7 +100,7 @@ class _CardMapper:
     def __init__(self, config: CoreConfig) -> None:
         self.config = config
 
-    def __call__(self, state: CardState | None, event: Event) -> tuple[CardState, CardOut]:
+    def __call__(self, state: CardState | None, event: Event) -> tuple[CardState | None, CardOut]:
         return card_step(state, event, self.config)
 
 
@@ -110,7 +110,7 @@ class _TerminalMapper:
 
     def __call__(
         self, state: TerminalState | None, item: CardOut
-    ) -> tuple[TerminalState, list[TerminalOut]]:
+    ) -> tuple[TerminalState | None, list[TerminalOut]]:
         return terminal_step(state, item, self.config)
 
 
@@ -181,22 +181,18 @@ def _terminal_key(item: CardOut) -> str:
     return item.transaction.terminal_id
 
 
-def _rejected_to_dead_letter(item: Rejected, topic: str) -> DeadLetter:
-    return DeadLetter.of(item.reason, item.error, item.payload, topic=topic)
-
-
 def _message(key: str, value: str) -> Message:
     return KafkaSinkMessage(key.encode(), value.encode())
 
 
-def _outputs(item: ModelOut | Rejected | ModelStatus) -> Iterable[tuple[str, Message]]:
+def _outputs(item: ModelOut | Rejected | ModelStatus) -> list[tuple[str, Message]]:
     """Which topic(s) an outcome goes to, as (sink name, message)."""
     if isinstance(item, Scored):
         key = item.transaction.card_id
-        yield "decisions", _message(key, item.to_decision().model_dump_json())
+        out = [("decisions", _message(key, item.to_decision().model_dump_json()))]
         alert = item.to_alert()
         if alert is not None:
-            yield "alerts", _message(key, alert.model_dump_json())
+            out.append(("alerts", _message(key, alert.model_dump_json())))
             log.info(
                 "alert",
                 transaction_id=item.transaction.transaction_id,
@@ -204,11 +200,12 @@ def _outputs(item: ModelOut | Rejected | ModelStatus) -> Iterable[tuple[str, Mes
                 score=round(item.score, 3),
                 reason=item.reasons[0] if item.reasons else None,
             )
-    elif isinstance(item, ModelStatus):
-        yield "model_status", _message(item.model_name, item.model_dump_json())
-    elif isinstance(item, Learned):
-        if item.source != "presumed":
-            log.info("label learned", transaction_id=item.transaction_id, source=item.source)
+        return out
+    if isinstance(item, ModelStatus):
+        return [("model_status", _message(item.model_name, item.model_dump_json()))]
+    if isinstance(item, Learned) and item.source != "presumed":
+        log.info("label learned", transaction_id=item.transaction_id, source=item.source)
+    return []
 
 
 def build_flow(
@@ -244,10 +241,10 @@ def build_flow(
 
     parsed = op.map("parse_and_validate", records, _Parser(settings))
     # Transaction | Label | DeadLetter
-    valid = op.branch("split_invalid", parsed, lambda e: not isinstance(e, DeadLetter))
-    errors.append(valid.falses)
+    events: Stream[Event] = op.filter_map("valid_events", parsed, _event_or_none)
+    errors.append(op.filter_map("invalid_records", parsed, _dead_letter_or_none))
 
-    by_card = op.key_on("key_by_card", valid.trues, lambda e: e.card_id)
+    by_card = op.key_on("key_by_card", events, _card_key)
     card_out = op.key_rm("card_out", op.stateful_map("card_state", by_card, _CardMapper(config)))
     # CardFeatured | RoutedLabel | Rejected
 
@@ -266,35 +263,56 @@ def build_flow(
     )
     # Scored | Learned | Rejected | ModelStatus
 
-    rejected = op.filter_map(
-        "rejected_to_dead_letter",
-        model_out,
-        lambda item: _rejected_to_dead_letter(item, settings.topic_transactions)
-        if isinstance(item, Rejected)
-        else None,
-    )
-    errors.append(rejected)
+    errors.append(op.filter_map("rejected_events", model_out, partial(_rejected_or_none, settings)))
     dead_letters = op.merge("dead_letters", *errors)
     op.inspect("log_dead_letter", dead_letters, _log_dead_letter)
 
-    routed = op.flat_map("route_outputs", model_out, lambda item: list(_outputs(item)))
+    routed = op.flat_map("route_outputs", model_out, _outputs)
     # (sink name, KafkaSinkMessage)
     sinks = sinks or kafka_sinks(settings)
     for name in ("decisions", "alerts", "model_status"):
-        picked = op.filter_map(
-            f"pick_{name}", routed, lambda pair, name=name: pair[1] if pair[0] == name else None
-        )
+        picked = op.filter_map(f"pick_{name}", routed, partial(_pick, name))
         op.output(f"{name}_out", picked, getattr(sinks, name))
     op.output(
         "dead_letters_out",
-        op.map(
-            "dead_letter_message",
-            dead_letters,
-            lambda d: KafkaSinkMessage(None, d.model_dump_json().encode()),
-        ),
+        op.map("dead_letter_message", dead_letters, _dead_letter_message),
         sinks.dead_letters,
     )
     return flow
+
+
+def _event_or_none(item: Event | DeadLetter) -> Event | None:
+    return None if isinstance(item, DeadLetter) else item
+
+
+def _dead_letter_or_none(item: Event | DeadLetter) -> DeadLetter | None:
+    return item if isinstance(item, DeadLetter) else None
+
+
+def _card_key(event: Event) -> str:
+    return event.card_id
+
+
+def _rejected_or_none(
+    settings: Settings, item: ModelOut | Rejected | ModelStatus
+) -> DeadLetter | None:
+    if not isinstance(item, Rejected):
+        return None
+    # Labels are the only events rejected for naming an unknown transaction.
+    topic = (
+        settings.topic_labels
+        if item.reason is RejectReason.UNKNOWN_TRANSACTION
+        else settings.topic_transactions
+    )
+    return DeadLetter.of(item.reason, item.error, item.payload, topic=topic)
+
+
+def _pick(name: str, pair: tuple[str, Message]) -> Message | None:
+    return pair[1] if pair[0] == name else None
+
+
+def _dead_letter_message(item: DeadLetter) -> Message:
+    return KafkaSinkMessage(b"", item.model_dump_json().encode())
 
 
 def _log_dead_letter(step_id: str, item: DeadLetter) -> None:
@@ -311,7 +329,7 @@ def _log_dead_letter(step_id: str, item: DeadLetter) -> None:
 def kafka_sinks(settings: Settings) -> Sinks:
     from bytewax.connectors.kafka import KafkaSink
 
-    def sink(topic: str) -> KafkaSink:
+    def sink(topic: str) -> Sink[Message]:
         return KafkaSink(settings.brokers, topic, add_config=dict(settings.kafka_extra_config))
 
     return Sinks(

@@ -28,8 +28,13 @@ from detector.contracts import Transaction
 MAX_ERRORS_KEPT = 10
 
 HANDBOOK_COLUMNS = (
-    "TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID",
-    "TX_AMOUNT", "TX_FRAUD", "TX_FRAUD_SCENARIO",
+    "TRANSACTION_ID",
+    "TX_DATETIME",
+    "CUSTOMER_ID",
+    "TERMINAL_ID",
+    "TX_AMOUNT",
+    "TX_FRAUD",
+    "TX_FRAUD_SCENARIO",
 )
 _TRUE = frozenset({"1", "true", "t", "yes", "y"})
 _FALSE = frozenset({"0", "false", "f", "no", "n"})
@@ -229,13 +234,15 @@ def _handbook_parser(header: list[str]) -> Callable[[list[str]], Record]:
         # Validating with the contract is cheap (pydantic-core is compiled, and faster
         # than model_construct); the costly part would be parsing strings in lax mode,
         # so the cells are converted here first.
-        transaction = Transaction.model_validate({
-            "transaction_id": row[i_id],
-            "timestamp": _utc(row[i_time]),
-            "card_id": row[i_card],
-            "terminal_id": row[i_term],
-            "amount": _amount(row[i_amount]),
-        })
+        transaction = Transaction.model_validate(
+            {
+                "transaction_id": row[i_id],
+                "timestamp": _utc(row[i_time]),
+                "card_id": row[i_card],
+                "terminal_id": row[i_term],
+                "amount": _amount(row[i_amount]),
+            }
+        )
         return Record(transaction, _flag(row[i_fraud]), _int_or_none(row[i_scenario]))
 
     return parse

@@ -219,9 +219,7 @@ class _Publisher:
 
     def send_transaction(self, record: Record) -> None:
         transaction = record.transaction
-        self._produce(
-            self._transactions_topic, transaction.card_id, transaction.model_dump_json()
-        )
+        self._produce(self._transactions_topic, transaction.card_id, transaction.model_dump_json())
         self.transactions_sent += 1
 
     def send_labels(self, labels: Iterable[Label]) -> None:

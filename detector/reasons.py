@@ -62,6 +62,8 @@ def explain(
             )
         )
     if parts.anomaly >= 0.5:
-        ranked.append((parts.anomaly, f"unusual for this card and terminal (anomaly {parts.anomaly:.2f})"))
+        ranked.append(
+            (parts.anomaly, f"unusual for this card and terminal (anomaly {parts.anomaly:.2f})")
+        )
     ranked.sort(key=lambda item: item[0], reverse=True)
     return [text for _, text in ranked[:MAX_REASONS]]

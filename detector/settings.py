@@ -50,6 +50,9 @@ class Settings(BaseSettings):
         description="Folder for the local broker's jars, data and logs and the detector's "
         "recovery state.",
     )
+    kafka_libs_dir: Path | None = Field(
+        None, description="Cache of the local broker's jars (default: <home>/kafka/libs)."
+    )
     kafka_version: str = Field("3.9.1", description="Apache Kafka version of the local broker.")
     kafka_heap: str = Field("512m", description="Java heap of the local broker.")
 
@@ -98,9 +101,7 @@ class Settings(BaseSettings):
     card_history_days: float = Field(
         30.0, gt=0, description="How far back a card's transactions are kept for features."
     )
-    card_history_max: int = Field(
-        1000, ge=10, description="Most transactions kept per card."
-    )
+    card_history_max: int = Field(1000, ge=10, description="Most transactions kept per card.")
     terminal_history_days: float = Field(
         28.0, gt=0, description="How far back a terminal's transactions and labels are kept."
     )

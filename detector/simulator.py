@@ -131,9 +131,12 @@ def _make_customers(config: SimulationConfig) -> list[_Customer]:
     rng = random.Random(f"{config.seed}-profiles")
     size = config.grid_size
     profiles = [
-        (rng.uniform(0, size), rng.uniform(0, size),
-         rng.uniform(config.min_mean_amount, config.max_mean_amount),
-         rng.uniform(0, config.max_mean_tx_per_day))
+        (
+            rng.uniform(0, size),
+            rng.uniform(0, size),
+            rng.uniform(config.min_mean_amount, config.max_mean_amount),
+            rng.uniform(0, config.max_mean_tx_per_day),
+        )
         for _ in range(config.n_customers)
     ]
     terminals = [(rng.uniform(0, size), rng.uniform(0, size)) for _ in range(config.n_terminals)]
@@ -215,12 +218,16 @@ class _FraudState:
         """Compromise today's terminals and cards, then label (and inflate) the day."""
         config, rng = self._config, self._rng
         self._compromise(
-            self._terminals_until, config.n_terminals,
-            config.compromised_terminals_per_day, day + config.terminal_compromise_days,
+            self._terminals_until,
+            config.n_terminals,
+            config.compromised_terminals_per_day,
+            day + config.terminal_compromise_days,
         )
         self._compromise(
-            self._cards_until, config.n_customers,
-            config.compromised_cards_per_day, day + config.card_compromise_days,
+            self._cards_until,
+            config.n_customers,
+            config.compromised_cards_per_day,
+            day + config.card_compromise_days,
         )
         terminals = {t for t, until in self._terminals_until.items() if day < until}
         cards = {c for c, until in self._cards_until.items() if day < until}
@@ -243,11 +250,13 @@ class _FraudState:
 
 
 def _to_record(seed: int, n: int, day_start: datetime, draft: _Draft) -> Record:
-    transaction = Transaction.model_validate({
-        "transaction_id": f"sim-{seed}-{n}",
-        "timestamp": day_start + timedelta(seconds=draft.seconds),
-        "card_id": f"card-{draft.customer}",
-        "terminal_id": f"term-{draft.terminal}",
-        "amount": draft.amount,
-    })
+    transaction = Transaction.model_validate(
+        {
+            "transaction_id": f"sim-{seed}-{n}",
+            "timestamp": day_start + timedelta(seconds=draft.seconds),
+            "card_id": f"card-{draft.customer}",
+            "terminal_id": f"term-{draft.terminal}",
+            "amount": draft.amount,
+        }
+    )
     return Record(transaction, draft.scenario != GENUINE, draft.scenario)

@@ -88,7 +88,10 @@ def run_system(settings: Settings, *, simulate: bool = True, rate: float = 100.0
     for topic, outcome in create_topics(settings).items():
         log.info("topic", topic=topic, outcome=outcome)
 
-    env = {**os.environ, "FRAUDSTREAM_LOG_FORMAT": os.environ.get("FRAUDSTREAM_LOG_FORMAT", "console")}
+    env = {
+        **os.environ,
+        "FRAUDSTREAM_LOG_FORMAT": os.environ.get("FRAUDSTREAM_LOG_FORMAT", "console"),
+    }
     procs = children(settings, simulate=simulate, rate=rate)
     stopping = threading.Event()
 
@@ -120,4 +123,3 @@ def run_system(settings: Settings, *, simulate: bool = True, rate: float = 100.0
             log.info("broker stopped")
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-

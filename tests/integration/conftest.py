@@ -109,3 +109,11 @@ def unique_topics(kafka_settings: Settings) -> Settings:
     settings = kafka_settings.model_copy(update=update)
     create_topics(settings)
     return settings
+
+
+@pytest.fixture(scope="session")
+def jars_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared Kafka jars cache, fetched if needed (for tests that start `up`)."""
+    broker = local_broker(tmp_path_factory.mktemp("jars"))
+    require_broker_tools(broker)
+    return broker.fetch_jars()
