@@ -44,7 +44,10 @@ class CardProfile(base.Base):
     ...     card.observe(day * 86400.0, 20.0, "t1")
     >>> x = card.features(10 * 86400.0, 200.0, "t9")
     >>> x["card_amount_ratio"], x["card_new_terminal"], x["card_tx_7d"]
-    (10.0, 1.0, 6.0)
+    (10.0, 1.0, 7.0)
+
+    Windows include their boundary: the transaction of day 3 is exactly 7 days old and
+    counts in ``card_tx_7d`` (days 3 to 9).
 
     """
 
@@ -98,7 +101,9 @@ class CardProfile(base.Base):
             "card_history_tx": float(n),
             "card_mean_amount": mean,
             "card_amount_ratio": amount / mean if mean > 0 else 1.0,
-            "card_hours_since_last": min((ts - last) / HOUR, 24.0 * 30) if last else 24.0 * 30,
+            "card_hours_since_last": (
+                min((ts - last) / HOUR, 24.0 * 30) if last is not None else 24.0 * 30
+            ),
             "card_new_terminal": new_terminal if n else 0.0,
         }
 

@@ -105,7 +105,7 @@ class TailCalibration(base.Base):
 # Fixed ranges of the detector's (log-compressed) features: unlike a running min-max
 # scaler, they do not shift with the order events arrive in, and a value beyond
 # anything seen so far still lands in the emptiest, most anomalous leaves.
-DETECTOR_LIMITS: dict[str, tuple[float, float]] = {
+DETECTOR_LIMITS: dict[typing.Hashable, tuple[float, float]] = {
     "log_amount": (0.0, 8.0),
     "card_amount_ratio": (0.0, 3.0),
     "card_tx_1h": (0.0, 2.5),
@@ -202,8 +202,12 @@ class HybridScorer(base.Estimator):
         self.fraud_weight = fraud_weight
         self.anomaly_tail = anomaly_tail
         self.protect_detector = protect_detector
-        self._detector = detector.clone() if detector is not None else _default_detector()
-        self._classifier = (
+        # River's type hints do not follow pipelines through: the detector scores and
+        # learns without a target, the classifier takes ``w`` for its last step.
+        self._detector: typing.Any = (
+            detector.clone() if detector is not None else _default_detector()
+        )
+        self._classifier: typing.Any = (
             classifier.clone() if classifier is not None else _default_classifier()
         )
         self._calibration = TailCalibration(tail=anomaly_tail)

@@ -86,7 +86,7 @@ class PendingFeatures(base.Base):
         horizon = now - self.horizon_days * DAY
         presume = now - self.presume_legit_days * DAY if self.presume_legit_days > 0 else None
         while self._entries:
-            tx, (ts, values, done) = next(iter(self._entries.items()))
+            tx, (ts, _values, _done) = next(iter(self._entries.items()))
             if ts >= horizon and len(self._entries) <= self.max_entries:
                 break
             del self._entries[tx]

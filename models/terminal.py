@@ -68,10 +68,10 @@ class TerminalProfile(base.Base):
         frauds_7d = frauds_28d = 0
         for when in self._frauds.values():
             if when <= ts:
-                age = ts - when
-                if age <= 28 * DAY:
+                since = ts - when
+                if since <= 28 * DAY:
                     frauds_28d += 1
-                    if age <= 7 * DAY:
+                    if since <= 7 * DAY:
                         frauds_7d += 1
         return {
             "terminal_tx_24h": float(tx_24h),

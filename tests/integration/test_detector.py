@@ -86,13 +86,18 @@ MALFORMED: dict[str, tuple[bytes, str]] = {
     "negative amount": (tx_json(amount=-5), "invalid"),
     "zero amount": (tx_json(amount=0), "invalid"),
     "NaN amount": (tx_json(amount=float("nan")), "invalid"),
-    "infinite amount": (b'{"transaction_id": "inf", "timestamp": "2018-04-02T10:00:00Z", '
-                        b'"card_id": "c", "terminal_id": "t", "amount": 1e400}', "invalid"),
+    "infinite amount": (
+        b'{"transaction_id": "inf", "timestamp": "2018-04-02T10:00:00Z", '
+        b'"card_id": "c", "terminal_id": "t", "amount": 1e400}',
+        "invalid",
+    ),
     "timestamp without offset": (tx_json(timestamp="2018-04-02T10:00:00"), "invalid"),
     "unparseable timestamp": (tx_json(timestamp="yesterday"), "invalid"),
     "far-future timestamp": (tx_json(timestamp="2999-01-01T00:00:00Z"), "future_timestamp"),
-    "oversize": (tx_json(merchant_category="x" * 50, metadata={"blob": "y" * 200}) + b" " * 70000,
-                 "oversize"),
+    "oversize": (
+        tx_json(merchant_category="x" * 50, metadata={"blob": "y" * 200}) + b" " * 70000,
+        "oversize",
+    ),
 }
 
 
@@ -122,7 +127,9 @@ def test_detector_end_to_end(unique_topics: Settings, tmp_path: Path) -> None:
     history = [r.transaction for r in records]
     fraud = planted_fraud(history)
     valid = [*history, fraud]
-    batch: list[tuple[str | None, bytes]] = [(tx.card_id, tx.model_dump_json().encode()) for tx in valid]
+    batch: list[tuple[str | None, bytes]] = [
+        (tx.card_id, tx.model_dump_json().encode()) for tx in valid
+    ]
     # Malformed records sit among the valid ones, and one transaction arrives twice.
     for i, (value, _) in enumerate(MALFORMED.values()):
         batch.insert(100 + i * 150, ("card-bad", value))
@@ -132,7 +139,9 @@ def test_detector_end_to_end(unique_topics: Settings, tmp_path: Path) -> None:
 
     run_detector(settings)
 
-    decisions = [Decision.model_validate_json(v) for v in consume_all(settings, settings.topic_decisions)]
+    decisions = [
+        Decision.model_validate_json(v) for v in consume_all(settings, settings.topic_decisions)
+    ]
     decided = Counter(d.transaction_id for d in decisions)
     assert set(decided) == {tx.transaction_id for tx in valid}
     assert max(decided.values()) == 1, "a transaction was decided twice"
@@ -163,7 +172,10 @@ def test_detector_end_to_end(unique_topics: Settings, tmp_path: Path) -> None:
     non_allow = {d.transaction_id for d in decisions if d.decision != "allow"}
     assert set(by_tx) == non_allow
 
-    statuses = [ModelStatus.model_validate_json(v) for v in consume_all(settings, settings.topic_model_status)]
+    statuses = [
+        ModelStatus.model_validate_json(v)
+        for v in consume_all(settings, settings.topic_model_status)
+    ]
     before = statuses[-1]
     assert before.transactions_scored == len(valid)
     assert before.labels_by_source.get("analyst", 0) == 0
@@ -179,19 +191,33 @@ def test_detector_end_to_end(unique_topics: Settings, tmp_path: Path) -> None:
     )
     produce(settings, settings.topic_labels, [(label.card_id, label.model_dump_json().encode())])
     later = [
-        tx.model_copy(update={"transaction_id": f"later-{i}", "timestamp": fraud.timestamp + timedelta(minutes=10 + i)})
+        tx.model_copy(
+            update={
+                "transaction_id": f"later-{i}",
+                "timestamp": fraud.timestamp + timedelta(minutes=10 + i),
+            }
+        )
         for i, tx in enumerate(history[:200])
     ]
-    produce(settings, settings.topic_transactions, [(tx.card_id, tx.model_dump_json().encode()) for tx in later])
+    produce(
+        settings,
+        settings.topic_transactions,
+        [(tx.card_id, tx.model_dump_json().encode()) for tx in later],
+    )
 
     run_detector(settings)
 
-    decisions = [Decision.model_validate_json(v) for v in consume_all(settings, settings.topic_decisions)]
+    decisions = [
+        Decision.model_validate_json(v) for v in consume_all(settings, settings.topic_decisions)
+    ]
     decided = Counter(d.transaction_id for d in decisions)
     assert set(decided) == {tx.transaction_id for tx in [*valid, *later]}
     assert max(decided.values()) == 1, "the restart decided again what was already decided"
 
-    statuses = [ModelStatus.model_validate_json(v) for v in consume_all(settings, settings.topic_model_status)]
+    statuses = [
+        ModelStatus.model_validate_json(v)
+        for v in consume_all(settings, settings.topic_model_status)
+    ]
     after = statuses[-1]
     assert after.transactions_scored == len(valid) + len(later), "model state was not restored"
     assert after.labels_by_source.get("analyst") == 1

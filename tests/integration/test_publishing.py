@@ -74,8 +74,11 @@ def _spaced(n: int, gap: timedelta, start: datetime | None = None) -> list[Recor
     return [
         Record(
             Transaction(
-                transaction_id=f"spaced-{i}", timestamp=first + i * gap, card_id=f"card-{i % 3}",
-                terminal_id="term-1", amount=10.0 + i,
+                transaction_id=f"spaced-{i}",
+                timestamp=first + i * gap,
+                card_id=f"card-{i % 3}",
+                terminal_id="term-1",
+                amount=10.0 + i,
             ),
             is_fraud=False,
             scenario=0,

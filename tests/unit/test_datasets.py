@@ -28,7 +28,10 @@ def _records() -> list[Record]:
     return [
         Record(
             Transaction(
-                transaction_id="t-1", timestamp=at, card_id="card-1", terminal_id="term-1",
+                transaction_id="t-1",
+                timestamp=at,
+                card_id="card-1",
+                terminal_id="term-1",
                 amount=12.5,
             ),
             is_fraud=False,
@@ -36,9 +39,17 @@ def _records() -> list[Record]:
         ),
         Record(
             Transaction(
-                transaction_id="t-2", timestamp=at + timedelta(seconds=5), card_id="card-2",
-                terminal_id="term-9", amount=999.99, currency="EUR", merchant_category="5411",
-                country="BE", channel="online", device_id="dev-3", metadata={"ip": "10.0.0.1"},
+                transaction_id="t-2",
+                timestamp=at + timedelta(seconds=5),
+                card_id="card-2",
+                terminal_id="term-9",
+                amount=999.99,
+                currency="EUR",
+                merchant_category="5411",
+                country="BE",
+                channel="online",
+                device_id="dev-3",
+                metadata={"ip": "10.0.0.1"},
             ),
             is_fraud=True,
             scenario=3,
@@ -47,7 +58,9 @@ def _records() -> list[Record]:
             Transaction(
                 transaction_id="t-3",
                 timestamp=datetime(2024, 5, 1, 14, 31, tzinfo=timezone(timedelta(hours=2))),
-                card_id="card-1", terminal_id="term-2", amount=3.0,
+                card_id="card-1",
+                terminal_id="term-2",
+                amount=3.0,
             ),
         ),
     ]
@@ -129,7 +142,10 @@ def test_bad_rows_are_skipped_counted_and_located(tmp_path: Path) -> None:
     assert len(list(reader)) == 3
     assert reader.skipped == 4
     assert [error.split(": ")[0] for error in reader.errors] == [
-        f"{path}:4", f"{path}:5", f"{path}:6", f"{path}:7"
+        f"{path}:4",
+        f"{path}:5",
+        f"{path}:6",
+        f"{path}:7",
     ]
     assert "amount" in reader.errors[0]
 

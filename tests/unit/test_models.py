@@ -1,0 +1,399 @@
+"""River's generic estimator battery, applied to fraudstream's estimators.
+
+The parameter checks come straight from ``river.checks.common``. The data checks
+(pickling, cloning, purity, emerging and vanishing features) are written here because
+our estimators are not River classifiers or detectors with ``predict_one``: each has a
+``Driver`` that says how it learns and what it outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import pickle
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from river import base
+from river.checks import common
+
+from models import FEATURES, CardProfile, HybridScorer, PendingFeatures, TerminalProfile
+from models.hybrid import TailCalibration
+
+DAY = 86400.0
+T0 = 1_700_000_000.0
+
+
+def sample_features(rng: random.Random, fraud: bool = False) -> dict[str, float]:
+    """Plausible feature values; frauds are large, new-terminal, bursty transactions."""
+    amount = rng.lognormvariate(3.5, 0.5) * (rng.uniform(8, 30) if fraud else 1.0)
+    mean = rng.lognormvariate(3.5, 0.3)
+    x = {
+        "amount": amount,
+        "log_amount": math.log1p(amount),
+        "card_tx_1h": float(rng.randint(1, 4) if fraud else rng.random() < 0.1),
+        "card_tx_24h": float(rng.randint(0, 3)),
+        "card_tx_7d": float(rng.randint(3, 15)),
+        "card_amount_24h": amount * rng.uniform(0, 2),
+        "card_history_tx": float(rng.randint(10, 60)),
+        "card_mean_amount": mean,
+        "card_amount_ratio": amount / mean,
+        "card_hours_since_last": rng.uniform(0.1, 2) if fraud else rng.uniform(1, 48),
+        "card_new_terminal": float(fraud or rng.random() < 0.1),
+        "terminal_tx_24h": float(rng.randint(0, 20)),
+        "terminal_tx_7d": float(rng.randint(10, 100)),
+        "terminal_frauds_7d": 0.0,
+        "terminal_frauds_28d": 0.0,
+        "terminal_fraud_share_28d": 0.0,
+    }
+    assert tuple(x) == FEATURES
+    return x
+
+
+def dataset(n: int = 400, seed: int = 7) -> list[tuple[dict[str, float], bool]]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        fraud = i % 25 == 24
+        out.append((sample_features(rng, fraud), fraud))
+    return out
+
+
+DATA = dataset()
+PROBES = [x for x, _ in dataset(20, seed=99)]
+
+
+# --- one driver per estimator: how it learns step i, and what it outputs -------------
+
+
+@dataclass(frozen=True)
+class Driver:
+    name: str
+    make: Callable[[], base.Base]
+    learn: Callable[[Any, int], None]
+    probe: Callable[[Any], Any]  # must not change the model
+
+
+def _card_learn(card: CardProfile, i: int) -> None:
+    x, fraud = DATA[i % len(DATA)]
+    card.observe(T0 + i * 3000.0, x["amount"], f"t{i % 5 if not fraud else 100 + i}")
+
+
+def _card_probe(card: CardProfile) -> Any:
+    return [card.features(T0 + k * DAY, 10.0 * (k + 1), f"t{k}") for k in range(0, 30, 3)]
+
+
+def _terminal_learn(terminal: TerminalProfile, i: int) -> None:
+    ts = T0 + i * 1800.0
+    terminal.observe(ts)
+    if DATA[i % len(DATA)][1]:
+        terminal.record_label(f"tx{i}", ts, is_fraud=True)
+
+
+def _terminal_probe(terminal: TerminalProfile) -> Any:
+    return [terminal.features(T0 + k * DAY) for k in range(0, 12)], terminal.frauds_held
+
+
+def _pending_learn(store: PendingFeatures, i: int) -> None:
+    x, fraud = DATA[i % len(DATA)]
+    store.record(f"tx{i}", T0 + i * 3600.0, x)
+    if fraud:
+        store.mark_labelled(f"tx{i}")
+    if i % 10 == 9:
+        store.expire(T0 + i * 3600.0)
+
+
+def _pending_probe(store: PendingFeatures) -> Any:
+    return len(store), [store.get(f"tx{i}") for i in range(0, 500, 7)]
+
+
+def _hybrid_learn(model: HybridScorer, i: int) -> None:
+    x, fraud = DATA[i % len(DATA)]
+    model.learn_unlabelled(x, model.predict_parts(x))
+    if fraud or i % 5 == 0:
+        model.learn_one(x, fraud)
+
+
+def _hybrid_probe(model: HybridScorer) -> Any:
+    return [model.predict_parts(x) for x in PROBES], model.labels_learned
+
+
+def _calibration_learn(cal: TailCalibration, i: int) -> None:
+    cal.update(random.Random(i).random())
+
+
+def _calibration_probe(cal: TailCalibration) -> Any:
+    return [cal.transform(k / 50) for k in range(51)]
+
+
+DRIVERS = [
+    Driver(
+        "CardProfile", lambda: CardProfile(history_days=7, max_events=50), _card_learn, _card_probe
+    ),
+    Driver(
+        "TerminalProfile", lambda: TerminalProfile(history_days=3), _terminal_learn, _terminal_probe
+    ),
+    Driver(
+        "PendingFeatures",
+        lambda: PendingFeatures(FEATURES, horizon_days=10, max_entries=100, presume_legit_days=2),
+        _pending_learn,
+        _pending_probe,
+    ),
+    Driver("HybridScorer", lambda: HybridScorer(warmup_frauds=5), _hybrid_learn, _hybrid_probe),
+    Driver(
+        "TailCalibration",
+        lambda: TailCalibration(tail=0.1, bins=50),
+        _calibration_learn,
+        _calibration_probe,
+    ),
+]
+by_name = pytest.mark.parametrize("driver", DRIVERS, ids=[d.name for d in DRIVERS])
+
+
+def learned(driver: Driver, steps: int = 300) -> Any:
+    model = driver.make()
+    for i in range(steps):
+        driver.learn(model, i)
+    return model
+
+
+# --- River's parameter checks ----------------------------------------------------------
+
+PARAMETER_CHECKS = [
+    "check_repr",
+    "check_str",
+    "check_tags",
+    "check_doc",
+    "check_clone_same_class",
+    "check_clone_is_idempotent",
+    "check_clone_changes_memory_addresses",
+    "check_repr_roundtrips_clone",
+    "check_clone_with_new_params_applies",
+    "check_get_params_matches_signature",
+    "check_init_default_params_are_not_mutable",
+    "check_mutate_can_be_idempotent",
+    "check_pickling_supports_roundtrip",
+]
+
+
+@by_name
+@pytest.mark.parametrize("check", PARAMETER_CHECKS)
+def test_river_parameter_checks(driver: Driver, check: str) -> None:
+    run = getattr(common, check, None)
+    if run is None:
+        pytest.skip(f"{check} is not in this River version")
+    if check == "check_tags" and not isinstance(driver.make(), base.Estimator):
+        pytest.skip("tags belong to estimators; this is feature state (river.base.Base)")
+    run(driver.make())
+    run(learned(driver, 50))
+
+
+@by_name
+def test_clone_keeps_params_and_forgets_learning(driver: Driver) -> None:
+    model = learned(driver)
+    fresh = driver.make()
+    clone = model.clone()
+    assert type(clone) is type(model)
+    assert clone._get_params() == model._get_params()
+    assert clone.clone()._get_params() == model._get_params()  # idempotent
+    assert driver.probe(clone) == driver.probe(fresh)
+    assert driver.probe(clone) != driver.probe(model)  # the battery really learned
+
+
+@by_name
+def test_clone_is_independent_of_the_original(driver: Driver) -> None:
+    model = driver.make()
+    clone = model.clone()
+    snapshot = pickle.dumps(clone)
+    for i in range(50):
+        driver.learn(model, i)
+    assert pickle.dumps(clone) == snapshot
+
+
+@by_name
+def test_pickle_round_trip_gives_identical_outputs(driver: Driver) -> None:
+    model = driver.make()
+    assert driver.probe(pickle.loads(pickle.dumps(model))) == driver.probe(model)
+    for i in range(300):
+        driver.learn(model, i)
+    restored = pickle.loads(pickle.dumps(model))
+    assert driver.probe(restored) == driver.probe(model)
+    # ... and both keep learning in lockstep.
+    for i in range(300, 360):
+        driver.learn(model, i)
+        driver.learn(restored, i)
+    assert driver.probe(restored) == driver.probe(model)
+
+
+@by_name
+def test_outputs_do_not_change_the_model(driver: Driver) -> None:
+    model = learned(driver)
+    before = pickle.dumps(model)
+    first = driver.probe(model)
+    assert driver.probe(model) == first
+    assert pickle.dumps(model) == before
+
+
+# --- inputs are neither mutated nor aliased ---------------------------------------------
+
+
+def test_hybrid_scorer_does_not_mutate_its_inputs() -> None:
+    model = HybridScorer(warmup_frauds=2)
+    for x, y in DATA[:300]:
+        xx = copy.deepcopy(x)
+        parts = model.predict_parts(x)
+        model.score_one(x)
+        model.learn_unlabelled(x, parts)
+        model.learn_unlabelled(x)
+        assert model.learn_one(x, y) is None  # type: ignore[func-returns-value]
+        assert x == xx
+
+
+def test_hybrid_scorer_keeps_no_reference_to_its_inputs() -> None:
+    model = learned(DRIVERS[3], 300)
+    x = copy.deepcopy(PROBES[0])
+    model.learn_unlabelled(x)
+    model.learn_one(x, True)
+    before = pickle.dumps(model)
+    for key in x:
+        x[key] += 1e9
+    x.pop("amount")
+    assert pickle.dumps(model) == before
+
+
+def test_pending_features_copy_their_inputs() -> None:
+    store = PendingFeatures(("a", "b"))
+    x = {"a": 1.0, "b": 2.0}
+    store.record("tx", T0, x)
+    assert x == {"a": 1.0, "b": 2.0}
+    x["a"] = 99.0
+    assert store.get("tx") == {"a": 1.0, "b": 2.0}
+    got = store.get("tx")
+    assert got is not None
+    got["b"] = -1.0
+    assert store.get("tx") == {"a": 1.0, "b": 2.0}
+
+
+# --- emerging and vanishing features ------------------------------------------------------
+
+
+def test_hybrid_scorer_copes_with_features_that_appear_and_vanish() -> None:
+    rng = random.Random(3)
+    model = HybridScorer(warmup_frauds=1)
+    names = list(FEATURES)
+    for i, (x, y) in enumerate(itertools.islice(itertools.cycle(DATA), 700)):
+        keep = rng.sample(names, rng.randint(1, len(names)))
+        partial = {k: x[k] for k in keep}
+        if i % 50 == 0:
+            partial = {}  # nothing at all
+        if i % 7 == 0:
+            partial["brand_new_feature"] = rng.random()
+        parts = model.predict_parts(partial)
+        assert 0.0 <= parts.score <= 1.0
+        model.learn_unlabelled(partial, parts)
+        model.learn_one(partial, y)
+    full = model.predict_parts(DATA[0][0])
+    assert 0.0 <= full.score <= 1.0 and full.fraud_probability is not None
+
+
+def test_pending_features_cope_with_features_that_appear_and_vanish() -> None:
+    store = PendingFeatures(("a", "b"))
+    store.record("none", T0, {})
+    store.record("extra", T0, {"a": 1.0, "b": 2.0, "c": 3.0})
+    assert store.get("none") == {"a": 0.0, "b": 0.0}
+    assert store.get("extra") == {"a": 1.0, "b": 2.0}
+
+
+# --- what the hybrid scorer learns -------------------------------------------------------
+
+
+def test_learn_one_and_learn_unlabelled_return_none() -> None:
+    model = HybridScorer()
+    x = DATA[0][0]
+    assert model.learn_one(x, False) is None  # type: ignore[func-returns-value]
+    assert model.learn_unlabelled(x) is None  # type: ignore[func-returns-value]
+
+
+def test_classifier_weight_grows_with_fraud_labels_only() -> None:
+    model = HybridScorer(warmup_frauds=4)
+    assert model.classifier_weight() == 0.0
+    assert model.predict_parts(DATA[0][0]).fraud_probability is None
+    for x, _ in DATA[:10]:
+        model.learn_one(x, False)
+    assert model.classifier_weight() == 0.0  # legit labels alone hand nothing over
+    weights = []
+    frauds = [x for x, y in DATA if y]
+    for x in frauds[:12]:
+        model.learn_one(x, True)
+        weights.append(model.classifier_weight())
+    assert weights[0] == pytest.approx(1 / 5)
+    assert weights[3] == pytest.approx(0.5)  # warmup_frauds frauds: equal weight
+    assert all(a < b for a, b in itertools.pairwise(weights))
+    assert weights[-1] == pytest.approx(12 / 16) and weights[-1] < 1.0
+    assert model.labels_learned == {"fraud": 12, "legit": 10}
+    parts = model.predict_parts(DATA[0][0])
+    assert parts.classifier_weight == weights[-1] and parts.fraud_probability is not None
+
+
+def test_classifier_learns_a_fraud_pattern() -> None:
+    rng = random.Random(11)
+    model = HybridScorer(warmup_frauds=5)
+    normal = [sample_features(rng) for _ in range(400)]
+    pattern = [sample_features(rng, fraud=True) for _ in range(40)]
+    for x in normal:
+        model.learn_unlabelled(x)
+    model.learn_one(normal[0], False)
+    model.learn_one(pattern[0], True)
+    fresh_pattern = sample_features(rng, fraud=True)
+    fresh_normal = sample_features(rng)
+    p_before = model.predict_parts(fresh_pattern).fraud_probability
+    score_before = model.score_one(fresh_pattern)
+    for x_normal, x_fraud in zip(normal[1:], itertools.cycle(pattern[1:]), strict=False):
+        model.learn_one(x_normal, False)
+        if rng.random() < 0.1:
+            model.learn_one(x_fraud, True)
+    after = model.predict_parts(fresh_pattern)
+    assert p_before is not None and after.fraud_probability is not None
+    assert after.fraud_probability > p_before
+    assert after.fraud_probability > 0.5
+    assert after.score > score_before
+    normal_after = model.predict_parts(fresh_normal)
+    assert normal_after.fraud_probability is not None
+    assert after.fraud_probability > normal_after.fraud_probability
+    assert after.score > normal_after.score
+
+
+def test_anomaly_scores_stay_zero_while_the_detector_warms_up() -> None:
+    # Half-space trees score everything 0 until their first window (250) is full.
+    model = HybridScorer()
+    for x, _ in DATA[:250]:
+        parts = model.predict_parts(x)
+        assert parts.raw_anomaly == 0.0 and parts.score == 0.0
+        model.learn_unlabelled(x, parts)
+
+
+def test_first_scores_after_warm_up_are_not_all_outliers() -> None:
+    # Regression: the detector's warm-up placeholders (raw score 0) were calibrated, so
+    # every transaction right after the first window ranked above all of them and
+    # scored 1.0 (a run of blocks on ordinary traffic).
+    model = HybridScorer()
+    scores = []
+    for x, _ in itertools.islice(itertools.cycle(DATA[:200]), 400):
+        parts = model.predict_parts(x)
+        scores.append(parts.score)
+        model.learn_unlabelled(x, parts)
+    after_warm_up = scores[250:]
+    assert sum(s >= 0.9 for s in after_warm_up) <= 10
+
+
+def test_first_transaction_without_detector_features_does_not_crash() -> None:
+    # Regression: half-space trees were built on an empty view and raised IndexError.
+    model = HybridScorer()
+    model.learn_unlabelled({"merchant_risk": 0.3})
+    model.learn_unlabelled(DATA[0][0])
+    assert model.n_scored_unlabelled == 2
+    assert model.score_one(DATA[1][0]) == 0.0
