@@ -1,5 +1,8 @@
 # The two commands: `make run` (the whole local system) and `make test` (everything).
-PYTHON ?= $(shell command -v python3.12 || command -v python3.11 || echo python3)
+# The first interpreter that runs and is 3.11 or 3.12 (pyenv shims may exist but not run).
+PYTHON ?= $(shell for p in python3.12 python3.11 python3; do \
+	$$p -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 12))' 2>/dev/null \
+	&& { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
@@ -15,7 +18,7 @@ test: install kafka lint
 install: $(INSTALLED)
 
 $(INSTALLED): pyproject.toml
-	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 11) <= v <= (3, 12) else "fraudstream needs Python 3.11 or 3.12 (Bytewax 0.21 supports up to 3.12); set PYTHON=...")'
+	@test -n "$(PYTHON)" || { echo "fraudstream needs Python 3.11 or 3.12 (Bytewax 0.21 supports up to 3.12); set PYTHON=..."; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 	$(BIN)/python -m pip install --quiet -e . --group dev
