@@ -100,7 +100,9 @@ class _CardMapper:
     def __init__(self, config: CoreConfig) -> None:
         self.config = config
 
-    def __call__(self, state: CardState | None, event: Event) -> tuple[CardState | None, CardOut]:
+    def __call__(
+        self, state: CardState | None, event: Event
+    ) -> tuple[CardState | None, list[CardOut]]:
         return card_step(state, event, self.config)
 
 
@@ -245,7 +247,9 @@ def build_flow(
     errors.append(op.filter_map("invalid_records", parsed, _dead_letter_or_none))
 
     by_card = op.key_on("key_by_card", events, _card_key)
-    card_out = op.key_rm("card_out", op.stateful_map("card_state", by_card, _CardMapper(config)))
+    card_out = op.key_rm(
+        "card_out", op.stateful_flat_map("card_state", by_card, _CardMapper(config))
+    )
     # CardFeatured | RoutedLabel | Rejected
 
     by_terminal = op.key_on("key_by_terminal", card_out, _terminal_key)

@@ -193,6 +193,8 @@ class CardState:
     seen: collections.OrderedDict[str, tuple[float, str]] = field(
         default_factory=collections.OrderedDict
     )
+    # labels that arrived before their transaction, by transaction id
+    parked: collections.OrderedDict[str, Label] = field(default_factory=collections.OrderedDict)
 
 
 @dataclass
@@ -219,29 +221,26 @@ class ModelState:
 # --- the three steps -----------------------------------------------------------------
 
 
+MAX_PARKED_LABELS_PER_CARD = 100
+
+
 def card_step(
     state: CardState | None, event: Transaction | Label, config: CoreConfig
-) -> tuple[CardState, CardOut]:
+) -> tuple[CardState, list[CardOut]]:
     if state is None:
         state = CardState(CardProfile(config.card_history_days, config.card_history_max))
     if isinstance(event, Label):
-        known = state.seen.get(event.transaction_id)
-        if known is None:
-            return state, Rejected(
-                RejectReason.UNKNOWN_TRANSACTION,
-                f"no transaction {event.transaction_id!r} of card {event.card_id!r} within "
-                f"the last {config.label_horizon_days:g} days",
-                event.model_dump_json().encode(),
-            )
-        return state, RoutedLabel(event, terminal_id=known[1], transaction_time=known[0])
+        return state, _route_label(state, event, config)
 
     tx = event
     if tx.transaction_id in state.seen:
-        return state, Rejected(
-            RejectReason.DUPLICATE,
-            f"transaction {tx.transaction_id!r} was already decided",
-            tx.model_dump_json().encode(),
-        )
+        return state, [
+            Rejected(
+                RejectReason.DUPLICATE,
+                f"transaction {tx.transaction_id!r} was already decided",
+                tx.model_dump_json().encode(),
+            )
+        ]
     ts = tx.epoch_seconds
     features = state.profile.features(ts, tx.amount, tx.terminal_id)
     state.profile.observe(ts, tx.amount, tx.terminal_id)
@@ -252,7 +251,49 @@ def card_step(
         if first_ts >= horizon and len(state.seen) <= config.card_history_max:
             break
         state.seen.popitem(last=False)
-    return state, CardFeatured(tx, features)
+    out: list[CardOut] = [CardFeatured(tx, features)]
+    if state.parked:
+        out.extend(_release_parked(state, tx, ts, config))
+    return state, out
+
+
+def _route_label(state: CardState, label: Label, config: CoreConfig) -> list[CardOut]:
+    known = state.seen.get(label.transaction_id)
+    if known is not None:
+        return [RoutedLabel(label, terminal_id=known[1], transaction_time=known[0])]
+    latest = state.profile.last_seen
+    if latest is not None and latest >= label.labeled_at.timestamp():
+        return [_unknown(label, config)]
+    # The card has not reached the label's time yet: its transaction may still be on the
+    # way (a backlog, or labels read ahead of transactions). Hold the label until then.
+    state.parked[label.transaction_id] = label
+    if len(state.parked) > MAX_PARKED_LABELS_PER_CARD:
+        _, oldest = state.parked.popitem(last=False)
+        return [_unknown(oldest, config)]
+    return []
+
+
+def _release_parked(
+    state: CardState, tx: Transaction, ts: float, config: CoreConfig
+) -> list[CardOut]:
+    """Route labels that waited for ``tx``; give up on those the card has passed."""
+    out: list[CardOut] = []
+    waiting = state.parked.pop(tx.transaction_id, None)
+    if waiting is not None:
+        out.append(RoutedLabel(waiting, terminal_id=tx.terminal_id, transaction_time=ts))
+    for tx_id in [t for t, lab in state.parked.items() if lab.labeled_at.timestamp() < ts]:
+        out.append(_unknown(state.parked.pop(tx_id), config))
+    return out
+
+
+def _unknown(label: Label, config: CoreConfig) -> Rejected:
+    return Rejected(
+        RejectReason.UNKNOWN_TRANSACTION,
+        f"no transaction {label.transaction_id!r} of card {label.card_id!r} within the last "
+        f"{config.label_horizon_days:g} days, nor before the card's transactions passed the "
+        f"label's time",
+        label.model_dump_json().encode(),
+    )
 
 
 def terminal_step(
@@ -362,20 +403,20 @@ class ScoringCore:
     def process(self, event: Transaction | Label) -> list[ModelOut | Rejected]:
         card_id = event.card_id
         self.cards[card_id], card_out = card_step(self.cards.get(card_id), event, self.config)
-        if isinstance(card_out, Rejected):
-            return [card_out]
-        terminal_id = (
-            card_out.terminal_id
-            if isinstance(card_out, RoutedLabel)
-            else card_out.transaction.terminal_id
-        )
-        self.terminals[terminal_id], terminal_out = terminal_step(
-            self.terminals.get(terminal_id), card_out, self.config
-        )
         results: list[ModelOut | Rejected] = []
-        for item in terminal_out:
-            self.model, out = model_step(self.model, item, self.config)
-            results.extend(out)
+        for item in card_out:
+            if isinstance(item, Rejected):
+                results.append(item)
+                continue
+            terminal_id = (
+                item.terminal_id if isinstance(item, RoutedLabel) else item.transaction.terminal_id
+            )
+            self.terminals[terminal_id], terminal_out = terminal_step(
+                self.terminals.get(terminal_id), item, self.config
+            )
+            for routed in terminal_out:
+                self.model, out = model_step(self.model, routed, self.config)
+                results.extend(out)
         return results
 
     def score(self, tx: Transaction) -> Scored:
@@ -383,10 +424,13 @@ class ScoringCore:
         for out in self.process(tx):
             if isinstance(out, Scored):
                 return out
-            if isinstance(out, Rejected):
+            if isinstance(out, Rejected) and out.reason is RejectReason.DUPLICATE:
                 raise ValueError(out.error)
         raise AssertionError("a transaction always yields a Scored or a Rejected")
 
-    def learn(self, label: Label) -> Learned | Rejected:
-        results = self.process(label)
-        return results[0]  # type: ignore[return-value]
+    def learn(self, label: Label) -> Learned | Rejected | None:
+        """Learn from a label; None while it waits for its transaction."""
+        for out in self.process(label):
+            if isinstance(out, Learned | Rejected):
+                return out
+        return None

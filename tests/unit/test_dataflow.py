@@ -257,15 +257,31 @@ def test_label_for_an_unknown_transaction_is_a_dead_letter() -> None:
     feed = Feed()
     sent = ordinary_traffic(feed, 3)
     ghost = tx("ghost", sent[0].card_id, "term0", 5.0, minutes=1)
-    feed.label(ghost)
+    feed.label(ghost)  # labelled two days after the ghost's time
     out = run(feed)
-    assert len(out.decisions) == 3
+    assert out.dead_letters == [], "the label may still be waiting for its transaction"
+    # Once the card's own transactions pass the label's time, it is given up on.
+    feed.transaction(tx("later", sent[0].card_id, "term0", 7.0, minutes=3 * 24 * 60))
+    out = run(feed)
+    assert len(out.decisions) == 4
     [letter] = out.dead_letters
     assert letter.reason is RejectReason.UNKNOWN_TRANSACTION
     assert "'ghost'" in letter.error
     assert letter.source_topic == "labels"
     assert Label.model_validate_json(letter.value).transaction_id == "ghost"
     assert out.statuses[-1].labels_learned == {"fraud": 0, "legit": 0}
+
+
+def test_a_label_read_before_its_transaction_waits_for_it() -> None:
+    # A backlog: the labels topic is read ahead of the transactions it is about.
+    feed = Feed()
+    early = tx("early", "card1", "term1", 10.0, minutes=5)
+    feed.label(early)
+    feed.transaction(early)
+    out = run(feed)
+    assert out.dead_letters == []
+    assert [d.transaction_id for d in out.decisions] == ["early"]
+    assert out.statuses[-1].labels_by_source == {"analyst": 1}
 
 
 def test_duplicate_transaction_ids_give_one_decision_and_one_dead_letter() -> None:

@@ -12,7 +12,14 @@ import pytest
 
 from detector.contracts import Alert, Decision, Label, RejectReason, Transaction, alert_id_for
 from detector.decision import Thresholds
-from detector.scoring import CoreConfig, Learned, Rejected, Scored, ScoringCore
+from detector.scoring import (
+    MAX_PARKED_LABELS_PER_CARD,
+    CoreConfig,
+    Learned,
+    Rejected,
+    Scored,
+    ScoringCore,
+)
 from models import FEATURES
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -114,12 +121,15 @@ def test_label_for_an_unknown_transaction_is_rejected() -> None:
         source="analyst",
         labeled_at=START + timedelta(days=1),
     )
-    result = core.learn(unknown)
-    assert isinstance(result, Rejected)
+    # The card has not reached the label's time: the transaction may still come.
+    assert core.learn(unknown) is None
+    out = core.process(tx("tx-2", "c1", "t1", 25.0, START + timedelta(days=2)))
+    [result] = [o for o in out if isinstance(o, Rejected)]
     assert result.reason is RejectReason.UNKNOWN_TRANSACTION
     assert "'tx-404'" in result.error and "'c1'" in result.error
     assert Label.model_validate_json(result.payload) == unknown
     # A known transaction id under another card is unknown too: labels route by card.
+    core.score(tx("tx-3", "c2", "t1", 25.0, START + timedelta(days=3)))
     wrong_card = unknown.model_copy(update={"transaction_id": "tx-1", "card_id": "c2"})
     other = core.learn(wrong_card)
     assert isinstance(other, Rejected) and other.reason is RejectReason.UNKNOWN_TRANSACTION
@@ -167,6 +177,25 @@ def test_late_label_is_learned_from_the_features_recorded_at_scoring_time() -> N
     assert core.model.labels_by_source == {"chargeback": 1, "analyst": 1}
     later = core.score(tx("later", "c3", "t1-0", 30.0, victim.timestamp + timedelta(days=3)))
     assert later.features["terminal_frauds_7d"] == 0.0
+
+
+def test_label_before_its_transaction_is_held_then_learned() -> None:
+    core = ScoringCore()
+    early = tx("early", "c1", "t1", 25.0, START)
+    assert core.learn(label(early, days=1)) is None
+    out = core.process(early)
+    assert [type(o) for o in out] == [Scored, Learned]
+    assert core.model.labels_by_source == {"chargeback": 1}
+
+
+def test_held_labels_per_card_are_bounded() -> None:
+    core = ScoringCore()
+    core.score(tx("first", "c1", "t1", 25.0, START))
+    for i in range(MAX_PARKED_LABELS_PER_CARD):
+        ghost = tx(f"ghost-{i}", "c1", "t1", 1.0, START)
+        assert core.learn(label(ghost, days=5)) is None
+    overflow = core.learn(label(tx("one-more", "c1", "t1", 1.0, START), days=5))
+    assert isinstance(overflow, Rejected) and "'ghost-0'" in overflow.error
 
 
 def test_label_after_the_label_horizon_is_rejected() -> None:
