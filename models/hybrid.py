@@ -133,8 +133,9 @@ class HybridScorer(base.Estimator):
 
     The score is ``w * p + (1 - w) * a``: ``a`` the detector's calibrated anomaly score,
     ``p`` the classifier's fraud probability, and ``w = n / (n + warmup_frauds)`` with
-    ``n`` the number of fraud labels learned. A new deployment thus scores by anomaly
-    alone and hands over to the classifier as confirmed frauds accumulate.
+    ``n`` the number of labels learned of the scarcer class (usually frauds). A new
+    deployment thus scores by anomaly alone and hands over to the classifier as
+    confirmed frauds (and legitimate transactions) accumulate.
 
     Parameters
     ----------
@@ -233,8 +234,10 @@ class HybridScorer(base.Estimator):
         return view
 
     def classifier_weight(self) -> float:
-        frauds = self._labels["fraud"]
-        return frauds / (frauds + self.warmup_frauds) if frauds else 0.0
+        # A classifier that has seen one class only knows nothing: it weighs nothing until
+        # both have arrived, then grows with the scarcer of the two (usually frauds).
+        n = min(self._labels["fraud"], self._labels["legit"])
+        return n / (n + self.warmup_frauds) if n else 0.0
 
     def predict_parts(self, x: dict[str, float]) -> HybridScore:
         """Score ``x`` and say how: anomaly, fraud probability and the classifier's weight."""

@@ -318,11 +318,15 @@ def test_learn_one_and_learn_unlabelled_return_none() -> None:
     assert model.learn_unlabelled(x) is None  # type: ignore[func-returns-value]
 
 
-def test_classifier_weight_grows_with_fraud_labels_only() -> None:
+def test_classifier_weight_grows_with_the_scarcer_class() -> None:
     model = HybridScorer(warmup_frauds=4)
     assert model.classifier_weight() == 0.0
     assert model.predict_parts(DATA[0][0]).fraud_probability is None
-    for x, _ in DATA[:10]:
+    frauds_only = HybridScorer(warmup_frauds=4)
+    for x in [x for x, y in DATA if y][:5]:
+        frauds_only.learn_one(x, True)
+    assert frauds_only.classifier_weight() == 0.0  # one class alone hands nothing over
+    for x, _ in DATA[:20]:
         model.learn_one(x, False)
     assert model.classifier_weight() == 0.0  # legit labels alone hand nothing over
     weights = []
@@ -334,7 +338,7 @@ def test_classifier_weight_grows_with_fraud_labels_only() -> None:
     assert weights[3] == pytest.approx(0.5)  # warmup_frauds frauds: equal weight
     assert all(a < b for a, b in itertools.pairwise(weights))
     assert weights[-1] == pytest.approx(12 / 16) and weights[-1] < 1.0
-    assert model.labels_learned == {"fraud": 12, "legit": 10}
+    assert model.labels_learned == {"fraud": 12, "legit": 20}
     parts = model.predict_parts(DATA[0][0])
     assert parts.classifier_weight == weights[-1] and parts.fraud_probability is not None
 
