@@ -1,0 +1,64 @@
+"""Every command answers --help, and the commands that need no broker work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from detector.cli import app
+
+runner = CliRunner()
+
+
+def command_paths() -> list[list[str]]:
+    root = get_command(app)
+    paths: list[list[str]] = []
+    for name, cmd in root.commands.items():  # type: ignore[attr-defined]
+        paths.append([name])
+        for sub in getattr(cmd, "commands", {}):
+            paths.append([name, sub])
+    return paths
+
+
+@pytest.mark.parametrize("path", command_paths(), ids=" ".join)
+def test_every_command_has_help(path: list[str]) -> None:
+    result = runner.invoke(app, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_commands_are_all_there() -> None:
+    names = {" ".join(p) for p in command_paths()}
+    assert {
+        "up",
+        "detect",
+        "api",
+        "simulate",
+        "replay",
+        "topics create",
+        "broker start",
+        "broker stop",
+        "broker status",
+    } <= names
+
+
+def test_simulate_writes_jsonl_with_ground_truth(tmp_path: Path) -> None:
+    out = tmp_path / "sim.jsonl"
+    result = runner.invoke(
+        app, ["simulate", "--out", str(out), "--limit", "500", "--seed", "3", "--customers", "200"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 500
+    assert {"transaction_id", "timestamp", "card_id", "terminal_id", "amount"} <= set(rows[0])
+    assert "is_fraud" in rows[0]
+
+
+def test_replay_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["replay", str(tmp_path / "nope.csv")])
+    assert result.exit_code != 0
+    assert "Invalid value" in result.output and "nope.csv" in result.output
