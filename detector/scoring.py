@@ -13,6 +13,7 @@ learns from those features, however late the label is.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -30,6 +31,7 @@ from detector.decision import Thresholds
 from detector.reasons import explain
 from detector.settings import Settings
 from models import (
+    CLASSIFIERS,
     FEATURES,
     CardProfile,
     HybridScore,
@@ -55,6 +57,11 @@ class CoreConfig:
     review_threshold: float = 0.6
     block_threshold: float = 0.9
     warmup_frauds: int = 50
+    classifier: str = "logreg"
+
+    def evaluation(self) -> CoreConfig:
+        """The same core for an offline replay, where every label is explicit."""
+        return dataclasses.replace(self, presume_legit_days=0.0)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CoreConfig:
@@ -68,6 +75,7 @@ class CoreConfig:
             review_threshold=settings.review_threshold,
             block_threshold=settings.block_threshold,
             warmup_frauds=settings.classifier_warmup_frauds,
+            classifier=settings.classifier,
         )
 
 
@@ -260,6 +268,7 @@ def card_step(
 def _route_label(state: CardState, label: Label, config: CoreConfig) -> list[CardOut]:
     known = state.seen.get(label.transaction_id)
     if known is not None:
+        state.profile.record_label(label.transaction_id, known[0], is_fraud=label.label == "fraud")
         return [RoutedLabel(label, terminal_id=known[1], transaction_time=known[0])]
     latest = state.profile.last_seen
     if latest is not None and latest >= label.labeled_at.timestamp():
@@ -280,6 +289,7 @@ def _release_parked(
     out: list[CardOut] = []
     waiting = state.parked.pop(tx.transaction_id, None)
     if waiting is not None:
+        state.profile.record_label(tx.transaction_id, ts, is_fraud=waiting.label == "fraud")
         out.append(RoutedLabel(waiting, terminal_id=tx.terminal_id, transaction_time=ts))
     for tx_id in [t for t, lab in state.parked.items() if lab.labeled_at.timestamp() < ts]:
         out.append(_unknown(state.parked.pop(tx_id), config))
@@ -379,7 +389,9 @@ def model_step(
 
 def new_model_state(config: CoreConfig) -> ModelState:
     return ModelState(
-        scorer=HybridScorer(warmup_frauds=config.warmup_frauds),
+        scorer=HybridScorer(
+            classifier=CLASSIFIERS[config.classifier](), warmup_frauds=config.warmup_frauds
+        ),
         thresholds=Thresholds(config.review_threshold, config.block_threshold),
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -104,6 +105,11 @@ class Settings(BaseSettings):
     card_history_max: int = Field(1000, ge=10, description="Most transactions kept per card.")
     terminal_history_days: float = Field(
         28.0, gt=0, description="How far back a terminal's transactions and labels are kept."
+    )
+    classifier: Literal["logreg", "tree", "forest"] = Field(
+        "logreg",
+        description="Supervised model: logreg (logistic regression), tree (Hoeffding "
+        "adaptive tree) or forest (adaptive random forest, slower).",
     )
     classifier_warmup_frauds: int = Field(
         50, ge=1, description="Fraud labels after which classifier and detector weigh equally."

@@ -1,7 +1,7 @@
 """River model code of fraudstream: feature state and scorers, pure Python, no I/O."""
 
 from models.card import CARD_FEATURES, CardProfile
-from models.hybrid import HybridScore, HybridScorer
+from models.hybrid import CLASSIFIERS, HybridScore, HybridScorer
 from models.pending import PendingFeatures
 from models.terminal import TERMINAL_FEATURES, TerminalProfile
 
@@ -9,6 +9,7 @@ FEATURES: tuple[str, ...] = CARD_FEATURES + TERMINAL_FEATURES
 
 __all__ = [
     "CARD_FEATURES",
+    "CLASSIFIERS",
     "FEATURES",
     "TERMINAL_FEATURES",
     "CardProfile",

@@ -7,6 +7,8 @@ import math
 
 from river import base
 
+from models.frauds import ConfirmedFrauds
+
 __all__ = ["CARD_FEATURES", "CardProfile"]
 
 HOUR = 3600.0
@@ -24,6 +26,8 @@ CARD_FEATURES: tuple[str, ...] = (
     "card_amount_ratio",
     "card_hours_since_last",
     "card_new_terminal",
+    "card_amount_zscore",
+    "card_frauds_14d",
 )
 
 
@@ -56,6 +60,7 @@ class CardProfile(base.Base):
         self.max_events = max_events
         # (event time in epoch seconds, amount, terminal id), oldest first.
         self._events: collections.deque[tuple[float, float, str]] = collections.deque()
+        self._frauds = ConfirmedFrauds(history_days)
 
     def __len__(self) -> int:
         return len(self._events)
@@ -68,7 +73,7 @@ class CardProfile(base.Base):
         """Features of a transaction at ``ts``, from the history before it (not updated)."""
         horizon = ts - self.history_days * DAY
         tx_1h = tx_24h = tx_7d = n = 0
-        amount_24h = total = 0.0
+        amount_24h = total = squares = 0.0
         new_terminal = 1.0
         last = None
         for when, amt, terminal in reversed(self._events):
@@ -81,6 +86,7 @@ class CardProfile(base.Base):
             age = ts - when
             n += 1
             total += amt
+            squares += amt * amt
             if age <= 7 * DAY:
                 tx_7d += 1
                 if age <= DAY:
@@ -91,6 +97,9 @@ class CardProfile(base.Base):
             if terminal == terminal_id:
                 new_terminal = 0.0
         mean = total / n if n else amount
+        # Spread of the card's amounts, floored so that a card with identical amounts
+        # does not turn a one-cent difference into a huge z-score.
+        std = max(math.sqrt(max(squares / n - mean * mean, 0.0)), 0.1 * mean) if n else 0.0
         return {
             "amount": amount,
             "log_amount": math.log1p(amount),
@@ -105,6 +114,8 @@ class CardProfile(base.Base):
                 min((ts - last) / HOUR, 24.0 * 30) if last is not None else 24.0 * 30
             ),
             "card_new_terminal": new_terminal if n else 0.0,
+            "card_amount_zscore": max(-20.0, min(20.0, (amount - mean) / std)) if std else 0.0,
+            "card_frauds_14d": float(self._frauds.count(ts, days=14)),
         }
 
     def observe(self, ts: float, amount: float, terminal_id: str) -> None:
@@ -115,3 +126,8 @@ class CardProfile(base.Base):
             self._events[0][0] < horizon or len(self._events) > self.max_events
         ):
             self._events.popleft()
+        self._frauds.forget_before(ts)
+
+    def record_label(self, transaction_id: str, ts: float, *, is_fraud: bool) -> None:
+        """Remember the verdict on one of this card's transactions."""
+        self._frauds.record(transaction_id, ts, is_fraud=is_fraud)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import typing
 
-from river import anomaly, base, compose, linear_model, optim, preprocessing
+from river import anomaly, base, compose, forest, linear_model, optim, preprocessing, tree
 
 __all__ = ["DETECTOR_FEATURES", "HybridScore", "HybridScorer", "TailCalibration"]
 
@@ -121,11 +121,45 @@ def _default_detector() -> base.Estimator:
     )
 
 
-def _default_classifier() -> base.Estimator:
+# Amount bands (log-spaced) let a linear model learn a step in risk at some amount,
+# which a single weight on the amount cannot.
+AMOUNT_BANDS: tuple[float, ...] = (10, 20, 40, 80, 120, 160, 200, 250, 320, 500, 1000, 2500)
+
+
+def amount_bands(x: dict[str, float]) -> dict[str, float]:
+    """``x`` plus one indicator per amount band (a new dict: inputs are never mutated)."""
+    amount = x.get("amount", 0.0)
+    out = dict(x)
+    lower = 0.0
+    for upper in (*AMOUNT_BANDS, math.inf):
+        out[f"amount_band_{lower:g}"] = 1.0 if lower <= amount < upper else 0.0
+        lower = upper
+    return out
+
+
+def _logistic_regression() -> base.Estimator:
     return compose.Pipeline(
+        compose.FuncTransformer(amount_bands),
         preprocessing.StandardScaler(),
-        linear_model.LogisticRegression(optimizer=optim.SGD(0.02), l2=1e-4),
+        linear_model.LogisticRegression(optimizer=optim.AdaGrad(0.1)),
     )
+
+
+def _hoeffding_tree() -> base.Estimator:
+    return tree.HoeffdingAdaptiveTreeClassifier(grace_period=100, leaf_prediction="nba", seed=42)
+
+
+def _forest() -> base.Estimator:
+    return forest.ARFClassifier(n_models=5, seed=42)
+
+
+# The supervised models a deployment can choose from, by name.
+CLASSIFIERS: dict[str, typing.Callable[[], base.Estimator]] = {
+    "logreg": _logistic_regression,
+    "tree": _hoeffding_tree,
+    "forest": _forest,
+}
+_default_classifier = _logistic_regression
 
 
 class HybridScorer(base.Estimator):
@@ -193,7 +227,7 @@ class HybridScorer(base.Estimator):
         detector: base.Estimator | None = None,
         classifier: base.Estimator | None = None,
         warmup_frauds: int = 50,
-        fraud_weight: float = 10.0,
+        fraud_weight: float = 1.0,
         anomaly_tail: float = 0.02,
         protect_detector: bool = True,
     ) -> None:

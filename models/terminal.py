@@ -6,6 +6,8 @@ import collections
 
 from river import base
 
+from models.frauds import ConfirmedFrauds
+
 __all__ = ["TERMINAL_FEATURES", "TerminalProfile"]
 
 DAY = 86400.0
@@ -17,6 +19,8 @@ TERMINAL_FEATURES: tuple[str, ...] = (
     "terminal_frauds_7d",
     "terminal_frauds_28d",
     "terminal_fraud_share_28d",
+    "terminal_fraud_rate_7d",
+    "terminal_fraud_rate_28d",
 )
 
 
@@ -48,9 +52,9 @@ class TerminalProfile(base.Base):
         self.history_days = history_days
         # hour bucket (epoch seconds // 3600) -> transactions in it, oldest first
         self._volume: collections.OrderedDict[int, int] = collections.OrderedDict()
-        # transaction id -> transaction time of its confirmed fraud; a verdict changed to
-        # legit removes it. Legit labels need no memory: only frauds are counted.
-        self._frauds: dict[str, float] = {}
+        self._frauds = ConfirmedFrauds(history_days)
+        # hour bucket of the transaction -> labels received about it (either verdict)
+        self._labelled: dict[int, int] = {}
 
     def features(self, ts: float) -> dict[str, float]:
         """Features of a transaction at ``ts`` from what the terminal saw before it."""
@@ -65,20 +69,26 @@ class TerminalProfile(base.Base):
                 tx_7d += count
                 if age < 24:
                     tx_24h += count
-        frauds_7d = frauds_28d = 0
-        for when in self._frauds.values():
-            if when <= ts:
-                since = ts - when
-                if since <= 28 * DAY:
-                    frauds_28d += 1
-                    if since <= 7 * DAY:
-                        frauds_7d += 1
+        frauds_7d = self._frauds.count(ts, days=7)
+        frauds_28d = self._frauds.count(ts, days=28)
+        labelled_7d = labelled_28d = 0
+        for bucket, count in self._labelled.items():
+            age = now_bucket - bucket
+            if 0 <= age < 28 * 24:
+                labelled_28d += count
+                if age < 7 * 24:
+                    labelled_7d += count
         return {
             "terminal_tx_24h": float(tx_24h),
             "terminal_tx_7d": float(tx_7d),
             "terminal_frauds_7d": float(frauds_7d),
             "terminal_frauds_28d": float(frauds_28d),
             "terminal_fraud_share_28d": frauds_28d / tx_all if tx_all else 0.0,
+            # Among the transactions whose verdict is known: how many were frauds.
+            "terminal_fraud_rate_7d": min(1.0, frauds_7d / labelled_7d) if labelled_7d else 0.0,
+            "terminal_fraud_rate_28d": (
+                min(1.0, frauds_28d / labelled_28d) if labelled_28d else 0.0
+            ),
         }
 
     def observe(self, ts: float) -> None:
@@ -91,17 +101,15 @@ class TerminalProfile(base.Base):
             if first >= oldest:
                 break
             del self._volume[first]
-        if self._frauds:
-            horizon = ts - self.history_days * DAY
-            for tx in [tx for tx, when in self._frauds.items() if when < horizon]:
-                del self._frauds[tx]
+        for bucket in [b for b in self._labelled if b < oldest]:
+            del self._labelled[bucket]
+        self._frauds.forget_before(ts)
 
     def record_label(self, transaction_id: str, ts: float, *, is_fraud: bool) -> None:
         """Remember the verdict on one of this terminal's transactions."""
-        if is_fraud:
-            self._frauds[transaction_id] = ts
-        else:
-            self._frauds.pop(transaction_id, None)
+        self._frauds.record(transaction_id, ts, is_fraud=is_fraud)
+        bucket = int(ts // BUCKET)
+        self._labelled[bucket] = self._labelled.get(bucket, 0) + 1
 
     @property
     def frauds_held(self) -> int:

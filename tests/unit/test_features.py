@@ -50,6 +50,8 @@ def test_first_transaction_of_a_card() -> None:
         "card_amount_ratio": 1.0,
         "card_hours_since_last": 720.0,
         "card_new_terminal": 0.0,  # no history: nothing to be new against
+        "card_amount_zscore": 0.0,
+        "card_frauds_14d": 0.0,
     }
 
 
@@ -293,3 +295,26 @@ def test_pending_without_presumption_presumes_nothing() -> None:
     store.record("a", T0, {"a": 1.0})
     assert store.expire(T0 + 40 * DAY) == []
     assert store.get("a") == {"a": 1.0}
+
+
+def test_card_amount_zscore_and_confirmed_frauds() -> None:
+    card = card_with([(T0 - 3 * DAY, 10.0, "t1"), (T0 - 2 * DAY, 30.0, "t1")])
+    # mean 20, population std 10: 50 is three deviations above
+    assert card.features(T0, 50.0, "t1")["card_amount_zscore"] == 3.0
+    card.record_label("old", T0 - 20 * DAY, is_fraud=True)  # outside 14 days
+    card.record_label("recent", T0 - 2 * DAY, is_fraud=True)
+    card.record_label("cleared", T0 - 1 * DAY, is_fraud=True)
+    card.record_label("cleared", T0 - 1 * DAY, is_fraud=False)  # verdict overturned
+    assert card.features(T0, 20.0, "t1")["card_frauds_14d"] == 1.0
+
+
+def test_terminal_fraud_rate_among_labelled_transactions() -> None:
+    t = TerminalProfile()
+    for i in range(10):
+        t.observe(T0 - (i + 1) * DAY)
+    for i in range(4):  # four verdicts known, one of them fraud, all within 7 days
+        t.record_label(f"tx{i}", T0 - (i + 1) * DAY, is_fraud=i == 0)
+    t.record_label("tx9", T0 - 10 * DAY, is_fraud=True)  # in 28 days, not in 7
+    x = t.features(T0)
+    assert x["terminal_fraud_rate_7d"] == 1 / 4
+    assert x["terminal_fraud_rate_28d"] == 2 / 5

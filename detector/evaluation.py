@@ -1,0 +1,289 @@
+"""Offline evaluation: replay a dataset in event time through the production scoring core.
+
+Every transaction is scored by ``ScoringCore`` (the same card, terminal and model steps
+as the dataflow) before anything about its own label is known. Labels then arrive as
+they would in production:
+
+- **analyst review**: at the end of each day, the ``review_capacity`` cards with the
+  highest score that day (cards already confirmed fraudulent excluded) are investigated,
+  and all that day's transactions of those cards get their true labels at once;
+- **chargebacks**: every other transaction's true label arrives ``label_delay_days``
+  after the transaction.
+
+The metrics follow the Fraud Detection Handbook's protocol (see ``detector.metrics``).
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+from typing import IO, Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from detector.contracts import Label
+from detector.datasets import Record
+from detector.metrics import ScoredTransaction, WeekReport, evaluate_week
+from detector.scoring import CoreConfig, Learned, Rejected, Scored, ScoringCore
+
+DAY = timedelta(days=1)
+DEFAULT_TEST_WEEKS = (date(2018, 7, 4), date(2018, 7, 11), date(2018, 7, 18), date(2018, 7, 25))
+
+
+@dataclass(frozen=True)
+class LabelPolicy:
+    """How true labels reach the model during a replay."""
+
+    review_capacity: int = 100
+    label_delay_days: float = 7.0
+    enabled: bool = True
+
+
+@dataclass
+class Throughput:
+    """Where the replay's time went."""
+
+    transactions: int = 0
+    labels: int = 0
+    scoring_seconds: float = 0.0
+    learning_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    @property
+    def scoring_per_second(self) -> float:
+        return self.transactions / self.scoring_seconds if self.scoring_seconds else 0.0
+
+    @property
+    def replay_per_second(self) -> float:
+        return self.transactions / self.wall_seconds if self.wall_seconds else 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "transactions": self.transactions,
+            "labels_learned": self.labels,
+            "scoring_seconds": round(self.scoring_seconds, 3),
+            "learning_seconds": round(self.learning_seconds, 3),
+            "wall_seconds": round(self.wall_seconds, 3),
+            "scoring_transactions_per_second": round(self.scoring_per_second, 1),
+            "replay_transactions_per_second": round(self.replay_per_second, 1),
+        }
+
+
+@dataclass
+class EvaluationResult:
+    """Everything a replay produced: per-week metrics, throughput, and the scored rows."""
+
+    weeks: list[WeekReport]
+    throughput: Throughput
+    labels_by_source: dict[str, int]
+    decisions: dict[str, int]
+    rows: list[ScoredTransaction] = field(repr=False)
+    skipped_records: int = 0
+
+    def mean(self) -> dict[str, float | None]:
+        def avg(values: list[float | None]) -> float | None:
+            present = [v for v in values if v is not None]
+            return sum(present) / len(present) if present else None
+
+        return {
+            "auc_roc": avg([w.auc_roc for w in self.weeks]),
+            "average_precision": avg([w.average_precision for w in self.weeks]),
+            "card_precision_at_k": avg([w.card_precision_at_k for w in self.weeks]),
+            "card_precision_upper_bound": avg([w.card_precision_upper_bound for w in self.weeks]),
+            "alert_rate": avg([w.alert_rate for w in self.weeks]),
+        }
+
+    def report(self, **context: Any) -> dict[str, Any]:
+        return {
+            **context,
+            "weeks": [w.to_dict() for w in self.weeks],
+            "mean": self.mean(),
+            "throughput": self.throughput.to_dict(),
+            "labels_by_source": self.labels_by_source,
+            "decisions": self.decisions,
+            "skipped_records": self.skipped_records,
+        }
+
+
+class _LabelFeed:
+    """Delivers reviews at day ends and chargebacks after the delay, in event time."""
+
+    def __init__(self, policy: LabelPolicy) -> None:
+        self.policy = policy
+        self.delay = timedelta(days=policy.label_delay_days)
+        self.day: date | None = None
+        # today's transactions by card: (transaction id, card id, time, is fraud)
+        self.today: dict[str, list[tuple[str, datetime, bool]]] = defaultdict(list)
+        self.today_max: dict[str, float] = {}
+        self.confirmed_fraud_cards: set[str] = set()
+        self.labelled: set[str] = set()
+        self._chargebacks: list[tuple[datetime, str, str, bool]] = []
+
+    def observe(self, tx_id: str, card_id: str, when: datetime, score: float, truth: bool) -> None:
+        self.today[card_id].append((tx_id, when, truth))
+        if score > self.today_max.get(card_id, -1.0):
+            self.today_max[card_id] = score
+        heapq.heappush(self._chargebacks, (when + self.delay, tx_id, card_id, truth))
+
+    def due(self, now: datetime) -> Iterator[Label]:
+        """Labels known by ``now``: the reviews of past days, then due chargebacks."""
+        if self.day is not None and now.date() > self.day:
+            yield from self._review(self.day)
+        self.day = now.date()
+        while self._chargebacks and self._chargebacks[0][0] <= now:
+            due_at, tx_id, card_id, truth = heapq.heappop(self._chargebacks)
+            if tx_id in self.labelled:
+                self.labelled.discard(tx_id)  # reviewed already; forget it
+                continue
+            if truth:
+                self.confirmed_fraud_cards.add(card_id)
+            yield _label(tx_id, card_id, truth, "chargeback", due_at)
+
+    def _review(self, day: date) -> Iterator[Label]:
+        candidates = [c for c in self.today_max if c not in self.confirmed_fraud_cards]
+        candidates.sort(key=lambda c: self.today_max[c], reverse=True)
+        end_of_day = datetime.combine(day, dtime.max, tzinfo=UTC)
+        for card_id in candidates[: self.policy.review_capacity]:
+            for tx_id, _, truth in self.today[card_id]:
+                self.labelled.add(tx_id)
+                if truth:
+                    self.confirmed_fraud_cards.add(card_id)
+                yield _label(tx_id, card_id, truth, "analyst", end_of_day)
+        self.today.clear()
+        self.today_max.clear()
+
+
+def _label(tx_id: str, card_id: str, truth: bool, source: str, at: datetime) -> Label:
+    return Label.model_construct(
+        transaction_id=tx_id,
+        card_id=card_id,
+        label="fraud" if truth else "legit",
+        source=source,
+        labeled_at=at,
+    )
+
+
+def evaluate(
+    records: Iterable[Record],
+    *,
+    config: CoreConfig | None = None,
+    policy: LabelPolicy | None = None,
+    test_weeks: Sequence[date] = DEFAULT_TEST_WEEKS,
+    k: int = 100,
+    scores_out: IO[str] | None = None,
+    progress: bool = False,
+    total: int | None = None,
+    stop_after_last_week: bool = True,
+) -> EvaluationResult:
+    """Replay ``records`` (in timestamp order, with ground truth) and measure the core."""
+    policy = policy or LabelPolicy()
+    # Labels are explicit here: no transaction is presumed legitimate for lack of one.
+    config = config or CoreConfig().evaluation()
+    core = ScoringCore(config)
+    feed = _LabelFeed(policy)
+    keep_from = min(test_weeks) - timedelta(days=14) if test_weeks else None
+    end = max(test_weeks) + timedelta(days=7) if test_weeks and stop_after_last_week else None
+    writer = csv.writer(scores_out) if scores_out is not None else None
+    if writer is not None:
+        writer.writerow(["transaction_id", "score", "decision"])
+    rows: list[ScoredTransaction] = []
+    stats = Throughput()
+    started = time.perf_counter()
+    with _progress(progress, total) as advance:
+        for record in records:
+            tx = record.transaction
+            if end is not None and tx.timestamp.date() >= end:
+                break
+            if record.is_fraud is None:
+                raise ValueError(f"transaction {tx.transaction_id} has no ground truth")
+            if policy.enabled:
+                t0 = time.perf_counter()
+                for label in feed.due(tx.timestamp):
+                    for out in core.process(label):
+                        if isinstance(out, Learned):
+                            stats.labels += 1
+                stats.learning_seconds += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            scored = _score(core, tx)
+            stats.scoring_seconds += time.perf_counter() - t0
+            stats.transactions += 1
+            if scored is None:
+                continue
+            score = scored.score
+            if policy.enabled:
+                feed.observe(tx.transaction_id, tx.card_id, tx.timestamp, score, record.is_fraud)
+            if writer is not None:
+                writer.writerow([tx.transaction_id, f"{score:.6f}", scored.decision])
+            day = tx.timestamp.date()
+            if keep_from is not None and day >= keep_from:
+                rows.append(
+                    ScoredTransaction(
+                        transaction_id=tx.transaction_id,
+                        card_id=tx.card_id,
+                        day=day,
+                        score=score,
+                        is_fraud=record.is_fraud,
+                        alerted=scored.decision != "allow",
+                    )
+                )
+            advance()
+    stats.wall_seconds = time.perf_counter() - started
+    weeks = [evaluate_week(rows, week, k=k) for week in test_weeks]
+    return EvaluationResult(
+        weeks=weeks,
+        throughput=stats,
+        labels_by_source=dict(core.model.labels_by_source),
+        decisions=dict(core.model.decisions),
+        rows=rows,
+        skipped_records=getattr(records, "skipped", 0),
+    )
+
+
+def _score(core: ScoringCore, tx: Any) -> Scored | None:
+    for out in core.process(tx):
+        if isinstance(out, Scored):
+            return out
+        if isinstance(out, Rejected):
+            return None  # a duplicate id in the dataset: decided once, like production
+    return None
+
+
+class _progress:
+    """A rich progress bar (or nothing) that advances one transaction at a time."""
+
+    def __init__(self, enabled: bool, total: int | None) -> None:
+        self.enabled = enabled
+        self.total = total
+        self._bar: Progress | None = None
+        self._pending = 0
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return lambda: None
+        self._bar = Progress(
+            TextColumn("scoring"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            transient=False,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task("replay", total=self.total)
+        return self._advance
+
+    def _advance(self) -> None:
+        self._pending += 1
+        if self._pending >= 2000 and self._bar is not None:
+            self._bar.advance(self._task, self._pending)
+            self._pending = 0
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, self._pending)
+            self._bar.stop()
