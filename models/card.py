@@ -27,6 +27,7 @@ CARD_FEATURES: tuple[str, ...] = (
     "card_hours_since_last",
     "card_new_terminal",
     "card_amount_zscore",
+    "card_amount_ratio_7d",
     "card_frauds_14d",
 )
 
@@ -73,7 +74,7 @@ class CardProfile(base.Base):
         """Features of a transaction at ``ts``, from the history before it (not updated)."""
         horizon = ts - self.history_days * DAY
         tx_1h = tx_24h = tx_7d = n = 0
-        amount_24h = total = squares = 0.0
+        amount_24h = amount_7d = total = squares = 0.0
         new_terminal = 1.0
         last = None
         for when, amt, terminal in reversed(self._events):
@@ -89,6 +90,7 @@ class CardProfile(base.Base):
             squares += amt * amt
             if age <= 7 * DAY:
                 tx_7d += 1
+                amount_7d += amt
                 if age <= DAY:
                     tx_24h += 1
                     amount_24h += amt
@@ -115,6 +117,7 @@ class CardProfile(base.Base):
             ),
             "card_new_terminal": new_terminal if n else 0.0,
             "card_amount_zscore": max(-20.0, min(20.0, (amount - mean) / std)) if std else 0.0,
+            "card_amount_ratio_7d": amount / (amount_7d / tx_7d) if tx_7d else 1.0,
             "card_frauds_14d": float(self._frauds.count(ts, days=14)),
         }
 

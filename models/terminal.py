@@ -20,6 +20,7 @@ TERMINAL_FEATURES: tuple[str, ...] = (
     "terminal_frauds_28d",
     "terminal_fraud_share_28d",
     "terminal_fraud_rate_7d",
+    "terminal_fraud_rate_14d",
     "terminal_fraud_rate_28d",
 )
 
@@ -70,14 +71,17 @@ class TerminalProfile(base.Base):
                 if age < 24:
                     tx_24h += count
         frauds_7d = self._frauds.count(ts, days=7)
+        frauds_14d = self._frauds.count(ts, days=14)
         frauds_28d = self._frauds.count(ts, days=28)
-        labelled_7d = labelled_28d = 0
+        labelled_7d = labelled_14d = labelled_28d = 0
         for bucket, count in self._labelled.items():
             age = now_bucket - bucket
             if 0 <= age < 28 * 24:
                 labelled_28d += count
-                if age < 7 * 24:
-                    labelled_7d += count
+                if age < 14 * 24:
+                    labelled_14d += count
+                    if age < 7 * 24:
+                        labelled_7d += count
         return {
             "terminal_tx_24h": float(tx_24h),
             "terminal_tx_7d": float(tx_7d),
@@ -86,6 +90,9 @@ class TerminalProfile(base.Base):
             "terminal_fraud_share_28d": frauds_28d / tx_all if tx_all else 0.0,
             # Among the transactions whose verdict is known: how many were frauds.
             "terminal_fraud_rate_7d": min(1.0, frauds_7d / labelled_7d) if labelled_7d else 0.0,
+            "terminal_fraud_rate_14d": (
+                min(1.0, frauds_14d / labelled_14d) if labelled_14d else 0.0
+            ),
             "terminal_fraud_rate_28d": (
                 min(1.0, frauds_28d / labelled_28d) if labelled_28d else 0.0
             ),

@@ -51,6 +51,7 @@ def test_first_transaction_of_a_card() -> None:
         "card_hours_since_last": 720.0,
         "card_new_terminal": 0.0,  # no history: nothing to be new against
         "card_amount_zscore": 0.0,
+        "card_amount_ratio_7d": 1.0,
         "card_frauds_14d": 0.0,
     }
 
@@ -317,4 +318,5 @@ def test_terminal_fraud_rate_among_labelled_transactions() -> None:
     t.record_label("tx9", T0 - 10 * DAY, is_fraud=True)  # in 28 days, not in 7
     x = t.features(T0)
     assert x["terminal_fraud_rate_7d"] == 1 / 4
+    assert x["terminal_fraud_rate_14d"] == 2 / 5
     assert x["terminal_fraud_rate_28d"] == 2 / 5

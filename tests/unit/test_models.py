@@ -45,6 +45,7 @@ def sample_features(rng: random.Random, fraud: bool = False) -> dict[str, float]
         "card_hours_since_last": rng.uniform(0.1, 2) if fraud else rng.uniform(1, 48),
         "card_new_terminal": float(fraud or rng.random() < 0.1),
         "card_amount_zscore": min(20.0, (amount - mean) / (0.5 * mean)),
+        "card_amount_ratio_7d": amount / mean,
         "card_frauds_14d": 0.0,
         "terminal_tx_24h": float(rng.randint(0, 20)),
         "terminal_tx_7d": float(rng.randint(10, 100)),
@@ -52,6 +53,7 @@ def sample_features(rng: random.Random, fraud: bool = False) -> dict[str, float]
         "terminal_frauds_28d": 0.0,
         "terminal_fraud_share_28d": 0.0,
         "terminal_fraud_rate_7d": 0.0,
+        "terminal_fraud_rate_14d": 0.0,
         "terminal_fraud_rate_28d": 0.0,
     }
     assert tuple(x) == FEATURES
