@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from river import stats
+
 from detector.contracts import DecisionKind
 
 
@@ -27,3 +29,71 @@ class Thresholds:
         if score >= self.review:
             return "review"
         return "allow"
+
+    def update(self, score: float) -> None:
+        """Fixed thresholds learn nothing."""
+
+
+class VolumeThresholds:
+    """Thresholds that follow a target share of traffic, by streaming quantiles of scores.
+
+    With ``review_share=0.01`` about 1% of transactions are reviewed or blocked, whatever
+    the scale of the scores, so the alert volume matches the analysts' capacity as the
+    models change. Until ``warmup`` scores have been seen, the ``fallback`` fixed
+    thresholds decide. A score of 0 is never alerted.
+
+    Examples
+    --------
+    >>> t = VolumeThresholds(review_share=0.1, block_share=0.01, warmup=100)
+    >>> for i in range(1000):
+    ...     t.update((i % 100) / 100)
+    >>> round(t.review, 2), round(t.block, 2)
+    (0.9, 0.98)
+    >>> t.decide(0.5), t.decide(0.95), t.decide(0.995)
+    ('allow', 'review', 'block')
+
+    """
+
+    def __init__(
+        self,
+        review_share: float = 0.01,
+        block_share: float = 0.001,
+        warmup: int = 1000,
+        fallback: Thresholds | None = None,
+    ) -> None:
+        if not 0.0 < block_share <= review_share < 1.0:
+            raise ValueError(
+                f"shares must satisfy 0 < block_share <= review_share < 1, got "
+                f"review_share={review_share}, block_share={block_share}"
+            )
+        self.review_share = review_share
+        self.block_share = block_share
+        self.warmup = warmup
+        self.fallback = fallback or Thresholds()
+        self._review_q = stats.Quantile(1.0 - review_share)
+        self._block_q = stats.Quantile(1.0 - block_share)
+        self._seen = 0
+
+    @property
+    def review(self) -> float:
+        if self._seen < self.warmup:
+            return self.fallback.review
+        return max(float(self._review_q.get() or 0.0), 1e-9)
+
+    @property
+    def block(self) -> float:
+        if self._seen < self.warmup:
+            return self.fallback.block
+        return max(float(self._block_q.get() or 0.0), self.review)
+
+    def decide(self, score: float) -> DecisionKind:
+        if score >= self.block:
+            return "block"
+        if score >= self.review:
+            return "review"
+        return "allow"
+
+    def update(self, score: float) -> None:
+        self._review_q.update(score)
+        self._block_q.update(score)
+        self._seen += 1

@@ -27,7 +27,7 @@ from detector.contracts import (
     Transaction,
     alert_id_for,
 )
-from detector.decision import Thresholds
+from detector.decision import Thresholds, VolumeThresholds
 from detector.reasons import explain
 from detector.settings import Settings
 from models import (
@@ -54,8 +54,11 @@ class CoreConfig:
     label_horizon_days: float = 45.0
     pending_max_per_terminal: int = 100_000
     presume_legit_days: float = 0.0
+    threshold_mode: str = "volume"
     review_threshold: float = 0.6
     block_threshold: float = 0.9
+    review_share: float = 0.01
+    block_share: float = 0.001
     warmup_frauds: int = 50
     classifier: str = "logreg"
 
@@ -72,8 +75,11 @@ class CoreConfig:
             label_horizon_days=settings.label_horizon_days,
             pending_max_per_terminal=settings.pending_max_per_terminal,
             presume_legit_days=settings.presume_legit_days,
+            threshold_mode=settings.threshold_mode,
             review_threshold=settings.review_threshold,
             block_threshold=settings.block_threshold,
+            review_share=settings.review_share,
+            block_share=settings.block_share,
             warmup_frauds=settings.classifier_warmup_frauds,
             classifier=settings.classifier,
         )
@@ -218,7 +224,7 @@ class ModelState:
     """The one shared model, its thresholds and its counters."""
 
     scorer: HybridScorer
-    thresholds: Thresholds
+    thresholds: Thresholds | VolumeThresholds
     name: str = MODEL_NAME
     version: str = __version__
     transactions_scored: int = 0
@@ -364,6 +370,7 @@ def model_step(
     tx = item.transaction
     parts = state.scorer.predict_parts(item.features)
     decision = state.thresholds.decide(parts.score)
+    state.thresholds.update(parts.score)
     reasons = explain(
         item.features,
         parts,
@@ -387,12 +394,19 @@ def model_step(
     return state, [scored]
 
 
+def thresholds(config: CoreConfig) -> Thresholds | VolumeThresholds:
+    fixed = Thresholds(config.review_threshold, config.block_threshold)
+    if config.threshold_mode == "fixed":
+        return fixed
+    return VolumeThresholds(config.review_share, config.block_share, fallback=fixed)
+
+
 def new_model_state(config: CoreConfig) -> ModelState:
     return ModelState(
         scorer=HybridScorer(
             classifier=CLASSIFIERS[config.classifier](), warmup_frauds=config.warmup_frauds
         ),
-        thresholds=Thresholds(config.review_threshold, config.block_threshold),
+        thresholds=thresholds(config),
     )
 
 

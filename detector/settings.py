@@ -81,8 +81,23 @@ class Settings(BaseSettings):
     max_clock_skew_seconds: float = Field(
         300.0, ge=0, description="Transactions this far in the future are rejected."
     )
+    threshold_mode: Literal["volume", "fixed"] = Field(
+        "volume",
+        description="volume: thresholds follow the review and block shares of traffic; "
+        "fixed: the review and block thresholds.",
+    )
+    review_share: float = Field(
+        0.01, gt=0, lt=1, description="Share of transactions reviewed or blocked (volume mode)."
+    )
+    block_share: float = Field(
+        0.001, gt=0, lt=1, description="Share of transactions blocked (volume mode)."
+    )
     review_threshold: float = Field(
-        0.6, ge=0, le=1, description="Score at or above which a transaction is reviewed."
+        0.6,
+        ge=0,
+        le=1,
+        description="Score at or above which a transaction is reviewed (fixed mode, and "
+        "the first 1,000 transactions in volume mode).",
     )
     block_threshold: float = Field(
         0.9, ge=0, le=1, description="Score at or above which a transaction is blocked."

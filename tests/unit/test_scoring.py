@@ -352,3 +352,31 @@ def test_core_counts_what_it_decides() -> None:
     assert core.model.transactions_scored == len(decided)
     assert sum(core.model.decisions.values()) == len(decided)
     assert all(s.model_name == core.model.name for s in decided)
+
+
+def test_volume_thresholds_alert_about_the_target_share() -> None:
+    import random
+
+    from detector.decision import VolumeThresholds
+
+    rng = random.Random(5)
+    t = VolumeThresholds(review_share=0.02, block_share=0.005, warmup=500)
+    decisions = []
+    for i in range(20_000):
+        score = rng.betavariate(1, 8)
+        decision = t.decide(score)
+        t.update(score)
+        if i >= 5_000:
+            decisions.append(decision)
+    alerted = sum(d != "allow" for d in decisions) / len(decisions)
+    blocked = sum(d == "block" for d in decisions) / len(decisions)
+    assert 0.015 < alerted < 0.025
+    assert 0.003 < blocked < 0.007
+    assert t.block >= t.review
+
+
+def test_volume_thresholds_refuse_impossible_shares() -> None:
+    from detector.decision import VolumeThresholds
+
+    with pytest.raises(ValueError, match="block_share <= review_share"):
+        VolumeThresholds(review_share=0.001, block_share=0.01)
