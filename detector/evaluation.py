@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import heapq
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -84,6 +84,8 @@ class EvaluationResult:
     labels_by_source: dict[str, int]
     decisions: dict[str, int]
     rows: list[ScoredTransaction] = field(repr=False)
+    # labels learned per (day the label arrived, source)
+    labels_by_day: Counter[tuple[date, str]] = field(default_factory=Counter, repr=False)
     skipped_records: int = 0
 
     def mean(self) -> dict[str, float | None]:
@@ -193,6 +195,7 @@ def evaluate(
     if writer is not None:
         writer.writerow(["transaction_id", "score", "decision"])
     rows: list[ScoredTransaction] = []
+    labels_by_day: Counter[tuple[date, str]] = Counter()
     stats = Throughput()
     started = time.perf_counter()
     with _progress(progress, total) as advance:
@@ -208,6 +211,7 @@ def evaluate(
                     for out in core.process(label):
                         if isinstance(out, Learned):
                             stats.labels += 1
+                            labels_by_day[label.labeled_at.date(), out.source] += 1
                 stats.learning_seconds += time.perf_counter() - t0
             t0 = time.perf_counter()
             scored = _score(core, tx)
@@ -241,6 +245,7 @@ def evaluate(
         labels_by_source=dict(core.model.labels_by_source),
         decisions=dict(core.model.decisions),
         rows=rows,
+        labels_by_day=labels_by_day,
         skipped_records=getattr(records, "skipped", 0),
     )
 
