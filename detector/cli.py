@@ -267,6 +267,14 @@ def evaluate(
     ] = None,
     report: Annotated[Path | None, typer.Option(help="JSON report.")] = None,
     limit: Annotated[int | None, typer.Option(help="Read at most this many rows.")] = None,
+    save_model: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-model",
+            help="After the replay, save the model (scorer, thresholds, counters) here, "
+            "for offline analysis (see `fraudstream model-info`).",
+        ),
+    ] = None,
 ) -> None:
     """Replay a dataset in event time through the production scoring core and measure it.
 
@@ -289,6 +297,11 @@ def evaluate(
     settings = _settings()
     if not file.exists():
         raise typer.BadParameter(f"{file} does not exist", param_hint="FILE")
+    if save_model is not None and not save_model.parent.is_dir():
+        # Fail now, not after a long replay.
+        raise typer.BadParameter(
+            f"directory {save_model.parent} does not exist", param_hint="--save-model"
+        )
     try:
         weeks = [date.fromisoformat(w) for w in test_week] if test_week else DEFAULT_TEST_WEEKS
     except ValueError as error:
@@ -333,6 +346,68 @@ def evaluate(
         )
         report.write_text(json.dumps(payload, indent=2, default=str) + "\n")
         typer.echo(f"report written to {report}")
+    if save_model is not None:
+        from models.persistence import save_model as write_model
+
+        if result.model is None:
+            raise typer.BadParameter("this replay kept no model to save", param_hint="--save-model")
+        write_model(result.model, save_model, model_version=__version__)
+        typer.echo(f"model written to {save_model}")
+
+
+@app.command("model-info")
+def model_info(
+    path: Annotated[Path, typer.Argument(help="Model file written by `evaluate --save-model`.")],
+    header_only: Annotated[
+        bool, typer.Option("--header-only", help="Read the header alone; unpickle nothing.")
+    ] = False,
+) -> None:
+    """Describe a saved model: its header and, if this installation can load it, what it learned.
+
+    Loading unpickles the file, and unpickling runs code: inspect only files you trust
+    (use --header-only otherwise). Files saved with another River or fraudstream version
+    are not loaded.
+    """
+    import river
+
+    from detector.scoring import ModelState
+    from models import HybridScorer
+    from models.persistence import IncompatibleModelError, load_model, read_header
+
+    if not path.is_file():
+        raise typer.BadParameter(f"{path} does not exist", param_hint="PATH")
+    try:
+        header = read_header(path)
+    except IncompatibleModelError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from error
+    typer.echo(
+        f"class: {header.object_class}\n"
+        f"fraudstream version: {header.model_version} (this is {__version__})\n"
+        f"river version: {header.river_version} (installed {river.__version__})\n"
+        f"python version: {header.python_version}\n"
+        f"saved at: {header.saved_at.isoformat()}"
+    )
+    if header_only:
+        return
+    try:
+        obj = load_model(path, model_version=__version__)
+    except IncompatibleModelError as error:
+        typer.echo(f"not loadable here: {error}")
+        return
+    scorer = obj.scorer if isinstance(obj, ModelState) else obj
+    if isinstance(obj, ModelState):
+        typer.echo(
+            f"model: {obj.name} {obj.version}, {obj.transactions_scored:,} transactions "
+            f"scored, labels by source {dict(obj.labels_by_source)}"
+        )
+    if isinstance(scorer, HybridScorer):
+        typer.echo(
+            f"labels learned: {scorer.labels_learned}\n"
+            f"classifier weight: {scorer.classifier_weight():.3f}"
+        )
+    else:
+        typer.echo("no HybridScorer inside")
 
 
 @app.command()

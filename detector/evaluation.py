@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from detector.contracts import Label
 from detector.datasets import Record
 from detector.metrics import ScoredTransaction, WeekReport, evaluate_week
-from detector.scoring import CoreConfig, Learned, Rejected, Scored, ScoringCore
+from detector.scoring import CoreConfig, Learned, ModelState, Rejected, Scored, ScoringCore
 
 DAY = timedelta(days=1)
 DEFAULT_TEST_WEEKS = (date(2018, 7, 4), date(2018, 7, 11), date(2018, 7, 18), date(2018, 7, 25))
@@ -43,6 +43,12 @@ class LabelPolicy:
     review_capacity: int = 100
     label_delay_days: float = 7.0
     enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.review_capacity < 0:
+            raise ValueError(f"review_capacity must be >= 0, got {self.review_capacity}")
+        if self.label_delay_days < 0:
+            raise ValueError(f"label_delay_days must be >= 0, got {self.label_delay_days}")
 
 
 @dataclass
@@ -87,6 +93,7 @@ class EvaluationResult:
     # labels learned per (day the label arrived, source)
     labels_by_day: Counter[tuple[date, str]] = field(default_factory=Counter, repr=False)
     skipped_records: int = 0
+    model: ModelState | None = field(default=None, repr=False)
 
     def mean(self) -> dict[str, float | None]:
         def avg(values: list[float | None]) -> float | None:
@@ -119,12 +126,13 @@ class _LabelFeed:
     def __init__(self, policy: LabelPolicy) -> None:
         self.policy = policy
         self.delay = timedelta(days=policy.label_delay_days)
-        self.day: date | None = None
-        # today's transactions by card: (transaction id, card id, time, is fraud)
+        self.day: date | None = None  # a UTC calendar day
+        # today's transactions by card: (transaction id, time, is fraud)
         self.today: dict[str, list[tuple[str, datetime, bool]]] = defaultdict(list)
         self.today_max: dict[str, float] = {}
         self.confirmed_fraud_cards: set[str] = set()
-        self.labelled: set[str] = set()
+        self.reviewed: set[str] = set()  # their chargeback is not sent
+        self.charged_back: set[str] = set()  # today's, already labelled by a short delay
         self._chargebacks: list[tuple[datetime, str, str, bool]] = []
 
     def observe(self, tx_id: str, card_id: str, when: datetime, score: float, truth: bool) -> None:
@@ -135,16 +143,19 @@ class _LabelFeed:
 
     def due(self, now: datetime) -> Iterator[Label]:
         """Labels known by ``now``: the reviews of past days, then due chargebacks."""
-        if self.day is not None and now.date() > self.day:
+        today = utc_day(now)
+        if self.day is not None and today > self.day:
             yield from self._review(self.day)
-        self.day = now.date()
+        self.day = today
         while self._chargebacks and self._chargebacks[0][0] <= now:
             due_at, tx_id, card_id, truth = heapq.heappop(self._chargebacks)
-            if tx_id in self.labelled:
-                self.labelled.discard(tx_id)  # reviewed already; forget it
+            if tx_id in self.reviewed:
+                self.reviewed.discard(tx_id)  # reviewed already; forget it
                 continue
             if truth:
                 self.confirmed_fraud_cards.add(card_id)
+            if utc_day(due_at - self.delay) == today:
+                self.charged_back.add(tx_id)  # a delay under a day: not to be reviewed too
             yield _label(tx_id, card_id, truth, "chargeback", due_at)
 
     def _review(self, day: date) -> Iterator[Label]:
@@ -153,12 +164,20 @@ class _LabelFeed:
         end_of_day = datetime.combine(day, dtime.max, tzinfo=UTC)
         for card_id in candidates[: self.policy.review_capacity]:
             for tx_id, _, truth in self.today[card_id]:
-                self.labelled.add(tx_id)
+                if tx_id in self.charged_back:
+                    continue
+                self.reviewed.add(tx_id)
                 if truth:
                     self.confirmed_fraud_cards.add(card_id)
                 yield _label(tx_id, card_id, truth, "analyst", end_of_day)
         self.today.clear()
         self.today_max.clear()
+        self.charged_back.clear()
+
+
+def utc_day(when: datetime) -> date:
+    """The UTC calendar day of ``when``: days are cut the same way whatever the offset."""
+    return when.astimezone(UTC).date()
 
 
 def _label(tx_id: str, card_id: str, truth: bool, source: str, at: datetime) -> Label:
@@ -201,7 +220,8 @@ def evaluate(
     with _progress(progress, total) as advance:
         for record in records:
             tx = record.transaction
-            if end is not None and tx.timestamp.date() >= end:
+            day = utc_day(tx.timestamp)
+            if end is not None and day >= end:
                 break
             if record.is_fraud is None:
                 raise ValueError(f"transaction {tx.transaction_id} has no ground truth")
@@ -216,15 +236,14 @@ def evaluate(
             t0 = time.perf_counter()
             scored = _score(core, tx)
             stats.scoring_seconds += time.perf_counter() - t0
-            stats.transactions += 1
             if scored is None:
                 continue
+            stats.transactions += 1
             score = scored.score
             if policy.enabled:
                 feed.observe(tx.transaction_id, tx.card_id, tx.timestamp, score, record.is_fraud)
             if writer is not None:
                 writer.writerow([tx.transaction_id, f"{score:.6f}", scored.decision])
-            day = tx.timestamp.date()
             if keep_from is not None and day >= keep_from:
                 rows.append(
                     ScoredTransaction(
@@ -247,6 +266,7 @@ def evaluate(
         rows=rows,
         labels_by_day=labels_by_day,
         skipped_records=getattr(records, "skipped", 0),
+        model=core.model,
     )
 
 

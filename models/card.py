@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import math
+import typing
 
 from river import base
 
@@ -59,78 +60,194 @@ class CardProfile(base.Base):
     def __init__(self, history_days: float = 30.0, max_events: int = 1000) -> None:
         self.history_days = history_days
         self.max_events = max_events
-        # (event time in epoch seconds, amount, terminal id), oldest first.
-        self._events: collections.deque[tuple[float, float, str]] = collections.deque()
+        # Running aggregates over sliding windows, so a feature costs the same for a
+        # card with one transaction a month as for one with hundreds.
+        self._history = _Window(history_days * DAY, keep_terminals=True)
+        self._week = _Window(7 * DAY)
+        self._day = _Window(DAY)
+        self._hour = _Window(HOUR)
         self._frauds = ConfirmedFrauds(history_days)
 
     def __len__(self) -> int:
-        return len(self._events)
+        return self._history.count
 
     @property
     def last_seen(self) -> float | None:
-        return self._events[-1][0] if self._events else None
+        return self._history.events[-1][0] if self._history.events else None
+
+    def _aggregates(self, ts: float, terminal_id: str) -> _Aggregates:
+        """The windows' aggregates as seen from ``ts``, without changing them."""
+        last = self.last_seen
+        if last is not None and ts < last:
+            return self._scan(ts, terminal_id)  # a late transaction: the rare, slow path
+        history = self._history.as_of(ts, terminal_id)
+        return _Aggregates(
+            hour=self._hour.as_of(ts).count,
+            day=self._day.as_of(ts),
+            week=self._week.as_of(ts),
+            history=history,
+            last=last if history.count else None,
+        )
+
+    def _scan(self, ts: float, terminal_id: str) -> _Aggregates:
+        """Aggregates from the raw history, ignoring what came after ``ts``."""
+        windows = {
+            "history": _Sums(),
+            "week": _Sums(),
+            "day": _Sums(),
+            "hour": _Sums(),
+        }
+        spans = {"history": self.history_days * DAY, "week": 7 * DAY, "day": DAY, "hour": HOUR}
+        last = None
+        for when, amt, terminal in self._history.events:
+            if when > ts:
+                continue
+            for name, sums in windows.items():
+                if ts - when <= spans[name]:
+                    sums.add(amt, terminal == terminal_id)
+            last = when if last is None or when > last else last
+        return _Aggregates(
+            hour=windows["hour"].count,
+            day=windows["day"],
+            week=windows["week"],
+            history=windows["history"],
+            last=last,
+        )
 
     def features(self, ts: float, amount: float, terminal_id: str) -> dict[str, float]:
         """Features of a transaction at ``ts``, from the history before it (not updated)."""
-        horizon = ts - self.history_days * DAY
-        tx_1h = tx_24h = tx_7d = n = 0
-        amount_24h = amount_7d = total = squares = 0.0
-        new_terminal = 1.0
-        last = None
-        for when, amt, terminal in reversed(self._events):
-            if when > ts:  # a late, out-of-order transaction: ignore what came after it
-                continue
-            if when < horizon:
-                break
-            if last is None:
-                last = when
-            age = ts - when
-            n += 1
-            total += amt
-            squares += amt * amt
-            if age <= 7 * DAY:
-                tx_7d += 1
-                amount_7d += amt
-                if age <= DAY:
-                    tx_24h += 1
-                    amount_24h += amt
-                    if age <= HOUR:
-                        tx_1h += 1
-            if terminal == terminal_id:
-                new_terminal = 0.0
-        mean = total / n if n else amount
+        agg = self._aggregates(ts, terminal_id)
+        history, week, day = agg.history, agg.week, agg.day
+        n = history.count
+        mean = history.total / n if n else amount
         # Spread of the card's amounts, floored so that a card with identical amounts
         # does not turn a one-cent difference into a huge z-score.
-        std = max(math.sqrt(max(squares / n - mean * mean, 0.0)), 0.1 * mean) if n else 0.0
+        variance = history.squares / n - mean * mean if n else 0.0
+        std = max(math.sqrt(max(variance, 0.0)), 0.1 * mean) if n else 0.0
         return {
             "amount": amount,
             "log_amount": math.log1p(amount),
-            "card_tx_1h": float(tx_1h),
-            "card_tx_24h": float(tx_24h),
-            "card_tx_7d": float(tx_7d),
-            "card_amount_24h": amount_24h,
+            "card_tx_1h": float(agg.hour),
+            "card_tx_24h": float(day.count),
+            "card_tx_7d": float(week.count),
+            "card_amount_24h": max(day.total, 0.0),
             "card_history_tx": float(n),
             "card_mean_amount": mean,
             "card_amount_ratio": amount / mean if mean > 0 else 1.0,
             "card_hours_since_last": (
-                min((ts - last) / HOUR, 24.0 * 30) if last is not None else 24.0 * 30
+                min((ts - agg.last) / HOUR, 24.0 * 30) if agg.last is not None else 24.0 * 30
             ),
-            "card_new_terminal": new_terminal if n else 0.0,
+            "card_new_terminal": (0.0 if history.same_terminal else 1.0) if n else 0.0,
             "card_amount_zscore": max(-20.0, min(20.0, (amount - mean) / std)) if std else 0.0,
-            "card_amount_ratio_7d": amount / (amount_7d / tx_7d) if tx_7d else 1.0,
+            "card_amount_ratio_7d": amount / (week.total / week.count) if week.count else 1.0,
             "card_frauds_14d": float(self._frauds.count(ts, days=14)),
         }
 
     def observe(self, ts: float, amount: float, terminal_id: str) -> None:
-        """Remember a transaction and forget what fell out of the window."""
-        self._events.append((ts, amount, terminal_id))
-        horizon = ts - self.history_days * DAY
-        while self._events and (
-            self._events[0][0] < horizon or len(self._events) > self.max_events
-        ):
-            self._events.popleft()
+        """Remember a transaction and forget what fell out of the windows."""
+        for window in (self._history, self._week, self._day, self._hour):
+            window.forget_before(ts)
+        for window in (self._history, self._week, self._day, self._hour):
+            window.add(ts, amount, terminal_id)
+        while self._history.count > self.max_events:
+            self._history.drop_oldest()
         self._frauds.forget_before(ts)
 
     def record_label(self, transaction_id: str, ts: float, *, is_fraud: bool) -> None:
         """Remember the verdict on one of this card's transactions."""
         self._frauds.record(transaction_id, ts, is_fraud=is_fraud)
+
+
+class _Sums:
+    """Count, sum and sum of squares of some amounts; whether a given terminal is among them."""
+
+    __slots__ = ("count", "same_terminal", "squares", "total")
+
+    def __init__(
+        self, count: int = 0, total: float = 0.0, squares: float = 0.0, same: bool = False
+    ) -> None:
+        self.count = count
+        self.total = total
+        self.squares = squares
+        self.same_terminal = same
+
+    def add(self, amount: float, same_terminal: bool) -> None:
+        self.count += 1
+        self.total += amount
+        self.squares += amount * amount
+        self.same_terminal = self.same_terminal or same_terminal
+
+
+class _Aggregates(typing.NamedTuple):
+    hour: int
+    day: _Sums
+    week: _Sums
+    history: _Sums
+    last: float | None
+
+
+class _Window:
+    """Transactions of the last ``seconds`` with their count, sum and sum of squares."""
+
+    __slots__ = ("count", "events", "keep_terminals", "seconds", "squares", "terminals", "total")
+
+    def __init__(self, seconds: float, *, keep_terminals: bool = False) -> None:
+        self.seconds = seconds
+        self.keep_terminals = keep_terminals
+        self.events: collections.deque[tuple[float, float, str]] = collections.deque()
+        self.count = 0
+        self.total = 0.0
+        self.squares = 0.0
+        self.terminals: dict[str, int] = {}
+
+    def __getstate__(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    def add(self, ts: float, amount: float, terminal_id: str) -> None:
+        self.events.append((ts, amount, terminal_id))
+        self.count += 1
+        self.total += amount
+        self.squares += amount * amount
+        if self.keep_terminals:
+            self.terminals[terminal_id] = self.terminals.get(terminal_id, 0) + 1
+
+    def as_of(self, now: float, terminal_id: str | None = None) -> _Sums:
+        """The sums at ``now``: without the transactions that have fallen out by then."""
+        horizon = now - self.seconds
+        count, total, squares = self.count, self.total, self.squares
+        stale_here = 0
+        for when, amount, terminal in self.events:
+            if when >= horizon:
+                break
+            count -= 1
+            total -= amount
+            squares -= amount * amount
+            stale_here += terminal == terminal_id
+        if count == 0:
+            total = squares = 0.0
+        same = terminal_id is not None and self.terminals.get(terminal_id, 0) > stale_here
+        return _Sums(count, total, squares, same)
+
+    def forget_before(self, now: float) -> None:
+        horizon = now - self.seconds
+        while self.events and self.events[0][0] < horizon:
+            self.drop_oldest()
+
+    def drop_oldest(self) -> None:
+        _, amount, terminal_id = self.events.popleft()
+        self.count -= 1
+        if self.count == 0:  # start afresh: no rounding residue survives an empty window
+            self.total = self.squares = 0.0
+        else:
+            self.total -= amount
+            self.squares -= amount * amount
+        if self.keep_terminals:
+            left = self.terminals[terminal_id] - 1
+            if left:
+                self.terminals[terminal_id] = left
+            else:
+                del self.terminals[terminal_id]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 import typing
 
@@ -126,14 +127,15 @@ def _default_detector() -> base.Estimator:
 AMOUNT_BANDS: tuple[float, ...] = (10, 20, 40, 80, 120, 160, 200, 250, 320, 500, 1000, 2500)
 
 
+_BAND_NAMES = tuple(f"amount_band_{lower:g}" for lower in (0.0, *AMOUNT_BANDS))
+
+
 def amount_bands(x: dict[str, float]) -> dict[str, float]:
     """``x`` plus one indicator per amount band (a new dict: inputs are never mutated)."""
-    amount = x.get("amount", 0.0)
+    band = bisect.bisect_right(AMOUNT_BANDS, x.get("amount", 0.0))
     out = dict(x)
-    lower = 0.0
-    for upper in (*AMOUNT_BANDS, math.inf):
-        out[f"amount_band_{lower:g}"] = 1.0 if lower <= amount < upper else 0.0
-        lower = upper
+    out.update(dict.fromkeys(_BAND_NAMES, 0.0))
+    out[_BAND_NAMES[band]] = 1.0
     return out
 
 
