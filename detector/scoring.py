@@ -41,7 +41,7 @@ from models import (
 )
 
 DAY = 86400.0
-MODEL_NAME = "hybrid-hst-logreg"
+MODEL_NAME = "hybrid-tail-logreg"
 
 
 @dataclass(frozen=True, slots=True)

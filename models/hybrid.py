@@ -6,20 +6,16 @@ import bisect
 import math
 import typing
 
-from river import anomaly, base, compose, forest, linear_model, optim, preprocessing, tree
+from river import base, compose, forest, linear_model, optim, preprocessing, tree
 
-__all__ = ["DETECTOR_FEATURES", "HybridScore", "HybridScorer", "TailCalibration"]
+from models.surprise import TailSurprise
 
-# What makes a transaction unusual for its card without any label: the detector sees
-# these, squashed so that one huge amount does not flatten every other value.
-DETECTOR_FEATURES: tuple[str, ...] = (
-    "log_amount",
-    "card_amount_ratio",
-    "card_tx_1h",
-    "card_tx_24h",
-    "card_new_terminal",
-    "card_hours_since_last",
-)
+__all__ = ["CLASSIFIERS", "DETECTOR_FEATURES", "HybridScore", "HybridScorer"]
+
+# What makes a transaction unusual without any label: a large amount, and an amount far
+# above the card's own habits. (Replays of the Handbook's data showed velocity and new
+# terminals to add nothing but noise to an unsupervised score.)
+DETECTOR_FEATURES: tuple[str, ...] = ("log_amount", "card_amount_ratio")
 
 
 class HybridScore(typing.NamedTuple):
@@ -27,99 +23,20 @@ class HybridScore(typing.NamedTuple):
 
     score: float
     anomaly: float
-    raw_anomaly: float
     fraud_probability: float | None
     classifier_weight: float
 
 
-class TailCalibration(base.Base):
-    """Turns raw anomaly scores into ``[0, 1]`` by their rank among recent scores.
-
-    The ``tail`` share of most unusual transactions maps onto ``(0, 1]``; everything
-    below the ``1 - tail`` quantile maps to 0. A streaming histogram keeps it cheap and
-    adaptive (counts are halved every ``half_life`` updates).
-
-    Parameters
-    ----------
-    tail
-        Share of traffic that may receive a non-zero anomaly score.
-    bins
-        Histogram resolution over raw scores in ``[0, 1]``.
-    half_life
-        Updates after which old scores weigh half.
-
-    Examples
-    --------
-    >>> cal = TailCalibration(tail=0.1, bins=100)
-    >>> for i in range(1000):
-    ...     cal.update((i % 100) / 100)
-    >>> cal.transform(0.5), round(cal.transform(0.995), 2)
-    (0.0, 0.95)
-
-    The top bin holds 1% of the scores; ties count half below, half above, so a score in
-    it ranks at 99.5%, that is 95% of the way through the top 10%.
-
-    """
-
-    def __init__(self, tail: float = 0.02, bins: int = 400, half_life: int = 50_000) -> None:
-        self.tail = tail
-        self.bins = bins
-        self.half_life = half_life
-        self._counts = [0.0] * bins
-        self._cumulative = [0.0] * bins
-        self._total = 0.0
-        self._since_refresh = 0
-        self._since_decay = 0
-
-    def _bin(self, raw: float) -> int:
-        return min(self.bins - 1, max(0, int(raw * self.bins)))
-
-    def update(self, raw: float) -> None:
-        self._counts[self._bin(raw)] += 1.0
-        self._total += 1.0
-        self._since_refresh += 1
-        self._since_decay += 1
-        if self._since_decay >= self.half_life:
-            self._counts = [c / 2 for c in self._counts]
-            self._total /= 2
-            self._since_decay = 0
-            self._since_refresh = 1 << 30
-        # Refresh the cumulative counts often while young, then every 100 updates.
-        if self._since_refresh >= min(100, 1 + int(self._total) // 10):
-            running = 0.0
-            for i, c in enumerate(self._counts):
-                running += c
-                self._cumulative[i] = running
-            self._since_refresh = 0
-
-    def transform(self, raw: float) -> float:
-        if self._total <= 0:
-            return 0.0
-        i = self._bin(raw)
-        below = self._cumulative[i - 1] if i > 0 else 0.0
-        # Ties inside the bin count as half below, half above.
-        within = self._cumulative[i] - below
-        rank = (below + within / 2) / max(self._cumulative[-1], 1e-12)
-        return min(1.0, max(0.0, (rank - (1.0 - self.tail)) / self.tail))
-
-
-# Fixed ranges of the detector's (log-compressed) features: unlike a running min-max
-# scaler, they do not shift with the order events arrive in, and a value beyond
-# anything seen so far still lands in the emptiest, most anomalous leaves.
-DETECTOR_LIMITS: dict[typing.Hashable, tuple[float, float]] = {
+# Fixed ranges of the detector's (log-compressed) features: unlike running minima and
+# maxima, they do not shift with the order events arrive in.
+DETECTOR_LIMITS: dict[str, tuple[float, float]] = {
     "log_amount": (0.0, 8.0),
     "card_amount_ratio": (0.0, 3.0),
-    "card_tx_1h": (0.0, 2.5),
-    "card_tx_24h": (0.0, 3.5),
-    "card_new_terminal": (0.0, 0.7),
-    "card_hours_since_last": (0.0, 6.6),
 }
 
 
 def _default_detector() -> base.Estimator:
-    return anomaly.HalfSpaceTrees(
-        n_trees=10, height=8, window_size=250, limits=DETECTOR_LIMITS, seed=42
-    )
+    return TailSurprise(DETECTOR_LIMITS)
 
 
 # Amount bands (log-spaced) let a linear model learn a step in risk at some amount,
@@ -167,7 +84,7 @@ _default_classifier = _logistic_regression
 class HybridScorer(base.Estimator):
     """Anomaly detection from the first event, supervised learning as labels arrive.
 
-    The score is ``w * p + (1 - w) * a``: ``a`` the detector's calibrated anomaly score,
+    The score is ``w * p + (1 - w) * a``: ``a`` the detector's anomaly score in ``[0, 1]``,
     ``p`` the classifier's fraud probability, and ``w = n / (n + warmup_frauds)`` with
     ``n`` the number of labels learned of the scarcer class (usually frauds). A new
     deployment thus scores by anomaly alone and hands over to the classifier as
@@ -176,8 +93,8 @@ class HybridScorer(base.Estimator):
     Parameters
     ----------
     detector
-        Unsupervised River anomaly detector (default: min-max scaling and half-space
-        trees).
+        Unsupervised River anomaly detector scoring in ``[0, 1]`` (default:
+        ``TailSurprise`` over the amount and the amount relative to the card's average).
     classifier
         Supervised River binary classifier (default: standard scaling and logistic
         regression).
@@ -185,11 +102,10 @@ class HybridScorer(base.Estimator):
         Fraud labels at which classifier and detector weigh the same.
     fraud_weight
         Sample weight of a fraud label, to offset how rare frauds are.
-    anomaly_tail
-        Share of traffic the detector alone can give a non-zero score.
-    protect_detector
-        Keep the detector from learning transactions it scores as anomalous (as River's
-        ``QuantileFilter`` does) so it does not get used to the frauds it should flag.
+    protect_above
+        The detector does not learn transactions it scores at or above this (as River's
+        ``QuantileFilter`` protects its detector), so it does not get used to the frauds
+        it should flag.
 
     Examples
     --------
@@ -230,15 +146,13 @@ class HybridScorer(base.Estimator):
         classifier: base.Estimator | None = None,
         warmup_frauds: int = 50,
         fraud_weight: float = 1.0,
-        anomaly_tail: float = 0.02,
-        protect_detector: bool = True,
+        protect_above: float = 0.99,
     ) -> None:
         self.detector = detector
         self.classifier = classifier
         self.warmup_frauds = warmup_frauds
         self.fraud_weight = fraud_weight
-        self.anomaly_tail = anomaly_tail
-        self.protect_detector = protect_detector
+        self.protect_above = protect_above
         # River's type hints do not follow pipelines through: the detector scores and
         # learns without a target, the classifier takes ``w`` for its last step.
         self._detector: typing.Any = (
@@ -247,7 +161,6 @@ class HybridScorer(base.Estimator):
         self._classifier: typing.Any = (
             classifier.clone() if classifier is not None else _default_classifier()
         )
-        self._calibration = TailCalibration(tail=anomaly_tail)
         self._labels = {"fraud": 0, "legit": 0}
         self.n_scored_unlabelled = 0
 
@@ -265,7 +178,7 @@ class HybridScorer(base.Estimator):
         for name in DETECTOR_FEATURES:
             if name in x:
                 value = x[name]
-                # Ratios and counts are heavy-tailed: compress them before min-max scaling.
+                # Ratios and counts are heavy-tailed: compress them.
                 view[name] = math.log1p(max(value, 0.0)) if name != "log_amount" else value
         return view
 
@@ -277,13 +190,12 @@ class HybridScorer(base.Estimator):
 
     def predict_parts(self, x: dict[str, float]) -> HybridScore:
         """Score ``x`` and say how: anomaly, fraud probability and the classifier's weight."""
-        raw = self._detector.score_one(self._detector_view(x))
-        a = self._calibration.transform(raw)
+        a = self._detector.score_one(self._detector_view(x))
         w = self.classifier_weight()
         if w == 0.0:
-            return HybridScore(a, a, raw, None, 0.0)
+            return HybridScore(a, a, None, 0.0)
         p = self._classifier.predict_proba_one(x).get(True, 0.0)
-        return HybridScore(w * p + (1.0 - w) * a, a, raw, p, w)
+        return HybridScore(w * p + (1.0 - w) * a, a, p, w)
 
     def score_one(self, x: dict[str, float]) -> float:
         return self.predict_parts(x).score
@@ -291,14 +203,8 @@ class HybridScorer(base.Estimator):
     def learn_unlabelled(self, x: dict[str, float], score: HybridScore | None = None) -> None:
         """Let the detector learn a transaction just scored (unless it looked anomalous)."""
         view = self._detector_view(x)
-        raw = score.raw_anomaly if score is not None else self._detector.score_one(view)
-        # A detector still filling its first window (half-space trees) scores everything
-        # 0: calibrating those placeholders would rank its first real scores as outliers.
-        if raw > 0.0 or self._calibration._total > 0:
-            self._calibration.update(raw)
-        anomalous = self._calibration.transform(raw) > 0.5
-        # An empty view has nothing to learn (and half-space trees cannot be built on it).
-        if view and not (self.protect_detector and anomalous):
+        a = score.anomaly if score is not None else self._detector.score_one(view)
+        if view and a < self.protect_above:
             self._detector.learn_one(view)
         self.n_scored_unlabelled += 1
 
