@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import typing
 
 from river.base import AnomalyDetector
 
@@ -60,7 +61,7 @@ class TailSurprise(AnomalyDetector):
         low, high = self.limits[name]
         return min(self.bins - 1, max(0, int((value - low) / (high - low) * self.bins)))
 
-    def learn_one(self, x: dict[str, float]) -> None:
+    def learn_one(self, x: dict[typing.Hashable, typing.Any]) -> None:
         for name, counts in self._counts.items():
             if name in x:
                 counts[self._bin(name, x[name])] += 1.0
@@ -86,7 +87,7 @@ class TailSurprise(AnomalyDetector):
                 survival[i] = (running + 1.0) / (self._total + 1.0)
         self._stale = 0
 
-    def score_one(self, x: dict[str, float]) -> float:
+    def score_one(self, x: dict[typing.Hashable, typing.Any]) -> float:
         if self._total == 0:
             return 0.0
         surprise = 0.0
