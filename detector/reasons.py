@@ -61,9 +61,13 @@ def explain(
                 f"on {frauds_learned} confirmed frauds",
             )
         )
-    if parts.anomaly >= 0.5:
+    if parts.anomaly >= 0.9:
         ranked.append(
-            (parts.anomaly, f"unusual for this card and terminal (anomaly {parts.anomaly:.2f})")
+            (
+                parts.anomaly,
+                f"amount rarer than {parts.anomaly:.1%} of past transactions, overall and "
+                f"for this card",
+            )
         )
     ranked.sort(key=lambda item: item[0], reverse=True)
     return [text for _, text in ranked[:MAX_REASONS]]
