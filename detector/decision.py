@@ -39,16 +39,18 @@ class VolumeThresholds:
 
     With ``review_share=0.01`` about 1% of transactions are reviewed or blocked, whatever
     the scale of the scores, so the alert volume matches the analysts' capacity as the
-    models change. Until ``warmup`` scores have been seen, the ``fallback`` fixed
-    thresholds decide. A score of 0 is never alerted.
+    models change. The quantiles are over the last ``window`` scores: the score
+    distribution moves as the models learn, and thresholds must follow it. Until
+    ``warmup`` scores have been seen, the ``fallback`` fixed thresholds decide. A score of
+    0 is never alerted.
 
     Examples
     --------
-    >>> t = VolumeThresholds(review_share=0.1, block_share=0.01, warmup=100)
+    >>> t = VolumeThresholds(review_share=0.1, block_share=0.01, warmup=100, window=500)
     >>> for i in range(1000):
     ...     t.update((i % 100) / 100)
     >>> round(t.review, 2), round(t.block, 2)
-    (0.9, 0.98)
+    (0.89, 0.98)
     >>> t.decide(0.5), t.decide(0.95), t.decide(0.995)
     ('allow', 'review', 'block')
 
@@ -60,6 +62,7 @@ class VolumeThresholds:
         block_share: float = 0.001,
         warmup: int = 1000,
         fallback: Thresholds | None = None,
+        window: int = 20_000,
     ) -> None:
         if not 0.0 < block_share <= review_share < 1.0:
             raise ValueError(
@@ -70,8 +73,9 @@ class VolumeThresholds:
         self.block_share = block_share
         self.warmup = warmup
         self.fallback = fallback or Thresholds()
-        self._review_q = stats.Quantile(1.0 - review_share)
-        self._block_q = stats.Quantile(1.0 - block_share)
+        self.window = window
+        self._review_q = stats.RollingQuantile(1.0 - review_share, window)
+        self._block_q = stats.RollingQuantile(1.0 - block_share, window)
         self._seen = 0
 
     @property

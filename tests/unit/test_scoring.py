@@ -380,3 +380,23 @@ def test_volume_thresholds_refuse_impossible_shares() -> None:
 
     with pytest.raises(ValueError, match="block_share <= review_share"):
         VolumeThresholds(review_share=0.001, block_share=0.01)
+
+
+def test_volume_thresholds_follow_a_shifting_score_distribution() -> None:
+    # Regression: cumulative quantiles stayed at the early, higher scores once the
+    # classifier took over and scores shrank, alerting far fewer than the target share.
+    import random
+
+    from detector.decision import VolumeThresholds
+
+    rng = random.Random(9)
+    t = VolumeThresholds(review_share=0.01, block_share=0.001, warmup=100, window=5_000)
+    for _ in range(20_000):  # early: anomaly scores spread over [0, 1]
+        t.update(rng.random())
+    recent = []
+    for _ in range(20_000):  # later: small, calibrated probabilities
+        score = rng.betavariate(1, 200)
+        recent.append(t.decide(score))
+        t.update(score)
+    alerted = sum(d != "allow" for d in recent[-10_000:]) / 10_000
+    assert 0.007 < alerted < 0.013
