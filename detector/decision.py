@@ -9,6 +9,15 @@ from river import stats
 from detector.contracts import DecisionKind
 
 
+def decide(score: float, review: float, block: float) -> DecisionKind:
+    """Block at or above ``block``, review at or above ``review``, else allow."""
+    if score >= block:
+        return "block"
+    if score >= review:
+        return "review"
+    return "allow"
+
+
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     """Scores at or above ``review`` are reviewed, at or above ``block`` blocked."""
@@ -24,11 +33,7 @@ class Thresholds:
             )
 
     def decide(self, score: float) -> DecisionKind:
-        if score >= self.block:
-            return "block"
-        if score >= self.review:
-            return "review"
-        return "allow"
+        return decide(score, self.review, self.block)
 
     def update(self, score: float) -> None:
         """Fixed thresholds learn nothing."""
@@ -91,11 +96,7 @@ class VolumeThresholds:
         return max(float(self._block_q.get() or 0.0), self.review)
 
     def decide(self, score: float) -> DecisionKind:
-        if score >= self.block:
-            return "block"
-        if score >= self.review:
-            return "review"
-        return "allow"
+        return decide(score, self.review, self.block)
 
     def update(self, score: float) -> None:
         self._review_q.update(score)

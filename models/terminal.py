@@ -19,6 +19,7 @@ TERMINAL_FEATURES: tuple[str, ...] = (
     "terminal_frauds_7d",
     "terminal_frauds_28d",
     "terminal_fraud_share_28d",
+    "terminal_frauds_2d",
     "terminal_fraud_rate_7d",
     "terminal_fraud_rate_14d",
     "terminal_fraud_rate_28d",
@@ -89,6 +90,7 @@ class TerminalProfile(base.Base):
             "terminal_frauds_28d": float(frauds_28d),
             "terminal_fraud_share_28d": frauds_28d / tx_all if tx_all else 0.0,
             # Among the transactions whose verdict is known: how many were frauds.
+            "terminal_frauds_2d": float(self._frauds.count(ts, days=2)),
             "terminal_fraud_rate_7d": min(1.0, frauds_7d / labelled_7d) if labelled_7d else 0.0,
             "terminal_fraud_rate_14d": (
                 min(1.0, frauds_14d / labelled_14d) if labelled_14d else 0.0

@@ -317,6 +317,7 @@ def test_terminal_fraud_rate_among_labelled_transactions() -> None:
         t.record_label(f"tx{i}", T0 - (i + 1) * DAY, is_fraud=i == 0)
     t.record_label("tx9", T0 - 10 * DAY, is_fraud=True)  # in 28 days, not in 7
     x = t.features(T0)
+    assert x["terminal_frauds_2d"] == 1.0  # tx0, a day old: the freshest verdicts
     assert x["terminal_fraud_rate_7d"] == 1 / 4
     assert x["terminal_fraud_rate_14d"] == 2 / 5
     assert x["terminal_fraud_rate_28d"] == 2 / 5

@@ -52,6 +52,7 @@ def sample_features(rng: random.Random, fraud: bool = False) -> dict[str, float]
         "terminal_frauds_7d": 0.0,
         "terminal_frauds_28d": 0.0,
         "terminal_fraud_share_28d": 0.0,
+        "terminal_frauds_2d": 0.0,
         "terminal_fraud_rate_7d": 0.0,
         "terminal_fraud_rate_14d": 0.0,
         "terminal_fraud_rate_28d": 0.0,
