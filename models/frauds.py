@@ -49,8 +49,20 @@ class ConfirmedFrauds(base.Base):
 
     def count(self, now: float, *, days: float) -> int:
         """Frauds on transactions between ``now - days`` and ``now`` (inclusive)."""
-        start = now - days * DAY
-        return sum(1 for when in self._frauds.values() if start <= when <= now)
+        return self.counts(now, (days,))[0]
+
+    def counts(self, now: float, windows: tuple[float, ...]) -> list[int]:
+        """``count`` for several windows (in days) in one pass."""
+        result = [0] * len(windows)
+        if not self._frauds:  # the usual case: nothing to scan
+            return result
+        starts = [now - days * DAY for days in windows]
+        for when in self._frauds.values():
+            if when <= now:
+                for i, start in enumerate(starts):
+                    if when >= start:
+                        result[i] += 1
+        return result
 
     def forget_before(self, now: float) -> None:
         if self._frauds:

@@ -67,7 +67,8 @@ class PendingFeatures(base.Base):
         return len(self._entries)
 
     def record(self, transaction_id: str, ts: float, features: dict[str, float]) -> None:
-        values = array.array("d", (features.get(name, 0.0) for name in self.names))
+        get = features.get
+        values = array.array("d", [get(name, 0.0) for name in self.names])
         self._entries[transaction_id] = (ts, values, False)
         if self.presume_legit_days > 0:
             self._awaiting.append((ts, transaction_id))

@@ -71,9 +71,7 @@ class TerminalProfile(base.Base):
                 tx_7d += count
                 if age < 24:
                     tx_24h += count
-        frauds_7d = self._frauds.count(ts, days=7)
-        frauds_14d = self._frauds.count(ts, days=14)
-        frauds_28d = self._frauds.count(ts, days=28)
+        frauds_2d, frauds_7d, frauds_14d, frauds_28d = self._frauds.counts(ts, (2, 7, 14, 28))
         labelled_7d = labelled_14d = labelled_28d = 0
         for bucket, count in self._labelled.items():
             age = now_bucket - bucket
@@ -90,7 +88,7 @@ class TerminalProfile(base.Base):
             "terminal_frauds_28d": float(frauds_28d),
             "terminal_fraud_share_28d": frauds_28d / tx_all if tx_all else 0.0,
             # Among the transactions whose verdict is known: how many were frauds.
-            "terminal_frauds_2d": float(self._frauds.count(ts, days=2)),
+            "terminal_frauds_2d": float(frauds_2d),
             "terminal_fraud_rate_7d": min(1.0, frauds_7d / labelled_7d) if labelled_7d else 0.0,
             "terminal_fraud_rate_14d": (
                 min(1.0, frauds_14d / labelled_14d) if labelled_14d else 0.0
