@@ -73,7 +73,8 @@ class TerminalProfile(base.Base):
                     tx_24h += count
         frauds_2d, frauds_7d, frauds_14d, frauds_28d = self._frauds.counts(ts, (2, 7, 14, 28))
         labelled_7d = labelled_14d = labelled_28d = 0
-        for bucket, count in self._labelled.items():
+        # Without a fraud in 28 days every rate is 0: no need to count verdicts.
+        for bucket, count in self._labelled.items() if frauds_28d else ():
             age = now_bucket - bucket
             if 0 <= age < 28 * 24:
                 labelled_28d += count
