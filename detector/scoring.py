@@ -41,7 +41,6 @@ from models import (
 )
 
 DAY = 86400.0
-MODEL_NAME = "hybrid-tail-logreg"
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +224,7 @@ class ModelState:
 
     scorer: HybridScorer
     thresholds: Thresholds | VolumeThresholds
-    name: str = MODEL_NAME
+    name: str = "hybrid-tail-logreg"
     version: str = __version__
     transactions_scored: int = 0
     decisions: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -407,6 +406,7 @@ def new_model_state(config: CoreConfig) -> ModelState:
             classifier=CLASSIFIERS[config.classifier](), warmup_frauds=config.warmup_frauds
         ),
         thresholds=thresholds(config),
+        name=f"hybrid-tail-{config.classifier}",
     )
 
 
