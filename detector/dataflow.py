@@ -37,16 +37,18 @@ from detector.scoring import (
     CardState,
     CoreConfig,
     Learned,
+    ModelIn,
     ModelOut,
     ModelState,
     Rejected,
-    RoutedLabel,
     Scored,
+    TerminalIn,
     TerminalOut,
     TerminalState,
     card_step,
     model_step,
     new_model_state,
+    terminal_key,
     terminal_step,
 )
 from detector.settings import Settings
@@ -111,12 +113,12 @@ class _TerminalMapper:
         self.config = config
 
     def __call__(
-        self, state: TerminalState | None, item: CardOut
+        self, state: TerminalState | None, item: TerminalIn
     ) -> tuple[TerminalState | None, list[TerminalOut]]:
         return terminal_step(state, item, self.config)
 
 
-class _ModelLogic(StatefulLogic[TerminalOut, "ModelOut | Rejected | ModelStatus", ModelState]):
+class _ModelLogic(StatefulLogic[ModelIn, "ModelOut | ModelStatus", ModelState]):
     """The model step, plus a status snapshot every ``interval`` seconds and at the end."""
 
     def __init__(self, config: CoreConfig, interval: float, state: ModelState | None) -> None:
@@ -125,18 +127,18 @@ class _ModelLogic(StatefulLogic[TerminalOut, "ModelOut | Rejected | ModelStatus"
         self.state = state if state is not None else new_model_state(config)
         self.next_status = datetime.now(UTC)
 
-    def on_item(self, value: TerminalOut) -> tuple[list[ModelOut | Rejected | ModelStatus], bool]:
+    def on_item(self, value: ModelIn) -> tuple[list[ModelOut | ModelStatus], bool]:
         self.state, out = model_step(self.state, value, self.config)
         return list(out), StatefulLogic.RETAIN
 
-    def _status(self) -> tuple[list[ModelOut | Rejected | ModelStatus], bool]:
+    def _status(self) -> tuple[list[ModelOut | ModelStatus], bool]:
         self.next_status = datetime.now(UTC) + self.interval
         return [model_status(self.state)], StatefulLogic.RETAIN
 
-    def on_notify(self) -> tuple[list[ModelOut | Rejected | ModelStatus], bool]:
+    def on_notify(self) -> tuple[list[ModelOut | ModelStatus], bool]:
         return self._status()
 
-    def on_eof(self) -> tuple[list[ModelOut | Rejected | ModelStatus], bool]:
+    def on_eof(self) -> tuple[list[ModelOut | ModelStatus], bool]:
         return self._status()
 
     def notify_at(self) -> datetime:
@@ -175,19 +177,11 @@ def _kafka_error(err: Any) -> DeadLetter:
     )
 
 
-def _terminal_key(item: CardOut) -> str:
-    if isinstance(item, RoutedLabel):
-        return item.terminal_id
-    if isinstance(item, Rejected):
-        return ""  # rejections pass through the terminal step untouched
-    return item.transaction.terminal_id
-
-
 def _message(key: str, value: str) -> Message:
     return KafkaSinkMessage(key.encode(), value.encode())
 
 
-def _outputs(item: ModelOut | Rejected | ModelStatus) -> list[tuple[str, Message]]:
+def _outputs(item: ModelOut | ModelStatus) -> list[tuple[str, Message]]:
     """Which topic(s) an outcome goes to, as (sink name, message)."""
     if isinstance(item, Scored):
         key = item.transaction.card_id
@@ -251,23 +245,27 @@ def build_flow(
         "card_out", op.stateful_flat_map("card_state", by_card, _CardMapper(config))
     )
     # CardFeatured | RoutedLabel | Rejected
+    to_dead_letter = partial(_rejected_to_dead_letter, settings)
+    errors.append(op.filter_map("card_rejections", card_out, to_dead_letter))
+    card_ok: Stream[TerminalIn] = op.filter_map("card_accepted", card_out, _accepted)
 
-    by_terminal = op.key_on("key_by_terminal", card_out, _terminal_key)
+    by_terminal = op.key_on("key_by_terminal", card_ok, terminal_key)
     terminal_out = op.key_rm(
         "terminal_out",
         op.stateful_flat_map("terminal_state", by_terminal, _TerminalMapper(config)),
     )
     # Featured | LabelToLearn | Rejected
+    errors.append(op.filter_map("terminal_rejections", terminal_out, to_dead_letter))
+    terminal_ok: Stream[ModelIn] = op.filter_map("terminal_accepted", terminal_out, _accepted)
 
-    by_model = op.key_on("key_by_model", terminal_out, lambda _: MODEL_KEY)
+    by_model = op.key_on("key_by_model", terminal_ok, lambda _: MODEL_KEY)
     interval = settings.status_interval_seconds
     model_out = op.key_rm(
         "model_out",
         op.stateful("model", by_model, lambda state: _ModelLogic(config, interval, state)),
     )
-    # Scored | Learned | Rejected | ModelStatus
+    # Scored | Learned | ModelStatus
 
-    errors.append(op.filter_map("rejected_events", model_out, partial(_rejected_or_none, settings)))
     dead_letters = op.merge("dead_letters", *errors)
     op.inspect("log_dead_letter", dead_letters, _log_dead_letter)
 
@@ -297,9 +295,12 @@ def _card_key(event: Event) -> str:
     return event.card_id
 
 
-def _rejected_or_none(
-    settings: Settings, item: ModelOut | Rejected | ModelStatus
-) -> DeadLetter | None:
+def _accepted(item: Any) -> Any:
+    """The items a step passed on (its rejections go to the dead letters)."""
+    return None if isinstance(item, Rejected) else item
+
+
+def _rejected_to_dead_letter(settings: Settings, item: object) -> DeadLetter | None:
     if not isinstance(item, Rejected):
         return None
     # Labels are the only events rejected for naming an unknown transaction.

@@ -190,7 +190,9 @@ class Learned:
 
 
 CardOut = CardFeatured | RoutedLabel | Rejected
+TerminalIn = CardFeatured | RoutedLabel
 TerminalOut = Featured | LabelToLearn | Rejected
+ModelIn = Featured | LabelToLearn
 ModelOut = Scored | Learned
 
 
@@ -311,8 +313,13 @@ def _unknown(label: Label, config: CoreConfig) -> Rejected:
     )
 
 
+def terminal_key(item: TerminalIn) -> str:
+    """The terminal a card step's output belongs to."""
+    return item.terminal_id if isinstance(item, RoutedLabel) else item.transaction.terminal_id
+
+
 def terminal_step(
-    state: TerminalState | None, item: CardOut, config: CoreConfig
+    state: TerminalState | None, item: TerminalIn, config: CoreConfig
 ) -> tuple[TerminalState, list[TerminalOut]]:
     if state is None:
         state = TerminalState(
@@ -324,8 +331,6 @@ def terminal_step(
                 presume_legit_days=config.presume_legit_days,
             ),
         )
-    if isinstance(item, Rejected):
-        return state, [item]
     if isinstance(item, RoutedLabel):
         label = item.label
         is_fraud = label.label == "fraud"
@@ -355,12 +360,10 @@ def terminal_step(
 
 
 def model_step(
-    state: ModelState | None, item: TerminalOut, config: CoreConfig
-) -> tuple[ModelState, list[ModelOut | Rejected]]:
+    state: ModelState | None, item: ModelIn, config: CoreConfig
+) -> tuple[ModelState, list[ModelOut]]:
     if state is None:
         state = new_model_state(config)
-    if isinstance(item, Rejected):
-        return state, [item]
     if isinstance(item, LabelToLearn):
         state.scorer.learn_one(item.features, item.is_fraud)
         state.labels_by_source[item.source] += 1
@@ -434,13 +437,14 @@ class ScoringCore:
             if isinstance(item, Rejected):
                 results.append(item)
                 continue
-            terminal_id = (
-                item.terminal_id if isinstance(item, RoutedLabel) else item.transaction.terminal_id
-            )
+            terminal_id = terminal_key(item)
             self.terminals[terminal_id], terminal_out = terminal_step(
                 self.terminals.get(terminal_id), item, self.config
             )
             for routed in terminal_out:
+                if isinstance(routed, Rejected):
+                    results.append(routed)
+                    continue
                 self.model, out = model_step(self.model, routed, self.config)
                 results.extend(out)
         return results
