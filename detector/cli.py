@@ -200,7 +200,12 @@ def simulate(
 
 @app.command()
 def replay(
-    file: Annotated[Path, typer.Argument(help="CSV or JSONL dataset, optionally gzipped.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV or JSONL dataset, optionally gzipped.", exists=True, dir_okay=False
+        ),
+    ],
     speedup: Annotated[
         float | None,
         typer.Option(help="Pace by event time, this many times faster (default: no pacing)."),
@@ -221,8 +226,6 @@ def replay(
     from detector.publishing import publish
 
     settings = _settings()
-    if not file.exists():
-        raise typer.BadParameter(f"{file} does not exist", param_hint="FILE")
     reader = read_dataset(file, limit=limit)
     stats = publish(
         reader,
@@ -243,7 +246,12 @@ def replay(
 @app.command()
 def evaluate(
     file: Annotated[
-        Path, typer.Argument(help="CSV or JSONL dataset with ground truth (is_fraud / TX_FRAUD).")
+        Path,
+        typer.Argument(
+            help="CSV or JSONL dataset with ground truth (is_fraud / TX_FRAUD).",
+            exists=True,
+            dir_okay=False,
+        ),
     ],
     test_week: Annotated[
         list[str] | None,
@@ -295,8 +303,6 @@ def evaluate(
     from detector.scoring import CoreConfig
 
     settings = _settings()
-    if not file.exists():
-        raise typer.BadParameter(f"{file} does not exist", param_hint="FILE")
     if save_model is not None and not save_model.parent.is_dir():
         # Fail now, not after a long replay.
         raise typer.BadParameter(
@@ -357,7 +363,12 @@ def evaluate(
 
 @app.command("model-info")
 def model_info(
-    path: Annotated[Path, typer.Argument(help="Model file written by `evaluate --save-model`.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="Model file written by `evaluate --save-model`.", exists=True, dir_okay=False
+        ),
+    ],
     header_only: Annotated[
         bool, typer.Option("--header-only", help="Read the header alone; unpickle nothing.")
     ] = False,
@@ -374,8 +385,6 @@ def model_info(
     from models import HybridScorer
     from models.persistence import IncompatibleModelError, load_model, read_header
 
-    if not path.is_file():
-        raise typer.BadParameter(f"{path} does not exist", param_hint="PATH")
     try:
         header = read_header(path)
     except IncompatibleModelError as error:
