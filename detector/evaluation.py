@@ -25,11 +25,10 @@ from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from typing import IO, Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from detector.contracts import Label
 from detector.datasets import Record
 from detector.metrics import ScoredTransaction, WeekReport, evaluate_week
+from detector.progress import ProgressBar
 from detector.scoring import CoreConfig, Learned, ModelState, Rejected, Scored, ScoringCore
 
 DAY = timedelta(days=1)
@@ -217,7 +216,7 @@ def evaluate(
     labels_by_day: Counter[tuple[date, str]] = Counter()
     stats = Throughput()
     started = time.perf_counter()
-    with _progress(progress, total) as advance:
+    with ProgressBar("scoring", enabled=progress, total=total) as advance:
         for record in records:
             tx = record.transaction
             day = utc_day(tx.timestamp)
@@ -277,38 +276,3 @@ def _score(core: ScoringCore, tx: Any) -> Scored | None:
         if isinstance(out, Rejected):
             return None  # a duplicate id in the dataset: decided once, like production
     return None
-
-
-class _progress:
-    """A rich progress bar (or nothing) that advances one transaction at a time."""
-
-    def __init__(self, enabled: bool, total: int | None) -> None:
-        self.enabled = enabled
-        self.total = total
-        self._bar: Progress | None = None
-        self._pending = 0
-
-    def __enter__(self) -> Any:
-        if not self.enabled:
-            return lambda: None
-        self._bar = Progress(
-            TextColumn("scoring"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            transient=False,
-        )
-        self._bar.start()
-        self._task = self._bar.add_task("replay", total=self.total)
-        return self._advance
-
-    def _advance(self) -> None:
-        self._pending += 1
-        if self._pending >= 2000 and self._bar is not None:
-            self._bar.advance(self._task, self._pending)
-            self._pending = 0
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task, self._pending)
-            self._bar.stop()

@@ -20,27 +20,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    SpinnerColumn,
-    Task,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.text import Text
 
 from detector.contracts import Label
 from detector.datasets import Record
+from detector.progress import ProgressBar
 from detector.settings import Settings
 
 # Longest single sleep, so that a stop request or Ctrl-C is honoured promptly and the
 # producer keeps serving delivery reports while publishing is paced.
 _MAX_NAP_SECONDS = 0.1
-_PROGRESS_SECONDS = 0.1
 _MAX_ERRORS_KEPT = 10
 
 
@@ -136,7 +124,7 @@ def publish(
         total = limit if total is None else min(total, limit)
     started = time.monotonic()
     try:
-        with _ProgressBar(progress, total) as tick:
+        with ProgressBar("publishing", enabled=progress, total=total) as tick:
             finished = _run(records, publisher, pacer, chargebacks, limit, tick)
         if finished:
             cutoff = datetime.now(UTC) if realtime_cap else None
@@ -323,52 +311,3 @@ class _Chargebacks:
         if cutoff is not None:
             return self.due(cutoff)
         return [heapq.heappop(self._pending)[2] for _ in range(len(self._pending))]
-
-
-class _RateColumn(ProgressColumn):
-    """Records per second, smoothed by rich."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.0f}/s" if speed is not None else "-/s", style="progress.data.speed")
-
-
-class _ProgressBar:
-    """A context manager giving a ``tick()`` that advances a rich bar, or does nothing."""
-
-    def __init__(self, enabled: bool, total: int | None) -> None:
-        self._progress: Progress | None = None
-        self._pending = 0
-        self._last_update = 0.0
-        if enabled:
-            counter = TextColumn("{task.completed:,}") if total is None else MofNCompleteColumn()
-            self._progress = Progress(
-                SpinnerColumn(),
-                TextColumn("[progress.description]{task.description}"),
-                *([] if total is None else [BarColumn(), TaskProgressColumn()]),
-                counter,
-                _RateColumn(),
-                TimeElapsedColumn(),
-            )
-            self._task = self._progress.add_task("publishing", total=total)
-
-    def __enter__(self) -> Callable[[], None]:
-        if self._progress is not None:
-            self._progress.start()
-        return self._tick
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, advance=self._pending)
-            self._progress.stop()
-
-    def _tick(self) -> None:
-        if self._progress is None:
-            return
-        # rich takes a lock per update: a few updates a second are enough for the eye.
-        self._pending += 1
-        now = time.monotonic()
-        if now - self._last_update >= _PROGRESS_SECONDS:
-            self._progress.update(self._task, advance=self._pending)
-            self._pending = 0
-            self._last_update = now
