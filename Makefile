@@ -7,13 +7,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test install kafka lint unit integration clean
+.PHONY: run test system install kafka lint unit integration clean
 
-run: install kafka
+run: system install kafka
 	$(BIN)/fraudstream up
 
-test: install kafka lint
+test: system install kafka lint
 	$(BIN)/pytest
+
+# Debian packages beyond Python: Java and Maven (broker), PostgreSQL, Chromium (tests).
+system:
+	bash deploy/local/system-packages.sh
 
 install: $(INSTALLED)
 
@@ -36,7 +40,7 @@ lint: install
 unit: install
 	$(BIN)/pytest -m "not integration"
 
-integration: install kafka
+integration: system install kafka
 	$(BIN)/pytest -m integration
 
 clean:

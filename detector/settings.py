@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     )
     topic_model_status: str = Field(
         "model-status", description="Periodic snapshots of the deciding model."
+    )
+    topic_control: str = Field(
+        "control", description="Threshold and model changes for the running detector."
     )
     topic_partitions: int = Field(3, ge=1, description="Partitions per topic on creation.")
     topic_replication_factor: int = Field(
@@ -129,10 +132,37 @@ class Settings(BaseSettings):
     classifier_warmup_frauds: int = Field(
         50, ge=1, description="Fraud labels after which classifier and detector weigh equally."
     )
+    challengers: list[Literal["logreg", "tree", "forest"]] = Field(
+        default_factory=list,
+        description="More supervised models (JSON list, e.g. [\"tree\"]) scored in shadow "
+        "and learning from the same labels; an admin can make one of them decide.",
+    )
+    quality_window: int = Field(
+        5000, ge=100, description="Labelled transactions behind the online quality figures."
+    )
 
     # --- API -------------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address the API listens on.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the review database (default: a SQLite file "
+        "<home>/review.db; e.g. postgresql+psycopg://user:pass@host/db).",
+    )
+    api_keys: SecretStr | None = Field(
+        None,
+        description="API keys as comma-separated role:key pairs (role: viewer, analyst, "
+        "admin; role:name:key names the holder in the audit trail).",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File with one role:key (or role:name:key) pair per line."
+    )
+    claim_ttl_seconds: float = Field(
+        900.0, gt=0, description="How long an analyst's claim on an alert lasts."
+    )
+    outbox_interval_seconds: float = Field(
+        1.0, gt=0, description="How often undelivered labels and control messages are retried."
+    )
 
     # --- Logs ------------------------------------------------------------------------
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
@@ -149,6 +179,12 @@ class Settings(BaseSettings):
         return self.recovery_dir if self.recovery_dir is not None else self.home / "recovery"
 
     @property
+    def database(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'review.db'}"
+
+    @property
     def topics(self) -> list[str]:
         return [
             self.topic_transactions,
@@ -157,4 +193,5 @@ class Settings(BaseSettings):
             self.topic_labels,
             self.topic_dead_letters,
             self.topic_model_status,
+            self.topic_control,
         ]
