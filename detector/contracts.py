@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -156,19 +164,94 @@ class DeadLetter(_Contract):
         return base64.b64decode(self.value_base64)
 
 
+class ModelQuality(_Contract):
+    """Online quality of one model, from the labels received over a recent window.
+
+    Each labelled transaction counts once, with the score the model gave it when it was
+    decided; figures are ``None`` until the window holds both classes (or any alert).
+    """
+
+    window: int = Field(description="Labelled transactions in the window.")
+    frauds: int = Field(description="Frauds among them.")
+    auc: float | None = Field(description="ROC AUC of the scores.")
+    average_precision: float | None
+    alert_precision: float | None = Field(
+        description="Share of the window's alerted transactions (review or block) that were fraud."
+    )
+    alert_recall: float | None = Field(description="Share of the window's frauds alerted.")
+
+
 class ModelStatus(_Contract):
-    """A periodic snapshot of the deciding model, on ``model-status``."""
+    """A periodic snapshot of one model, on ``model-status`` (keyed by model name)."""
 
     model_name: str
     model_version: str
+    deciding: bool = Field(description="True for the model whose scores make decisions.")
     transactions_scored: int
     decisions: dict[str, int]
     labels_learned: dict[str, int] = Field(description="By class: fraud and legit.")
     labels_by_source: dict[str, int]
     classifier_weight: float
+    quality: ModelQuality
+    threshold_mode: Literal["volume", "fixed"]
     review_threshold: float
     block_threshold: float
+    review_share: float | None = Field(description="Volume mode: share of traffic alerted.")
+    block_share: float | None = Field(description="Volume mode: share of traffic blocked.")
+    last_control_id: str | None = Field(description="The last control message applied.")
+    last_label_at: AwareDatetime | None = Field(description="When the last label was learned.")
     emitted_at: AwareDatetime
+
+
+UnitFloat = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Share = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+
+
+class ThresholdChange(_Contract):
+    """New decision thresholds: fixed scores, or shares of traffic (volume mode)."""
+
+    mode: Literal["volume", "fixed"]
+    review_threshold: UnitFloat | None = Field(None, description="Fixed mode: review at or above.")
+    block_threshold: UnitFloat | None = Field(None, description="Fixed mode: block at or above.")
+    review_share: Share | None = Field(None, description="Volume mode: share alerted.")
+    block_share: Share | None = Field(None, description="Volume mode: share blocked.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> ThresholdChange:
+        if self.mode == "fixed":
+            if self.review_threshold is None or self.block_threshold is None:
+                raise ValueError("fixed mode needs review_threshold and block_threshold")
+            if self.block_threshold < self.review_threshold:
+                raise ValueError("block_threshold must be at least review_threshold")
+        else:
+            if self.review_share is None or self.block_share is None:
+                raise ValueError("volume mode needs review_share and block_share")
+            if self.block_share > self.review_share:
+                raise ValueError("block_share must be at most review_share")
+        return self
+
+
+class Control(_Contract):
+    """An admin's change to the running detector, on ``control`` (keyed ``"model"``).
+
+    The detector applies it without a restart and reports ``last_control_id`` in its next
+    ``ModelStatus``.
+    """
+
+    control_id: str = Field(description="Unique id, echoed in model status.")
+    action: Literal["set_thresholds", "set_deciding_model"]
+    thresholds: ThresholdChange | None = None
+    model_name: str | None = Field(None, description="set_deciding_model: the model to use.")
+    requested_by: str
+    requested_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _complete(self) -> Control:
+        if self.action == "set_thresholds" and self.thresholds is None:
+            raise ValueError("set_thresholds needs thresholds")
+        if self.action == "set_deciding_model" and not self.model_name:
+            raise ValueError("set_deciding_model needs model_name")
+        return self
 
 
 def alert_id_for(transaction_id: str) -> str:

@@ -1,0 +1,195 @@
+"""The review database: alerts under review, their audit trail, the outbox and model status.
+
+The schema is created and changed only by the Alembic migrations in ``api/migrations``;
+``tests/unit/test_migrations.py`` checks that they produce exactly these tables.
+
+Timestamps are stored in UTC and always come back timezone-aware (``UtcDateTime``), on
+SQLite as well, which has no timezone type: comparing an aware and a naive datetime would
+otherwise fail at run time, far from where the naive value was made.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Deterministic constraint names: the migrations name every constraint the same way, so
+# that both databases (and the autogenerate comparison) agree on them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ALERT_STATUSES = ("open", "claimed", "decided")
+ALERT_DECISIONS = ("review", "block")
+LABELS = ("fraud", "legit")
+EVENT_ACTIONS = (
+    "received",
+    "claimed",
+    "released",
+    "claim_expired",
+    "decided",
+    "reopened",
+    "verdict_changed",
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware datetime, stored in UTC, returned aware on every database.
+
+    Naive datetimes are refused when written: the service never makes them, so one
+    reaching the database is a bug worth failing loudly on.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given: use an aware one")
+        value = value.astimezone(UTC)
+        # SQLite stores text: one fixed format without an offset keeps text order equal
+        # to time order, which range filters and sorting rely on.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    """A CHECK expression limiting ``column`` to ``values`` (constants, never user input)."""
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UtcDateTime(),
+        dict[str, Any]: JSON(),
+        list[Any]: JSON(),
+    }
+
+
+class AlertRecord(Base):
+    """One alert under review; ``version`` increases on every change (optimistic locking)."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        CheckConstraint(_in("status", ALERT_STATUSES), name="status"),
+        CheckConstraint(_in("decision", ALERT_DECISIONS), name="decision"),
+        CheckConstraint(f"label IS NULL OR {_in('label', LABELS)}", name="label"),
+    )
+
+    alert_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    transaction_id: Mapped[str] = mapped_column(String(128), unique=True)
+    card_id: Mapped[str] = mapped_column(String(128), index=True)
+    terminal_id: Mapped[str] = mapped_column(String(128), index=True)
+    amount: Mapped[float] = mapped_column(Float)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    transaction_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    score: Mapped[float] = mapped_column(Float, index=True)
+    decision: Mapped[str] = mapped_column(String(8), index=True)
+    reasons: Mapped[list[Any]] = mapped_column(JSON)
+    features: Mapped[dict[str, Any]] = mapped_column(JSON)
+    transaction: Mapped[dict[str, Any]] = mapped_column(JSON)
+    model_name: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    status: Mapped[str] = mapped_column(String(8), index=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claim_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    label: Mapped[str | None] = mapped_column(String(8))
+    note: Mapped[str | None] = mapped_column(Text)
+    decided_by: Mapped[str | None] = mapped_column(String(128))
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    version: Mapped[int] = mapped_column(Integer)
+
+    # SQLAlchemy adds "AND version = <read version>" to every UPDATE and raises
+    # StaleDataError when another transaction changed the row in between.
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
+
+class AlertEventRecord(Base):
+    """The audit trail: who did what to an alert, and when."""
+
+    __tablename__ = "alert_events"
+    __table_args__ = (CheckConstraint(_in("action", EVENT_ACTIONS), name="action"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alert_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("alerts.alert_id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(32))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class OutboxRecord(Base):
+    """A Kafka record to send; written in the transaction of the change it announces.
+
+    The relay sends pending rows in ``id`` order and sets ``sent_at`` after the broker's
+    acknowledgement, so a crash in between resends (at least once) rather than loses.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(255))
+    key: Mapped[str | None] = mapped_column(String(255))
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class ModelStatusRecord(Base):
+    """The latest status snapshot of each model."""
+
+    __tablename__ = "model_status"
+
+    model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(128))
+    deciding: Mapped[bool]
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    emitted_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ControlEventRecord(Base):
+    """The audit trail of admin changes sent to the detector."""
+
+    __tablename__ = "control_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    control_id: Mapped[str] = mapped_column(String(64), unique=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(32))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
