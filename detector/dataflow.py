@@ -2,11 +2,11 @@
 
 This is the only module that imports Bytewax. The flow, step by step:
 
-    kafka_in (transactions, labels)
-    -> parse_and_validate        Transaction | Label | DeadLetter
+    kafka_in (transactions, labels, control)
+    -> parse_and_validate        Transaction | Label | Control | DeadLetter
     -> key_by_card -> card_state         per-card features, duplicates, label routing
     -> key_by_terminal -> terminal_state per-terminal features, frauds, pending features
-    -> key_by_model -> model             score, decide, explain; learn from labels
+    -> (+ control) key_by_model -> model score, decide, explain; learn; apply controls
     -> decisions, alerts, model-status, dead letters (each a Kafka topic)
 """
 
@@ -31,10 +31,11 @@ from bytewax.outputs import Sink
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
-from detector.contracts import DeadLetter, Label, ModelStatus, RejectReason, Transaction
+from detector.contracts import Control, DeadLetter, Label, ModelStatus, RejectReason, Transaction
 from detector.scoring import (
     CardOut,
     CardState,
+    ControlApplied,
     CoreConfig,
     Learned,
     ModelIn,
@@ -46,13 +47,15 @@ from detector.scoring import (
     TerminalOut,
     TerminalState,
     card_step,
+    ensure_models,
+    model_statuses,
     model_step,
     new_model_state,
     terminal_key,
     terminal_step,
 )
 from detector.settings import Settings
-from detector.validation import parse_event
+from detector.validation import parse_control, parse_event
 
 log = structlog.get_logger(__name__)
 
@@ -72,18 +75,25 @@ class Sinks:
 
 
 class _Parser:
-    """Turns a Kafka record into an event or a dead letter."""
+    """Turns a Kafka record into an event, a control message or a dead letter."""
 
     def __init__(self, settings: Settings) -> None:
         self.labels_topic = settings.topic_labels
+        self.control_topic = settings.topic_control
         self.max_bytes = settings.max_message_bytes
         self.max_skew = timedelta(seconds=settings.max_clock_skew_seconds)
 
-    def __call__(self, msg: KafkaSourceMessage[bytes | None, bytes | None]) -> Event | DeadLetter:
-        kind = Label if msg.topic == self.labels_topic else Transaction
-        parsed = parse_event(
-            msg.value, kind, max_bytes=self.max_bytes, max_clock_skew=self.max_skew
-        )
+    def __call__(
+        self, msg: KafkaSourceMessage[bytes | None, bytes | None]
+    ) -> Event | Control | DeadLetter:
+        parsed: Event | Control | tuple[RejectReason, str]
+        if msg.topic == self.control_topic:
+            parsed = parse_control(msg.value, max_bytes=self.max_bytes)
+        else:
+            kind = Label if msg.topic == self.labels_topic else Transaction
+            parsed = parse_event(
+                msg.value, kind, max_bytes=self.max_bytes, max_clock_skew=self.max_skew
+            )
         if isinstance(parsed, tuple):
             reason, error = parsed
             return DeadLetter.of(
@@ -119,21 +129,24 @@ class _TerminalMapper:
 
 
 class _ModelLogic(StatefulLogic[ModelIn, "ModelOut | ModelStatus", ModelState]):
-    """The model step, plus a status snapshot every ``interval`` seconds and at the end."""
+    """The model step, plus the models' status every ``interval`` seconds, at the end,
+    and at once after a control message is applied (so that the change shows)."""
 
     def __init__(self, config: CoreConfig, interval: float, state: ModelState | None) -> None:
         self.config = config
         self.interval = timedelta(seconds=interval)
-        self.state = state if state is not None else new_model_state(config)
+        self.state = ensure_models(state, config) if state is not None else new_model_state(config)
         self.next_status = datetime.now(UTC)
 
     def on_item(self, value: ModelIn) -> tuple[list[ModelOut | ModelStatus], bool]:
         self.state, out = model_step(self.state, value, self.config)
+        if isinstance(value, Control) and any(isinstance(o, ControlApplied) for o in out):
+            return [*out, *self._status()[0]], StatefulLogic.RETAIN
         return list(out), StatefulLogic.RETAIN
 
     def _status(self) -> tuple[list[ModelOut | ModelStatus], bool]:
         self.next_status = datetime.now(UTC) + self.interval
-        return [model_status(self.state)], StatefulLogic.RETAIN
+        return list(model_statuses(self.state)), StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[list[ModelOut | ModelStatus], bool]:
         return self._status()
@@ -146,22 +159,6 @@ class _ModelLogic(StatefulLogic[ModelIn, "ModelOut | ModelStatus", ModelState]):
 
     def snapshot(self) -> ModelState:
         return self.state
-
-
-def model_status(model: ModelState) -> ModelStatus:
-    scorer = model.scorer
-    return ModelStatus(
-        model_name=model.name,
-        model_version=model.version,
-        transactions_scored=model.transactions_scored,
-        decisions=dict(model.decisions),
-        labels_learned=scorer.labels_learned,
-        labels_by_source=dict(model.labels_by_source),
-        classifier_weight=scorer.classifier_weight(),
-        review_threshold=model.thresholds.review,
-        block_threshold=model.thresholds.block,
-        emitted_at=datetime.now(UTC),
-    )
 
 
 def _kafka_error(err: Any) -> DeadLetter:
@@ -201,6 +198,16 @@ def _outputs(item: ModelOut | ModelStatus) -> list[tuple[str, Message]]:
         return [("model_status", _message(item.model_name, item.model_dump_json()))]
     if isinstance(item, Learned) and item.source != "presumed":
         log.info("label learned", transaction_id=item.transaction_id, source=item.source)
+    if isinstance(item, ControlApplied):
+        control = item.control
+        log.info(
+            "control applied",
+            control_id=control.control_id,
+            action=control.action,
+            model_name=control.model_name,
+            thresholds=control.thresholds.model_dump() if control.thresholds else None,
+            requested_by=control.requested_by,
+        )
     return []
 
 
@@ -224,7 +231,7 @@ def build_flow(
             "kafka_in",
             flow,
             brokers=settings.brokers,
-            topics=[settings.topic_transactions, settings.topic_labels],
+            topics=[settings.topic_transactions, settings.topic_labels, settings.topic_control],
             tail=tail,
             batch_size=settings.kafka_batch_size,
             add_config=dict(settings.kafka_extra_config),
@@ -236,8 +243,9 @@ def build_flow(
     # KafkaSourceMessage
 
     parsed = op.map("parse_and_validate", records, _Parser(settings))
-    # Transaction | Label | DeadLetter
+    # Transaction | Label | Control | DeadLetter
     events: Stream[Event] = op.filter_map("valid_events", parsed, _event_or_none)
+    controls: Stream[Control] = op.filter_map("valid_controls", parsed, _control_or_none)
     errors.append(op.filter_map("invalid_records", parsed, _dead_letter_or_none))
 
     by_card = op.key_on("key_by_card", events, _card_key)
@@ -258,13 +266,16 @@ def build_flow(
     errors.append(op.filter_map("terminal_rejections", terminal_out, to_dead_letter))
     terminal_ok: Stream[ModelIn] = op.filter_map("terminal_accepted", terminal_out, _accepted)
 
-    by_model = op.key_on("key_by_model", terminal_ok, lambda _: MODEL_KEY)
+    # Control messages skip the card and terminal steps: they are for the models alone.
+    model_in: Stream[ModelIn] = op.merge("model_in", terminal_ok, controls)
+    by_model = op.key_on("key_by_model", model_in, lambda _: MODEL_KEY)
     interval = settings.status_interval_seconds
     model_out = op.key_rm(
         "model_out",
         op.stateful("model", by_model, lambda state: _ModelLogic(config, interval, state)),
     )
-    # Scored | Learned | ModelStatus
+    # Scored | Learned | ControlApplied | Rejected | ModelStatus
+    errors.append(op.filter_map("model_rejections", model_out, to_dead_letter))
 
     dead_letters = op.merge("dead_letters", *errors)
     op.inspect("log_dead_letter", dead_letters, _log_dead_letter)
@@ -283,11 +294,15 @@ def build_flow(
     return flow
 
 
-def _event_or_none(item: Event | DeadLetter) -> Event | None:
-    return None if isinstance(item, DeadLetter) else item
+def _event_or_none(item: Event | Control | DeadLetter) -> Event | None:
+    return item if isinstance(item, Transaction | Label) else None
 
 
-def _dead_letter_or_none(item: Event | DeadLetter) -> DeadLetter | None:
+def _control_or_none(item: Event | Control | DeadLetter) -> Control | None:
+    return item if isinstance(item, Control) else None
+
+
+def _dead_letter_or_none(item: Event | Control | DeadLetter) -> DeadLetter | None:
     return item if isinstance(item, DeadLetter) else None
 
 
@@ -304,11 +319,12 @@ def _rejected_to_dead_letter(settings: Settings, item: object) -> DeadLetter | N
     if not isinstance(item, Rejected):
         return None
     # Labels are the only events rejected for naming an unknown transaction.
-    topic = (
-        settings.topic_labels
-        if item.reason is RejectReason.UNKNOWN_TRANSACTION
-        else settings.topic_transactions
-    )
+    if item.control:
+        topic = settings.topic_control
+    elif item.reason is RejectReason.UNKNOWN_TRANSACTION:
+        topic = settings.topic_labels
+    else:
+        topic = settings.topic_transactions
     return DeadLetter.of(item.reason, item.error, item.payload, topic=topic)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
+from typing import Any
 
 from river import stats
 
@@ -49,6 +51,10 @@ class VolumeThresholds:
     ``warmup`` scores have been seen, the ``fallback`` fixed thresholds decide. A score of
     0 is never alerted.
 
+    The window's scores are also kept in order, so that :meth:`set_shares` can move to new
+    shares at once, over the same scores, instead of starting over (River's rolling
+    quantiles cannot change their quantile in place).
+
     Examples
     --------
     >>> t = VolumeThresholds(review_share=0.1, block_share=0.01, warmup=100, window=500)
@@ -58,6 +64,9 @@ class VolumeThresholds:
     (0.89, 0.98)
     >>> t.decide(0.5), t.decide(0.95), t.decide(0.995)
     ('allow', 'review', 'block')
+    >>> t.set_shares(review_share=0.2, block_share=0.05)
+    >>> round(t.review, 2), round(t.block, 2)
+    (0.79, 0.94)
 
     """
 
@@ -69,11 +78,7 @@ class VolumeThresholds:
         fallback: Thresholds | None = None,
         window: int = 20_000,
     ) -> None:
-        if not 0.0 < block_share <= review_share < 1.0:
-            raise ValueError(
-                f"shares must satisfy 0 < block_share <= review_share < 1, got "
-                f"review_share={review_share}, block_share={block_share}"
-            )
+        _check_shares(review_share, block_share)
         self.review_share = review_share
         self.block_share = block_share
         self.warmup = warmup
@@ -81,7 +86,24 @@ class VolumeThresholds:
         self.window = window
         self._review_q = stats.RollingQuantile(1.0 - review_share, window)
         self._block_q = stats.RollingQuantile(1.0 - block_share, window)
+        self._recent: collections.deque[float] = collections.deque(maxlen=window)
         self._seen = 0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Snapshots written before the window's scores were kept: start keeping them now.
+        state.setdefault("_recent", collections.deque(maxlen=state["window"]))
+        self.__dict__.update(state)
+
+    def set_shares(self, review_share: float, block_share: float) -> None:
+        """Follow new shares from now on, over the scores already in the window."""
+        _check_shares(review_share, block_share)
+        review_q = stats.RollingQuantile(1.0 - review_share, self.window)
+        block_q = stats.RollingQuantile(1.0 - block_share, self.window)
+        for score in self._recent:
+            review_q.update(score)
+            block_q.update(score)
+        self.review_share, self.block_share = review_share, block_share
+        self._review_q, self._block_q = review_q, block_q
 
     @property
     def review(self) -> float:
@@ -101,4 +123,13 @@ class VolumeThresholds:
     def update(self, score: float) -> None:
         self._review_q.update(score)
         self._block_q.update(score)
+        self._recent.append(score)
         self._seen += 1
+
+
+def _check_shares(review_share: float, block_share: float) -> None:
+    if not 0.0 < block_share <= review_share < 1.0:
+        raise ValueError(
+            f"shares must satisfy 0 < block_share <= review_share < 1, got "
+            f"review_share={review_share}, block_share={block_share}"
+        )

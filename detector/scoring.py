@@ -8,26 +8,38 @@ Transactions go card -> terminal -> model and come out as ``Scored``. Labels go 
 way: the card knows which terminal a transaction used, the terminal keeps the features
 recorded when the transaction was scored (and counts confirmed frauds), and the model
 learns from those features, however late the label is.
+
+The model step holds one or more models: the deciding one (whose score makes the
+decision) and challengers that score every transaction in shadow and learn from the
+same labels, so that an admin can compare them (``ModelStatus.quality``) and switch.
+``Control`` messages (thresholds, the deciding model) go straight to the model step.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from detector import __version__
 from detector.contracts import (
     Alert,
+    Control,
     Decision,
     DecisionKind,
     Label,
+    ModelQuality,
+    ModelStatus,
     RejectReason,
+    ThresholdChange,
     Transaction,
     alert_id_for,
 )
 from detector.decision import Thresholds, VolumeThresholds
+from detector.metrics import average_precision, roc_auc
 from detector.reasons import explain
 from detector.settings import Settings
 from models import (
@@ -37,6 +49,7 @@ from models import (
     HybridScore,
     HybridScorer,
     PendingFeatures,
+    QualityTracker,
     TerminalProfile,
 )
 
@@ -60,6 +73,13 @@ class CoreConfig:
     block_share: float = 0.001
     warmup_frauds: int = 50
     classifier: str = "logreg"
+    challengers: tuple[str, ...] = ()
+    quality_window: int = 5000
+
+    @property
+    def model_kinds(self) -> tuple[str, ...]:
+        """The classifier kinds to run, the deciding one at start first, each once."""
+        return tuple(dict.fromkeys((self.classifier, *self.challengers)))
 
     def evaluation(self) -> CoreConfig:
         """The same core for an offline replay, where every label is explicit."""
@@ -81,6 +101,8 @@ class CoreConfig:
             block_share=settings.block_share,
             warmup_frauds=settings.classifier_warmup_frauds,
             classifier=settings.classifier,
+            challengers=tuple(settings.challengers),
+            quality_window=settings.quality_window,
         )
 
 
@@ -124,11 +146,16 @@ class LabelToLearn:
 
 @dataclass(slots=True)
 class Rejected:
-    """A valid-looking event the core cannot use; it goes to the dead-letter topic."""
+    """A valid-looking event the core cannot use; it goes to the dead-letter topic.
+
+    ``control`` marks a rejected control message (its dead letter names the control
+    topic).
+    """
 
     reason: RejectReason
     error: str
     payload: bytes
+    control: bool = False
 
 
 @dataclass(slots=True)
@@ -189,11 +216,18 @@ class Learned:
     source: str
 
 
+@dataclass(slots=True)
+class ControlApplied:
+    """A control message the model step applied (the dataflow then reports its status)."""
+
+    control: Control
+
+
 CardOut = CardFeatured | RoutedLabel | Rejected
 TerminalIn = CardFeatured | RoutedLabel
 TerminalOut = Featured | LabelToLearn | Rejected
-ModelIn = Featured | LabelToLearn
-ModelOut = Scored | Learned
+ModelIn = Featured | LabelToLearn | Control
+ModelOut = Scored | Learned | ControlApplied | Rejected
 
 
 # --- keyed state ---------------------------------------------------------------------
@@ -221,16 +255,96 @@ class TerminalState:
 
 
 @dataclass
-class ModelState:
-    """The one shared model, its thresholds and its counters."""
+class ModelSlot:
+    """One model of the model step: its scorer, thresholds, counters and quality.
 
+    Every model has its own thresholds of the one setting in force (the same fixed
+    values, or the same shares over a window of its own scores in volume mode): a
+    challenger's shadow decisions, and so its alert precision and recall, are what it
+    would alert if it decided, and making it decide keeps the alert volume steady.
+    """
+
+    name: str
     scorer: HybridScorer
     thresholds: Thresholds | VolumeThresholds
-    name: str = "hybrid-tail-logreg"
-    version: str = __version__
+    quality: QualityTracker
     transactions_scored: int = 0
+    # what this model decided, or would have decided in shadow, under its thresholds
     decisions: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+@dataclass
+class ModelState:
+    """Every model of the detector, which one decides, and the controls applied.
+
+    The attributes of the deciding model (``scorer``, ``thresholds``, ``name``,
+    ``transactions_scored``, ``decisions``) are also attributes of the state itself, as
+    before there were several models.
+    """
+
+    models: dict[str, ModelSlot]
+    deciding: str
+    version: str = __version__
     labels_by_source: collections.Counter[str] = field(default_factory=collections.Counter)
+    last_control_id: str | None = None
+    last_label_at: float | None = None  # epoch seconds, wall clock
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A snapshot of the single-model state (before challengers): one slot of it.
+        if "models" not in state:
+            slot = ModelSlot(
+                name=state["name"],
+                scorer=state["scorer"],
+                thresholds=state["thresholds"],
+                quality=QualityTracker(),
+                transactions_scored=state["transactions_scored"],
+                decisions=state["decisions"],
+            )
+            state = {
+                "models": {slot.name: slot},
+                "deciding": slot.name,
+                "version": state["version"],
+                "labels_by_source": state["labels_by_source"],
+                "last_control_id": None,
+                "last_label_at": None,
+            }
+        self.__dict__.update(state)
+
+    @property
+    def decider(self) -> ModelSlot:
+        return self.models[self.deciding]
+
+    @property
+    def name(self) -> str:
+        return self.deciding
+
+    @property
+    def scorer(self) -> HybridScorer:
+        return self.decider.scorer
+
+    @scorer.setter
+    def scorer(self, value: HybridScorer) -> None:
+        self.decider.scorer = value
+
+    @property
+    def thresholds(self) -> Thresholds | VolumeThresholds:
+        return self.decider.thresholds
+
+    @thresholds.setter
+    def thresholds(self, value: Thresholds | VolumeThresholds) -> None:
+        self.decider.thresholds = value
+
+    @property
+    def transactions_scored(self) -> int:
+        return self.decider.transactions_scored
+
+    @transactions_scored.setter
+    def transactions_scored(self, value: int) -> None:
+        self.decider.transactions_scored = value
+
+    @property
+    def decisions(self) -> collections.Counter[str]:
+        return self.decider.decisions
 
 
 # --- the three steps -----------------------------------------------------------------
@@ -364,36 +478,98 @@ def model_step(
 ) -> tuple[ModelState, list[ModelOut]]:
     if state is None:
         state = new_model_state(config)
+    if isinstance(item, Featured):
+        return state, [_score(state, item, config)]
     if isinstance(item, LabelToLearn):
-        state.scorer.learn_one(item.features, item.is_fraud)
-        state.labels_by_source[item.source] += 1
-        return state, [Learned(item.transaction_id, item.is_fraud, item.source)]
+        return state, [_learn(state, item)]
+    return state, [apply_control(state, item)]
 
+
+def _score(state: ModelState, item: Featured, config: CoreConfig) -> Scored:
+    """Every model scores the transaction; the deciding model's score decides."""
     tx = item.transaction
-    parts = state.scorer.predict_parts(item.features)
-    decision = state.thresholds.decide(parts.score)
-    state.thresholds.update(parts.score)
+    features = item.features
+    tx_id = tx.transaction_id
+    ts = tx.epoch_seconds
+    deciding = state.deciding
+    chosen: tuple[ModelSlot, HybridScore, DecisionKind] | None = None
+    for slot in state.models.values():
+        parts = slot.scorer.predict_parts(features)
+        decision = slot.thresholds.decide(parts.score)
+        slot.thresholds.update(parts.score)
+        slot.scorer.learn_unlabelled(features, parts)
+        slot.transactions_scored += 1
+        slot.decisions[decision] += 1
+        slot.quality.record(tx_id, ts, parts.score, decision != "allow")
+        if slot.name == deciding:
+            chosen = (slot, parts, decision)
+    assert chosen is not None, f"the deciding model {deciding!r} is not among the models"
+    slot, parts, decision = chosen
     reasons = explain(
-        item.features,
+        features,
         parts,
         terminal_id=tx.terminal_id,
         history_days=config.card_history_days,
-        frauds_learned=state.scorer.labels_learned["fraud"],
+        frauds_learned=slot.scorer.labels_learned["fraud"],
     )
-    state.scorer.learn_unlabelled(item.features, parts)
-    state.transactions_scored += 1
-    state.decisions[decision] += 1
-    scored = Scored(
+    return Scored(
         transaction=tx,
-        features=item.features,
+        features=features,
         parts=parts,
         decision=decision,
         reasons=reasons,
-        model_name=state.name,
+        model_name=slot.name,
         model_version=state.version,
         scored_at=datetime.now(UTC),
     )
-    return state, [scored]
+
+
+def _learn(state: ModelState, item: LabelToLearn) -> Learned:
+    """Every model learns every label, from the features recorded at scoring time."""
+    for slot in state.models.values():
+        slot.scorer.learn_one(item.features, item.is_fraud)
+        slot.quality.learn(item.transaction_id, item.is_fraud)
+    state.labels_by_source[item.source] += 1
+    if item.source != "presumed":
+        state.last_label_at = time.time()
+    return Learned(item.transaction_id, item.is_fraud, item.source)
+
+
+def apply_control(state: ModelState, control: Control) -> ControlApplied | Rejected:
+    """Apply an admin's control message at once, or reject it and change nothing."""
+    if control.action == "set_deciding_model":
+        name = control.model_name
+        if name not in state.models:
+            return Rejected(
+                RejectReason.INVALID,
+                f"control {control.control_id!r}: unknown model {name!r}; the models are "
+                f"{', '.join(repr(n) for n in state.models)}",
+                control.model_dump_json().encode(),
+                control=True,
+            )
+        state.deciding = name
+    else:
+        change = control.thresholds
+        assert change is not None  # the contract requires it for set_thresholds
+        for slot in state.models.values():
+            slot.thresholds = changed_thresholds(slot.thresholds, change)
+    state.last_control_id = control.control_id
+    return ControlApplied(control)
+
+
+def changed_thresholds(
+    current: Thresholds | VolumeThresholds, change: ThresholdChange
+) -> Thresholds | VolumeThresholds:
+    """The thresholds after ``change``; volume thresholds keep their window of scores."""
+    if change.mode == "fixed":
+        assert change.review_threshold is not None and change.block_threshold is not None
+        return Thresholds(change.review_threshold, change.block_threshold)
+    assert change.review_share is not None and change.block_share is not None
+    if isinstance(current, VolumeThresholds):
+        current.set_shares(change.review_share, change.block_share)
+        return current
+    # From fixed to volume: the fixed thresholds decide until the window has warmed up.
+    return VolumeThresholds(change.review_share, change.block_share, fallback=current)
 
 
 def thresholds(config: CoreConfig) -> Thresholds | VolumeThresholds:
@@ -403,14 +579,114 @@ def thresholds(config: CoreConfig) -> Thresholds | VolumeThresholds:
     return VolumeThresholds(config.review_share, config.block_share, fallback=fixed)
 
 
-def new_model_state(config: CoreConfig) -> ModelState:
-    return ModelState(
-        scorer=HybridScorer(
-            classifier=CLASSIFIERS[config.classifier](), warmup_frauds=config.warmup_frauds
-        ),
+def model_name(kind: str) -> str:
+    """The published name of the hybrid model with classifier ``kind``."""
+    return f"hybrid-tail-{kind}"
+
+
+def new_model_slot(kind: str, config: CoreConfig) -> ModelSlot:
+    return ModelSlot(
+        name=model_name(kind),
+        scorer=HybridScorer(classifier=CLASSIFIERS[kind](), warmup_frauds=config.warmup_frauds),
         thresholds=thresholds(config),
-        name=f"hybrid-tail-{config.classifier}",
+        quality=QualityTracker(
+            config.quality_window,
+            horizon_days=config.label_horizon_days,
+        ),
     )
+
+
+def new_model_state(config: CoreConfig) -> ModelState:
+    slots = [new_model_slot(kind, config) for kind in config.model_kinds]
+    return ModelState(models={slot.name: slot for slot in slots}, deciding=slots[0].name)
+
+
+def ensure_models(state: ModelState, config: CoreConfig) -> ModelState:
+    """Bring a recovered state in line with the configuration.
+
+    Models configured since the snapshot start fresh (with the thresholds in force);
+    models no longer configured keep running, so that an admin's choice of deciding
+    model survives a restart. The quality window follows the configuration.
+    """
+    for kind in config.model_kinds:
+        if model_name(kind) not in state.models:
+            slot = new_model_slot(kind, config)
+            current = state.thresholds
+            if isinstance(current, Thresholds):
+                slot.thresholds = current
+            else:
+                slot.thresholds = VolumeThresholds(
+                    current.review_share, current.block_share, fallback=current.fallback
+                )
+            state.models[slot.name] = slot
+    for slot in state.models.values():
+        if slot.quality.size != config.quality_window:
+            slot.quality.resize(config.quality_window)
+    return state
+
+
+# --- status ----------------------------------------------------------------------------
+
+
+def model_quality(tracker: QualityTracker) -> ModelQuality:
+    """Quality figures over the tracker's window (``None`` where undefined)."""
+    window = tracker.window()
+    n = len(window)
+    frauds = sum(o.is_fraud for o in window)
+    alerted = sum(o.alerted for o in window)
+    caught = sum(o.alerted and o.is_fraud for o in window)
+    auc: float | None = None
+    ap: float | None = None
+    if 0 < frauds < n:
+        truth = [o.is_fraud for o in window]
+        scores = [min(1.0, max(0.0, o.score)) for o in window]
+        auc = roc_auc(truth, scores)
+        ap = average_precision(truth, scores)
+    return ModelQuality(
+        window=n,
+        frauds=frauds,
+        auc=auc,
+        average_precision=ap,
+        alert_precision=caught / alerted if alerted else None,
+        alert_recall=caught / frauds if frauds else None,
+    )
+
+
+def model_statuses(state: ModelState, now: datetime | None = None) -> list[ModelStatus]:
+    """One status per model, the deciding model first."""
+    now = now or datetime.now(UTC)
+    last_label_at = (
+        datetime.fromtimestamp(state.last_label_at, UTC)
+        if state.last_label_at is not None
+        else None
+    )
+    order = [state.decider] + [s for s in state.models.values() if s.name != state.deciding]
+    out = []
+    for slot in order:
+        th = slot.thresholds
+        volume = isinstance(th, VolumeThresholds)
+        out.append(
+            ModelStatus(
+                model_name=slot.name,
+                model_version=state.version,
+                deciding=slot.name == state.deciding,
+                transactions_scored=slot.transactions_scored,
+                decisions=dict(slot.decisions),
+                labels_learned=slot.scorer.labels_learned,
+                labels_by_source=dict(state.labels_by_source),
+                classifier_weight=slot.scorer.classifier_weight(),
+                quality=model_quality(slot.quality),
+                threshold_mode="volume" if volume else "fixed",
+                review_threshold=float(th.review),
+                block_threshold=float(th.block),
+                review_share=th.review_share if isinstance(th, VolumeThresholds) else None,
+                block_share=th.block_share if isinstance(th, VolumeThresholds) else None,
+                last_control_id=state.last_control_id,
+                last_label_at=last_label_at,
+                emitted_at=now,
+            )
+        )
+    return out
 
 
 # --- the same steps in one process -----------------------------------------------------
@@ -420,7 +696,8 @@ class ScoringCore:
     """All state in one object, for the offline replay and the tests.
 
     ``process`` runs an event through the same three steps the dataflow runs, in the
-    same order, and returns what the dataflow would publish.
+    same order, and returns what the dataflow would publish. A ``Control`` goes straight
+    to the model step, as in the dataflow.
     """
 
     def __init__(self, config: CoreConfig | None = None) -> None:
@@ -429,7 +706,10 @@ class ScoringCore:
         self.terminals: dict[str, TerminalState] = {}
         self.model: ModelState = new_model_state(self.config)
 
-    def process(self, event: Transaction | Label) -> list[ModelOut | Rejected]:
+    def process(self, event: Transaction | Label | Control) -> list[ModelOut | Rejected]:
+        if isinstance(event, Control):
+            self.model, out = model_step(self.model, event, self.config)
+            return list(out)
         card_id = event.card_id
         self.cards[card_id], card_out = card_step(self.cards.get(card_id), event, self.config)
         results: list[ModelOut | Rejected] = []
@@ -448,6 +728,16 @@ class ScoringCore:
                 self.model, out = model_step(self.model, routed, self.config)
                 results.extend(out)
         return results
+
+    def apply(self, control: Control) -> ControlApplied | Rejected:
+        """Apply a control message, as the dataflow's model step does."""
+        [out] = self.process(control)
+        assert isinstance(out, ControlApplied | Rejected)
+        return out
+
+    def statuses(self) -> list[ModelStatus]:
+        """What the dataflow would publish on ``model-status`` now."""
+        return model_statuses(self.model)
 
     def score(self, tx: Transaction) -> Scored:
         """Score one transaction; raises if the core rejects it (a duplicate)."""

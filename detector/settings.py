@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     )
     challengers: list[Literal["logreg", "tree", "forest"]] = Field(
         default_factory=list,
-        description="More supervised models (JSON list, e.g. [\"tree\"]) scored in shadow "
+        description='More supervised models (JSON list, e.g. ["tree"]) scored in shadow '
         "and learning from the same labels; an admin can make one of them decide.",
     )
     quality_window: int = Field(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
-from detector.contracts import Label, RejectReason, Transaction
+from detector.contracts import Control, Label, RejectReason, Transaction
 
 
 def _describe(error: ValidationError) -> str:
@@ -27,16 +27,10 @@ def parse_event(
     now: datetime | None = None,
 ) -> Transaction | Label | tuple[RejectReason, str]:
     """Parse one record as ``kind``; on failure return the reason and a readable error."""
-    if value is None:
-        return RejectReason.INVALID, "empty record (no value)"
-    if len(value) > max_bytes:
-        return RejectReason.OVERSIZE, f"record of {len(value)} bytes exceeds {max_bytes} bytes"
-    try:
-        event = kind.model_validate_json(value)
-    except ValidationError as error:
-        if any(e["type"] == "json_invalid" for e in error.errors()):
-            return RejectReason.NOT_JSON, _not_json_detail(value)
-        return RejectReason.INVALID, _describe(error)
+    event = _parse(value, kind, max_bytes)
+    if isinstance(event, tuple):
+        return event
+    assert not isinstance(event, Control)
     when = event.timestamp if isinstance(event, Transaction) else event.labeled_at
     latest = (now or datetime.now(UTC)) + max_clock_skew
     if when > latest:
@@ -45,6 +39,34 @@ def parse_event(
             f"timestamp {when.isoformat()} is later than now plus {max_clock_skew}",
         )
     return event
+
+
+def parse_control(value: bytes | None, *, max_bytes: int) -> Control | tuple[RejectReason, str]:
+    """Parse a control record; on failure return the reason and a readable error.
+
+    Its ``requested_at`` is not checked against the clock: an admin's change applies
+    whatever the clock of the machine that sent it says.
+    """
+    parsed = _parse(value, Control, max_bytes)
+    assert isinstance(parsed, Control | tuple)
+    return parsed
+
+
+def _parse(
+    value: bytes | None,
+    kind: type[Transaction] | type[Label] | type[Control],
+    max_bytes: int,
+) -> Transaction | Label | Control | tuple[RejectReason, str]:
+    if value is None:
+        return RejectReason.INVALID, "empty record (no value)"
+    if len(value) > max_bytes:
+        return RejectReason.OVERSIZE, f"record of {len(value)} bytes exceeds {max_bytes} bytes"
+    try:
+        return kind.model_validate_json(value)
+    except ValidationError as error:
+        if any(e["type"] == "json_invalid" for e in error.errors()):
+            return RejectReason.NOT_JSON, _not_json_detail(value)
+        return RejectReason.INVALID, _describe(error)
 
 
 def _not_json_detail(value: bytes) -> str:

@@ -3,6 +3,7 @@
 from models.card import CARD_FEATURES, CardProfile
 from models.hybrid import CLASSIFIERS, HybridScore, HybridScorer
 from models.pending import PendingFeatures
+from models.quality import LabelledOutcome, QualityTracker
 from models.terminal import TERMINAL_FEATURES, TerminalProfile
 
 FEATURES: tuple[str, ...] = CARD_FEATURES + TERMINAL_FEATURES
@@ -15,6 +16,8 @@ __all__ = [
     "CardProfile",
     "HybridScore",
     "HybridScorer",
+    "LabelledOutcome",
     "PendingFeatures",
+    "QualityTracker",
     "TerminalProfile",
 ]

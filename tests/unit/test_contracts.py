@@ -14,11 +14,14 @@ from pydantic import ValidationError
 from detector.contracts import (
     ALERT_NAMESPACE,
     Alert,
+    Control,
     DeadLetter,
     Decision,
     Label,
+    ModelQuality,
     ModelStatus,
     RejectReason,
+    ThresholdChange,
     Transaction,
     alert_id_for,
 )
@@ -255,13 +258,86 @@ def test_model_status_round_trips() -> None:
     status = ModelStatus(
         model_name="m",
         model_version="1",
+        deciding=True,
         transactions_scored=10,
         decisions={"allow": 9, "review": 1},
         labels_learned={"fraud": 1, "legit": 2},
         labels_by_source={"analyst": 3},
         classifier_weight=0.02,
+        quality=ModelQuality(
+            window=3,
+            frauds=1,
+            auc=1.0,
+            average_precision=1.0,
+            alert_precision=1.0,
+            alert_recall=None,
+        ),
+        threshold_mode="volume",
         review_threshold=0.6,
         block_threshold=0.9,
+        review_share=0.01,
+        block_share=0.001,
+        last_control_id="c-1",
+        last_label_at=WHEN,
         emitted_at=WHEN,
     )
     assert ModelStatus.model_validate_json(status.model_dump_json()) == status
+
+
+def control_json(**overrides: Any) -> bytes:
+    fields: dict[str, Any] = {
+        "control_id": "c-1",
+        "action": "set_thresholds",
+        "thresholds": {"mode": "fixed", "review_threshold": 0.5, "block_threshold": 0.8},
+        "requested_by": "admin",
+        "requested_at": "2024-03-01T12:30:00Z",
+    }
+    fields.update(overrides)
+    return json.dumps({k: v for k, v in fields.items() if v is not ...}).encode()
+
+
+def test_control_round_trips() -> None:
+    control = Control.model_validate_json(control_json())
+    assert control.thresholds == ThresholdChange(
+        mode="fixed", review_threshold=0.5, block_threshold=0.8
+    )
+    assert Control.model_validate_json(control.model_dump_json()) == control
+    switch = Control.model_validate_json(
+        control_json(action="set_deciding_model", thresholds=..., model_name="hybrid-tail-tree")
+    )
+    assert switch.model_name == "hybrid-tail-tree"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"thresholds": ...}, "set_thresholds needs thresholds"),
+        ({"action": "set_deciding_model"}, "set_deciding_model needs model_name"),
+        ({"action": "restart"}, "action"),
+        ({"thresholds": {"mode": "fixed", "review_threshold": 0.5}}, "needs review_threshold"),
+        (
+            {"thresholds": {"mode": "fixed", "review_threshold": 0.9, "block_threshold": 0.5}},
+            "at least review_threshold",
+        ),
+        ({"thresholds": {"mode": "volume", "review_share": 0.01}}, "needs review_share"),
+        (
+            {"thresholds": {"mode": "volume", "review_share": 0.01, "block_share": 0.1}},
+            "at most review_share",
+        ),
+        (
+            {"thresholds": {"mode": "volume", "review_share": 1.0, "block_share": 0.1}},
+            "less than 1",
+        ),
+        (
+            {"thresholds": {"mode": "fixed", "review_threshold": 1.5, "block_threshold": 2}},
+            "less than or equal to 1",
+        ),
+        ({"requested_at": "2024-03-01T12:30:00"}, "timezone"),
+        ({"extra": 1}, "Extra inputs are not permitted"),
+    ],
+)
+def test_control_rejects_incomplete_or_impossible_changes(
+    overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Control.model_validate_json(control_json(**overrides))
