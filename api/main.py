@@ -1,25 +1,263 @@
-"""The FastAPI application: assembled here, served by ``fraudstream api``."""
+"""The FastAPI application: assembled here, served by ``fraudstream api``.
+
+``create_app`` builds an app from ``Settings``; its lifespan opens the database,
+migrates it to the latest schema and, unless ``kafka=False`` (unit tests), starts the
+Kafka bridge. Open without a key: ``/health``, ``/metrics``, the page ``/`` and
+``/static``; everything under ``/api`` needs ``X-API-Key``.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import structlog
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import DBAPIError
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import review
+from api.auth import API_KEY_HEADER, KeyRing, Role, identify, keyring_of
+from api.bridge import Bridge
+from api.db import make_engine, session_factory, upgrade
+from api.metrics import UNMATCHED_ROUTE, ApiMetrics, QueueGauges
+from api.routes import router
+from api.schemas import ErrorOut
 from detector import __version__
+from detector.settings import Settings
+
+log = structlog.get_logger("fraudstream.api")
+
+WEB = Path(__file__).resolve().parent / "web"
+QUIET_PATHS = frozenset({"/health", "/metrics"})
+SECURITY_HEADERS = {
+    # The page may be opened with ?key=...: never send that URL to another site.
+    "referrer-policy": "no-referrer",
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+}
+STATUS_ERRORS: dict[type[review.ReviewError], int] = {
+    review.NotFound: 404,
+    review.Conflict: 409,
+    review.Invalid: 422,
+}
 
 
-def create_app() -> FastAPI:
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ObserveRequests:
+    """Counts and times every request by route template, logs it without its query
+    string (which may hold ``?key=``), and adds the security headers."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status_code = 500
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                if scope["path"].startswith("/api/"):
+                    headers.setdefault("cache-control", "no-store")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            seconds = time.perf_counter() - started
+            route = _route_template(scope)
+            self.metrics.observe_request(route, scope["method"], status_code, seconds)
+            emit = log.debug if scope["path"] in QUIET_PATHS else log.info
+            emit(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status_code,
+                ms=round(seconds * 1000, 1),
+            )
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's template (bounded label values), not the concrete path."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
+    if scope["path"].startswith("/static/"):
+        return "/static"
+    return UNMATCHED_ROUTE
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    """One readable line per problem: ``where: what``."""
+    parts = []
+    for item in error.errors()[:10]:
+        where = ".".join(str(p) for p in item.get("loc", ()))
+        what = (
+            "must not contain control characters"
+            if item.get("type") == "string_pattern_mismatch"
+            else str(item.get("msg", "invalid"))
+        )
+        parts.append(f"{where}: {what}" if where else what)
+    return "; ".join(parts) or "invalid request"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error is JSON ``{"detail": "..."}``; none leaks a stack trace or a key."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI validates the body before it runs the key check: a caller without a
+        # valid key learns that first, not what is wrong with the body.
+        if request.url.path.startswith("/api/"):
+            try:
+                identify(keyring_of(request), request.headers.get(API_KEY_HEADER))
+            except HTTPException as refused:
+                return JSONResponse(
+                    {"detail": refused.detail},
+                    status_code=refused.status_code,
+                    headers=refused.headers,
+                )
+        return JSONResponse({"detail": _validation_message(error)}, status_code=422)
+
+    @app.exception_handler(review.ReviewError)
+    async def review_error(_request: Request, error: Exception) -> JSONResponse:
+        code = next((c for t, c in STATUS_ERRORS.items() if isinstance(error, t)), 400)
+        message = error.message if isinstance(error, review.ReviewError) else str(error)
+        return JSONResponse({"detail": message}, status_code=code)
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(_request: Request, error: Exception) -> JSONResponse:
+        log.error("database error", error=f"{type(error).__name__}: {str(error)[:300]}")
+        return JSONResponse({"detail": "the database is unavailable"}, status_code=503)
+
+
+def _queue_reader(app: FastAPI) -> Callable[[], QueueGauges]:
+    def read() -> QueueGauges:
+        sessions = getattr(app.state, "sessions", None)
+        if sessions is None:
+            raise RuntimeError("the database is not open yet")
+        with sessions() as session:
+            stats = review.queue_stats(session, app.state.clock())
+        return QueueGauges(
+            open_alerts=stats.open,
+            oldest_open_age_seconds=stats.oldest_open_age_seconds,
+            outbox_pending=stats.outbox_pending,
+        )
+
+    return read
+
+
+def _log_keys(keyring: KeyRing) -> None:
+    if not len(keyring):
+        log.warning(
+            "no API key configured: every /api route answers 401; set FRAUDSTREAM_API_KEYS "
+            "(see `fraudstream keys new`)"
+        )
+        return
+    log.info(
+        "API keys loaded",
+        **{role.name: keyring.count(role) for role in Role},
+    )
+
+
+def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastAPI:
+    """The review service for ``settings`` (default: from the environment).
+
+    ``kafka=False`` leaves the bridge out: the HTTP side alone, over the database (tests).
+    Invalid API key configuration fails here, before anything is served.
+    """
+    settings = settings if settings is not None else Settings()
+    keyring = KeyRing.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _log_keys(keyring)
+        engine = make_engine(settings.database)
+        await asyncio.to_thread(upgrade, engine)
+        app.state.sessions = session_factory(engine)
+        bridge = Bridge(settings, app.state.sessions, app.state.metrics) if kafka else None
+        app.state.bridge = bridge
+        if bridge is not None:
+            await bridge.start()
+        log.info(
+            "review service ready",
+            backend=engine.dialect.name,
+            kafka=kafka,
+            bootstrap=settings.bootstrap_servers if kafka else None,
+        )
+        try:
+            yield
+        finally:
+            if bridge is not None:
+                await bridge.stop()
+            app.state.bridge = None
+            engine.dispose()
+
     app = FastAPI(
         title="fraudstream",
         version=__version__,
-        description="Alert review and model control for the fraudstream detector.",
+        description="Alert review and model control for the fraudstream detector.\n\n"
+        "Every `/api` route needs an API key in the `X-API-Key` header; roles are viewer "
+        "(read), analyst (claim and decide) and admin (thresholds and the deciding model). "
+        'Errors are JSON `{"detail": "..."}`.',
+        lifespan=lifespan,
+        responses={422: {"model": ErrorOut, "description": "The request is malformed."}},
     )
+    app.state.settings = settings
+    app.state.keyring = keyring
+    app.state.clock = _now
+    app.state.bridge = None
+    app.state.metrics = ApiMetrics(_queue_reader(app))
+    app.add_middleware(ObserveRequests, metrics=app.state.metrics)
+    _install_error_handlers(app)
+    app.include_router(router)
 
-    @app.get("/health", tags=["ops"])
+    @app.get("/health", tags=["ops"], summary="Liveness")
     def health() -> dict[str, str]:
-        """Liveness: the process is up and serving."""
+        """Liveness: the process is up and serving (no key needed)."""
         return {"status": "ok", "version": __version__}
 
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Metrics."}},
+    )
+    def metrics() -> Response:
+        """Requests, latency, alerts ingested, verdicts, outbox and queue (no key needed)."""
+        return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> Any:
+        """The analysts' page; the key is pasted in the page, never needed to load it."""
+        index = WEB / "index.html"
+        if not index.is_file():
+            return JSONResponse({"detail": "the web page is not installed"}, status_code=404)
+        return FileResponse(index, headers={"cache-control": "no-store"})
+
+    app.mount("/static", StaticFiles(directory=WEB, check_dir=False), name="static")
     return app
-
-
-app = create_app()

@@ -28,8 +28,12 @@ broker_app = typer.Typer(
     help="The local Apache Kafka broker (KRaft, one node).", no_args_is_help=True
 )
 topics_app = typer.Typer(help="Kafka topics of fraudstream.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of the review service.", no_args_is_help=True)
+db_app = typer.Typer(help="The review service's database.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
 
 log = structlog.get_logger("fraudstream")
 
@@ -127,17 +131,78 @@ def api(
         str | None, typer.Option(help="Address (default FRAUDSTREAM_API_HOST).")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default FRAUDSTREAM_API_PORT).")] = None,
+    kafka: Annotated[
+        bool,
+        typer.Option(
+            "--kafka/--no-kafka",
+            help="Read alerts and send labels through Kafka (--no-kafka: the database alone).",
+        ),
+    ] = True,
 ) -> None:
-    """Serve the HTTP API (uvicorn)."""
+    """Serve the review service: the HTTP API, the analysts' page and the Kafka bridge.
+
+    The database (FRAUDSTREAM_DATABASE_URL, default a SQLite file in FRAUDSTREAM_HOME) is
+    migrated on start. Every /api route needs a key from FRAUDSTREAM_API_KEYS or
+    FRAUDSTREAM_API_KEYS_FILE (see `fraudstream keys new`).
+    """
     import uvicorn
 
+    from api.auth import KeyConfigError
+    from api.main import create_app
+
     settings = _settings()
+    try:
+        application = create_app(settings, kafka=kafka)
+    except KeyConfigError as error:
+        raise typer.BadParameter(str(error), param_hint="FRAUDSTREAM_API_KEYS") from error
     uvicorn.run(
-        "api.main:app",
+        application,
         host=host or settings.api_host,
         port=port or settings.api_port,
         log_level=settings.log_level.lower(),
+        # Our own request log leaves out query strings: the page may be opened with ?key=.
+        access_log=False,
     )
+
+
+@keys_app.command("new")
+def keys_new(
+    role: Annotated[
+        str, typer.Option(help="viewer (read), analyst (claim and decide) or admin (models).")
+    ] = "analyst",
+    name: Annotated[
+        str | None, typer.Option(help="Holder's name in the audit trail (default: derived).")
+    ] = None,
+) -> None:
+    """Print a fresh random API key and the environment line that enables it.
+
+    Only a digest of each key is kept in memory by the service; store the key itself
+    somewhere safe (a secrets manager, or FRAUDSTREAM_API_KEYS_FILE readable by the
+    service alone). Several keys are comma-separated in FRAUDSTREAM_API_KEYS.
+    """
+    from api.auth import KeyConfigError, new_key, parse_entry
+
+    key = new_key()
+    entry = f"{role}:{name}:{key}" if name else f"{role}:{key}"
+    try:
+        parse_entry(entry, "--role/--name")
+    except KeyConfigError as error:
+        raise typer.BadParameter(str(error)) from error
+    typer.echo(f"key: {key}")
+    typer.echo(f"FRAUDSTREAM_API_KEYS={entry}")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the review database to the latest schema (the API also does so on start)."""
+    from sqlalchemy.engine import make_url
+
+    from api.db import upgrade
+
+    settings = _settings()
+    upgrade(settings.database)
+    shown = make_url(settings.database).render_as_string(hide_password=True)
+    typer.echo(f"database {shown} is at the latest schema")
 
 
 @app.command()

@@ -80,6 +80,50 @@ def children(settings: Settings, *, simulate: bool, rate: float) -> list[Child]:
     return result
 
 
+@dataclass(frozen=True)
+class LocalKeys:
+    """Keys made up for one ``fraudstream up`` when none is configured."""
+
+    admin: str
+    analyst: str
+
+    @property
+    def env_value(self) -> str:
+        return f"admin:local-admin:{self.admin},analyst:local-analyst:{self.analyst}"
+
+
+def local_keys(settings: Settings) -> LocalKeys | None:
+    """Fresh keys for the local system, or None when the user configured their own."""
+    if settings.api_keys is not None or settings.api_keys_file is not None:
+        return None
+    from api.auth import new_key
+
+    return LocalKeys(admin=new_key(), analyst=new_key())
+
+
+def page_url(settings: Settings, key: str | None = None) -> str:
+    """The analysts' page; with ``key`` it signs the browser in once."""
+    host = settings.api_host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    url = f"http://{host}:{settings.api_port}/"
+    return f"{url}?key={key}" if key else url
+
+
+def announce_keys(settings: Settings, keys: LocalKeys) -> None:
+    """Print (never log) the local keys once: they live only in this run's API process."""
+    sys.stdout.write(
+        "\n"
+        "  No API key is configured, so this run made two (valid until it stops):\n"
+        f"  review page (admin): {page_url(settings, keys.admin)}\n"
+        f"  analyst key:         {keys.analyst}\n"
+        "  Set FRAUDSTREAM_API_KEYS to keep keys across runs (`fraudstream keys new`).\n\n"
+    )
+    sys.stdout.flush()
+
+
 def run_system(settings: Settings, *, simulate: bool = True, rate: float = 100.0) -> None:
     """Start everything, wait for Ctrl-C (or a child's death), stop everything."""
     broker = LocalBroker.from_settings(settings)
@@ -92,6 +136,9 @@ def run_system(settings: Settings, *, simulate: bool = True, rate: float = 100.0
         **os.environ,
         "FRAUDSTREAM_LOG_FORMAT": os.environ.get("FRAUDSTREAM_LOG_FORMAT", "console"),
     }
+    keys = local_keys(settings)
+    # Only the API process gets the keys, and only through its environment.
+    api_env = {**env, "FRAUDSTREAM_API_KEYS": keys.env_value} if keys else env
     procs = children(settings, simulate=simulate, rate=rate)
     stopping = threading.Event()
 
@@ -101,12 +148,10 @@ def run_system(settings: Settings, *, simulate: bool = True, rate: float = 100.0
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for child in procs:
-            child.start(env)
-        log.info(
-            "fraudstream is up",
-            api=f"http://{settings.api_host}:{settings.api_port}",
-            topics=settings.topics,
-        )
+            child.start(api_env if child.name == "api" else env)
+        log.info("fraudstream is up", api=page_url(settings), topics=settings.topics)
+        if keys is not None:
+            announce_keys(settings, keys)
         while not stopping.wait(0.5):
             for child in procs:
                 code = child.exited()

@@ -1,0 +1,198 @@
+"""API keys: who is calling, and may they do this?
+
+Keys come from ``FRAUDSTREAM_API_KEYS`` (``role:key`` or ``role:name:key``, comma-separated)
+and ``FRAUDSTREAM_API_KEYS_FILE`` (one pair per line). Only SHA-256 digests are kept in
+memory, and a presented key is compared with *every* digest in constant time, so neither
+timing nor a memory dump gives a key away. Keys are never logged: log lines name the
+holder (``Principal.name``) instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Annotated
+
+import structlog
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import APIKeyHeader
+
+from detector.settings import Settings
+
+log = structlog.get_logger("fraudstream.api")
+
+API_KEY_HEADER = "X-API-Key"
+NAME_MAX = 64
+
+
+class Role(IntEnum):
+    """Ordered: a higher role may do everything a lower one may."""
+
+    viewer = 1
+    analyst = 2
+    admin = 3
+
+
+class KeyConfigError(ValueError):
+    """The configured keys cannot be read (the message never contains a key)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The holder of a valid key: ``name`` goes into the audit trail."""
+
+    name: str
+    role: Role
+
+
+@dataclass(frozen=True)
+class _Entry:
+    digest: bytes
+    principal: Principal
+
+
+def digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def default_name(role: Role, key: str) -> str:
+    """``<role>-<first 8 hex of sha256(key)>``: stable, and says nothing usable about the key."""
+    return f"{role.name}-{digest(key).hex()[:8]}"
+
+
+def new_key() -> str:
+    """A fresh random key (256 bits, URL-safe: fits a header, a query string and a .env)."""
+    return secrets.token_urlsafe(32)
+
+
+def parse_entry(text: str, where: str) -> tuple[Role, str, str]:
+    """``role:key`` or ``role:name:key`` → (role, name, key); ``where`` locates errors."""
+    parts = text.strip().split(":", 2)
+    if len(parts) < 2:
+        raise KeyConfigError(f"{where}: expected role:key or role:name:key")
+    role_text = parts[0].strip().lower()
+    try:
+        role = Role[role_text]
+    except KeyError:
+        raise KeyConfigError(
+            f"{where}: unknown role {role_text[:20]!r} (viewer, analyst or admin)"
+        ) from None
+    key = parts[-1].strip()
+    if len(key) < 16:
+        raise KeyConfigError(f"{where}: the key must be at least 16 characters")
+    name = parts[1].strip() if len(parts) == 3 else default_name(role, key)
+    if not name or len(name) > NAME_MAX:
+        raise KeyConfigError(f"{where}: the name must be 1 to {NAME_MAX} characters")
+    return role, name, key
+
+
+def parse_text(text: str, *, lines: bool, source: str) -> list[tuple[Role, str, str]]:
+    """Entries of a comma-separated value (``lines=False``) or a file (one per line, ``#``)."""
+    chunks = text.splitlines() if lines else text.split(",")
+    entries = []
+    for number, raw in enumerate(chunks, start=1):
+        chunk = raw.split("#", 1)[0] if lines else raw
+        if chunk.strip():
+            entries.append(parse_entry(chunk, f"{source}, entry {number}"))
+    return entries
+
+
+def configured_entries(settings: Settings) -> list[tuple[Role, str, str]]:
+    """Every key of ``api_keys`` and ``api_keys_file``."""
+    entries: list[tuple[Role, str, str]] = []
+    if settings.api_keys is not None:
+        entries += parse_text(
+            settings.api_keys.get_secret_value(), lines=False, source="FRAUDSTREAM_API_KEYS"
+        )
+    if settings.api_keys_file is not None:
+        try:
+            text = settings.api_keys_file.read_text()
+        except OSError as error:
+            raise KeyConfigError(
+                f"cannot read the API keys file {settings.api_keys_file}: {error.strerror}"
+            ) from None
+        entries += parse_text(text, lines=True, source=str(settings.api_keys_file))
+    return entries
+
+
+class KeyRing:
+    """The digests of the configured keys and the principal each one stands for."""
+
+    def __init__(self, entries: list[tuple[Role, str, str]]) -> None:
+        self._entries = [_Entry(digest(key), Principal(name, role)) for role, name, key in entries]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def count(self, role: Role) -> int:
+        return sum(1 for entry in self._entries if entry.principal.role == role)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyRing:
+        return cls(configured_entries(settings))
+
+    def authenticate(self, key: str | None) -> Principal | None:
+        """The principal of ``key``, or None; every digest is compared (constant time)."""
+        if not key:
+            return None
+        presented = digest(key)
+        found: Principal | None = None
+        for entry in self._entries:
+            if hmac.compare_digest(presented, entry.digest):
+                found = entry.principal
+        return found
+
+
+_api_key_header = APIKeyHeader(
+    name=API_KEY_HEADER,
+    auto_error=False,
+    description="An API key of role viewer, analyst or admin.",
+)
+
+UNAUTHORIZED = {"WWW-Authenticate": "APIKey"}
+
+
+def keyring_of(request: Request) -> KeyRing:
+    ring: KeyRing = request.app.state.keyring
+    return ring
+
+
+def identify(keyring: KeyRing, key: str | None) -> Principal:
+    """The principal of a presented key, or a 401 saying what is wrong with it."""
+    if not key:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            f"missing API key: send it in the {API_KEY_HEADER} header",
+            headers=UNAUTHORIZED,
+        )
+    principal = keyring.authenticate(key)
+    if principal is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key", headers=UNAUTHORIZED)
+    return principal
+
+
+def require(role: Role) -> Callable[..., Principal]:
+    """A dependency: the caller's principal, if their key is valid and of ``role`` or higher."""
+
+    def dependency(
+        request: Request, key: Annotated[str | None, Depends(_api_key_header)]
+    ) -> Principal:
+        principal = identify(keyring_of(request), key)
+        if principal.role < role:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"this needs the {role.name} role; {principal.name} is {principal.role.name}",
+            )
+        return principal
+
+    dependency.__name__ = f"require_{role.name}"
+    return dependency
+
+
+Viewer = Annotated[Principal, Depends(require(Role.viewer))]
+Analyst = Annotated[Principal, Depends(require(Role.analyst))]
+Admin = Annotated[Principal, Depends(require(Role.admin))]

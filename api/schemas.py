@@ -1,0 +1,204 @@
+"""The JSON the HTTP API reads and writes (and documents in its OpenAPI schema).
+
+Request models refuse what the database could not hold or would choke on: overlong
+strings and NUL characters (PostgreSQL text cannot contain them) are a 422 here rather
+than a 500 later.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from detector.contracts import LabelKind, ModelStatus, ThresholdChange
+
+FILTER_MAX = 128
+NOTE_MAX = 2000
+BATCH_MAX = 500
+# No NUL and no other C0 control character except tab, newline and carriage return.
+NO_CONTROL = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$"
+
+AlertStatus = Literal["open", "claimed", "decided"]
+Note = Annotated[
+    str,
+    StringConstraints(max_length=NOTE_MAX, pattern=NO_CONTROL),
+    Field(description=f"Why: free text, at most {NOTE_MAX} characters."),
+]
+AlertId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=FILTER_MAX, pattern=NO_CONTROL),
+    Field(description="The alert's id."),
+]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AlertItem(BaseModel):
+    """One alert as the queue lists it."""
+
+    alert_id: str
+    transaction_id: str
+    card_id: str
+    terminal_id: str
+    amount: float
+    currency: str | None
+    transaction_time: datetime
+    score: float
+    decision: Literal["review", "block"]
+    reasons: list[str] = Field(description="Why the detector alerted, strongest first.")
+    model_name: str
+    model_version: str
+    created_at: datetime = Field(description="When the detector raised the alert.")
+    received_at: datetime = Field(description="When the review service stored it.")
+    status: AlertStatus = Field(description="An expired claim shows as open.")
+    claimed_by: str | None
+    claim_expires_at: datetime | None
+    label: LabelKind | None
+    note: str | None
+    decided_by: str | None
+    decided_at: datetime | None
+    version: int = Field(description="Increases on every change.")
+
+
+class AlertPage(BaseModel):
+    """A page of the queue and the number of alerts matching the filters."""
+
+    items: list[AlertItem]
+    total: int
+
+
+class Event(BaseModel):
+    """One entry of an alert's audit trail."""
+
+    at: datetime
+    actor: str
+    action: str
+    details: dict[str, Any]
+
+
+class CardAlert(BaseModel):
+    """Another alert of the same card, for context."""
+
+    alert_id: str
+    transaction_id: str
+    amount: float
+    currency: str | None
+    transaction_time: datetime
+    score: float
+    decision: Literal["review", "block"]
+    status: AlertStatus
+    label: LabelKind | None
+    created_at: datetime
+
+
+class AlertDetail(BaseModel):
+    """Everything an analyst needs to decide one alert."""
+
+    item: AlertItem
+    transaction: dict[str, Any] = Field(description="The transaction as the detector saw it.")
+    reasons: list[str]
+    features: dict[str, Any] = Field(description="The model's inputs, by name.")
+    card_alerts: list[CardAlert] = Field(description="The card's other alerts, newest first.")
+    history: list[Event] = Field(description="The audit trail, oldest first.")
+
+
+class VerdictIn(_In):
+    """An analyst's verdict on an alert."""
+
+    label: LabelKind
+    note: Note | None = None
+    change: bool = Field(
+        False,
+        description="Set to change the verdict of an alert already decided with another "
+        "label; without it that is a 409.",
+    )
+    version: int | None = Field(
+        None, description="The alert version the analyst saw; 409 if it changed since."
+    )
+
+
+class VerdictItem(_In):
+    """One verdict of a batch."""
+
+    alert_id: AlertId
+    label: LabelKind
+    note: Note | None = None
+
+
+class VerdictsIn(_In):
+    """Several verdicts at once; each one succeeds or fails on its own."""
+
+    items: list[VerdictItem] = Field(min_length=1, max_length=BATCH_MAX)
+    change: bool = Field(False, description="Allow changing verdicts of decided alerts.")
+
+
+class VerdictResult(BaseModel):
+    """The outcome of one verdict of a batch."""
+
+    alert_id: str
+    ok: bool
+    status: int = Field(description="The HTTP status this verdict alone would have had.")
+    detail: str | None = None
+    alert: AlertItem | None = None
+
+
+class VerdictsOut(BaseModel):
+    results: list[VerdictResult]
+
+
+class QueueStats(BaseModel):
+    """How the review queue is doing."""
+
+    open: int = Field(description="Alerts waiting for an analyst (expired claims included).")
+    claimed: int = Field(description="Alerts under a live claim.")
+    decided: int = Field(description="Alerts with a verdict.")
+    oldest_open_age_seconds: float | None = Field(description="None when nothing is open.")
+    verdicts_last_hour: dict[str, int] = Field(description="Verdicts of the last hour by label.")
+    outbox_pending: int = Field(description="Labels and control messages not yet in Kafka.")
+
+
+class ModelInfo(BaseModel):
+    """The latest status a model reported, and whether it is too old to trust."""
+
+    status: ModelStatus
+    received_at: datetime
+    stale: bool = Field(description="No status for more than three status intervals.")
+
+
+class ThresholdsIn(ThresholdChange):
+    """New thresholds for the deciding model: fixed scores, or shares of traffic."""
+
+    model_config = ConfigDict(strict=False)
+
+
+class DecidingModelIn(_In):
+    """The model whose scores should make decisions (one of GET /api/models)."""
+
+    model_name: Annotated[str, StringConstraints(min_length=1, max_length=FILTER_MAX)]
+
+
+class ControlAccepted(BaseModel):
+    """The control message was stored and will be delivered to the detector."""
+
+    control_id: str = Field(description="Echoed as last_control_id in the model's status.")
+    action: Literal["set_thresholds", "set_deciding_model"]
+
+
+class ControlEvent(BaseModel):
+    """One admin change sent to the detector."""
+
+    control_id: str
+    at: datetime
+    actor: str
+    action: str
+    details: dict[str, Any]
+
+
+class ErrorOut(BaseModel):
+    """Every error answer."""
+
+    detail: str = Field(description="What went wrong, for a human.")
