@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -15,57 +13,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaException
 
 from detector.contracts import Control, Decision, ModelStatus, ThresholdChange, Transaction
 from detector.settings import Settings
 from detector.simulator import SimulationConfig, simulate
 from tests.integration.kafka_io import consume_all, produce
+from tests.integration.processes import detector_process, wait_until
 
 pytestmark = pytest.mark.slow
 
 LOGREG, TREE = "hybrid-tail-logreg", "hybrid-tail-tree"
 
 
-def detector_process(settings: Settings, tmp_path: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_detector(settings: Settings, tmp_path: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ,
-        "FRAUDSTREAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "FRAUDSTREAM_RECOVERY_DIR": str(tmp_path / "recovery"),
-        "FRAUDSTREAM_SNAPSHOT_INTERVAL_SECONDS": "0.5",
         # Statuses on a timer only once an hour: those the test sees follow its controls.
         "FRAUDSTREAM_STATUS_INTERVAL_SECONDS": "3600",
         "FRAUDSTREAM_CHALLENGERS": '["tree"]',
         "FRAUDSTREAM_THRESHOLD_MODE": "fixed",
         "FRAUDSTREAM_REVIEW_THRESHOLD": "1.0",
         "FRAUDSTREAM_BLOCK_THRESHOLD": "1.0",
-        "FRAUDSTREAM_LOG_LEVEL": "WARNING",
-        **{
-            f"FRAUDSTREAM_{name.upper()}": getattr(settings, name)
-            for name in Settings.model_fields
-            if name.startswith("topic_") and isinstance(getattr(settings, name), str)
-        },
     }
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "detector", "detect"], env=env, stdout=out, stderr=out
-        )
-
-
-def wait_until(
-    what: str, check: Callable[[], Any], proc: subprocess.Popen[bytes], log: Path
-) -> Any:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            result = check()
-        except KafkaException:  # new topics: partition leaders may still be settling
-            result = None
-        if result:
-            return result
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}\n" + log.read_text()[-3000:])
+    return detector_process(settings, tmp_path, log, env)
 
 
 def decisions(settings: Settings) -> dict[str, Decision]:
@@ -121,7 +90,7 @@ def test_controls_apply_to_the_running_detector(unique_topics: Settings, tmp_pat
     first, second, third = txs[:1000], txs[1000:1250], txs[1250:]
     send(settings, first)
 
-    proc = detector_process(settings, tmp_path, log)
+    proc = start_detector(settings, tmp_path, log)
     try:
         got = wait_until("the first decisions", decided(settings, first), proc, log)
         assert sum(got[t.transaction_id].decision == "block" for t in first) < len(first) / 10
