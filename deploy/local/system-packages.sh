@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the local system and the test suite need beyond Python:
 # Java 17 and Maven (the local Kafka broker), PostgreSQL (the review database in
-# production-like tests) and Chromium (the analysts' page in a real browser).
+# production-like tests), Chromium (the analysts' page in a real browser) and
+# Prometheus with promtool (scraping the live system, checking the alert rules).
 # Installs only what is missing; needs root (or sudo) on Debian/Ubuntu.
 set -euo pipefail
 
@@ -12,6 +13,8 @@ command -v mvn >/dev/null 2>&1 || missing+=(maven)
   || missing+=(postgresql)
 { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } \
   || missing+=(chromium)
+{ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } \
+  || missing+=(prometheus)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -30,3 +33,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Debian starts a Prometheus service on :9090 where it can; the project runs its own.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v service >/dev/null 2>&1; then
+  $SUDO service prometheus stop >/dev/null 2>&1 || true
+fi
