@@ -141,6 +141,18 @@ class Settings(BaseSettings):
         5000, ge=100, description="Labelled transactions behind the online quality figures."
     )
 
+    # --- Metrics ---------------------------------------------------------------------
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address of the detector's Prometheus /metrics endpoint."
+    )
+    metrics_port: int = Field(
+        3030,
+        ge=0,
+        le=65535,
+        description="Port of the detector's /metrics (process i of a cluster: port + i; "
+        "0 disables).",
+    )
+
     # --- API -------------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address the API listens on.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
