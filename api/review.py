@@ -876,7 +876,7 @@ def decide(
             if not change:
                 raise Conflict(
                     f"alert {alert_id} was already decided {record.label} by "
-                    f"{record.decided_by}; change the verdict explicitly to make it {label}"
+                    f'{record.decided_by}; reopen it, or send "change": true, to make it {label}'
                 )
             previous: str | None = record.label
             action = "verdict_changed"
