@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import get_args
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from detector.contracts import Control
 
 log = structlog.get_logger("fraudstream.api")
 
@@ -116,8 +119,12 @@ class ApiMetrics:
         )
         for outcome in ("new", "duplicate", "invalid"):
             self.alerts_ingested.labels(outcome)
+        for outcome in ("stored", "invalid"):
+            self.statuses_ingested.labels(outcome)
         for label in ("fraud", "legit"):
             self.verdicts.labels(label)
+        for action in get_args(Control.model_fields["action"].annotation):
+            self.controls.labels(action)
         if read_queue is not None:
             self.registry.register(_QueueCollector(read_queue))
 
