@@ -8,25 +8,33 @@ This is the only module that imports Bytewax. The flow, step by step:
     -> key_by_terminal -> terminal_state per-terminal features, frauds, pending features
     -> (+ control) key_by_model -> model score, decide, explain; learn; apply controls
     -> decisions, alerts, model-status, dead letters (each a Kafka topic)
+
+From parsing on, every item travels as ``(item, received)``: ``received`` is the time its
+Kafka record was written (the record's timestamp) or, without one, parsed, so that the
+output step can measure the processing latency. The steps update the metrics of
+``detector.telemetry``; ``run`` serves them.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import bytewax.operators as op
 import structlog
 from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
 from bytewax.connectors.kafka import operators as kop
-from bytewax.dataflow import Dataflow, Stream
+from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
-from bytewax.operators import StatefulLogic
+from bytewax.operators import KeyedStream, StatefulLogic
 from bytewax.outputs import Sink
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
@@ -37,11 +45,13 @@ from detector.scoring import (
     CardState,
     ControlApplied,
     CoreConfig,
+    LabelToLearn,
     Learned,
     ModelIn,
     ModelOut,
     ModelState,
     Rejected,
+    RoutedLabel,
     Scored,
     TerminalIn,
     TerminalOut,
@@ -55,6 +65,7 @@ from detector.scoring import (
     terminal_step,
 )
 from detector.settings import Settings
+from detector.telemetry import METRICS, DetectorMetrics, MetricsServerError, metrics_port, serve
 from detector.validation import parse_control, parse_event
 
 log = structlog.get_logger(__name__)
@@ -62,6 +73,15 @@ log = structlog.get_logger(__name__)
 Event = Transaction | Label
 Message = KafkaSinkMessage[bytes | None, bytes | None]
 MODEL_KEY = "model"
+T = TypeVar("T")
+V = TypeVar("V")
+W = TypeVar("W")
+S = TypeVar("S")
+# An item with the time (epoch seconds) its Kafka record was written, or parsed.
+Stamped = tuple[T, float]
+Parsed = Stamped[Event | Control | DeadLetter]
+# Kafka's "no timestamp" type (confluent_kafka.TIMESTAMP_NOT_AVAILABLE)
+_NO_TIMESTAMP = 0
 
 
 @dataclass
@@ -74,6 +94,14 @@ class Sinks:
     model_status: Sink[Message]
 
 
+def _received(msg: KafkaSourceMessage[bytes | None, bytes | None]) -> float:
+    """When the record was written to Kafka, or now if it says nothing."""
+    stamp = msg.timestamp
+    if stamp is not None and stamp[0] != _NO_TIMESTAMP and stamp[1] > 0:
+        return stamp[1] / 1000.0
+    return time.time()
+
+
 class _Parser:
     """Turns a Kafka record into an event, a control message or a dead letter."""
 
@@ -83,9 +111,7 @@ class _Parser:
         self.max_bytes = settings.max_message_bytes
         self.max_skew = timedelta(seconds=settings.max_clock_skew_seconds)
 
-    def __call__(
-        self, msg: KafkaSourceMessage[bytes | None, bytes | None]
-    ) -> Event | Control | DeadLetter:
+    def __call__(self, msg: KafkaSourceMessage[bytes | None, bytes | None]) -> Parsed:
         parsed: Event | Control | tuple[RejectReason, str]
         if msg.topic == self.control_topic:
             parsed = parse_control(msg.value, max_bytes=self.max_bytes)
@@ -96,7 +122,7 @@ class _Parser:
             )
         if isinstance(parsed, tuple):
             reason, error = parsed
-            return DeadLetter.of(
+            dead = DeadLetter.of(
                 reason,
                 error,
                 msg.value,
@@ -105,30 +131,87 @@ class _Parser:
                 partition=msg.partition,
                 offset=msg.offset,
             )
-        return parsed
+            return dead, 0.0
+        return parsed, _received(msg)
 
 
-class _CardMapper:
-    def __init__(self, config: CoreConfig) -> None:
+@operator
+def _keyed_state(
+    step_id: str,
+    up: KeyedStream[V],
+    builder: Callable[[S | None], StatefulLogic[V, W, S]],
+) -> KeyedStream[W]:
+    """``op.stateful`` nested as ``op.stateful_flat_map`` nests it.
+
+    The inner step has the same id as a ``stateful_flat_map``'s, so recovery snapshots
+    taken by either load in the other.
+    """
+    return op.stateful("stateful", up, builder)
+
+
+class _CardLogic(StatefulLogic[Stamped[Event], Stamped[CardOut], CardState]):
+    """``card_step`` for one card; counts the cards held by this worker."""
+
+    def __init__(
+        self, config: CoreConfig, metrics: DetectorMetrics, state: CardState | None
+    ) -> None:
         self.config = config
+        self.state = state
+        self.sizes = metrics.state.worker()
+        if state is not None:
+            self.sizes.cards += 1
 
-    def __call__(
-        self, state: CardState | None, event: Event
-    ) -> tuple[CardState | None, list[CardOut]]:
-        return card_step(state, event, self.config)
+    def on_item(self, value: Stamped[Event]) -> tuple[list[Stamped[CardOut]], bool]:
+        event, received = value
+        if self.state is None:
+            self.sizes.cards += 1
+        self.state, out = card_step(self.state, event, self.config)
+        return [(o, received) for o in out], StatefulLogic.RETAIN
+
+    def snapshot(self) -> CardState:
+        assert self.state is not None
+        return copy.deepcopy(self.state)
 
 
-class _TerminalMapper:
-    def __init__(self, config: CoreConfig) -> None:
+class _TerminalLogic(StatefulLogic[Stamped[TerminalIn], Stamped[TerminalOut], TerminalState]):
+    """``terminal_step`` for one terminal; counts terminals and kept features, and
+    measures the delay of the labels it passes on to learn."""
+
+    def __init__(
+        self, config: CoreConfig, metrics: DetectorMetrics, state: TerminalState | None
+    ) -> None:
         self.config = config
+        self.metrics = metrics
+        self.state = state
+        self.sizes = metrics.state.worker()
+        if state is not None:
+            self.sizes.terminals += 1
+            self.sizes.pending += len(state.pending)
 
-    def __call__(
-        self, state: TerminalState | None, item: TerminalIn
-    ) -> tuple[TerminalState | None, list[TerminalOut]]:
-        return terminal_step(state, item, self.config)
+    def on_item(self, value: Stamped[TerminalIn]) -> tuple[list[Stamped[TerminalOut]], bool]:
+        item, received = value
+        if self.state is None:
+            self.sizes.terminals += 1
+            before = 0
+        else:
+            before = len(self.state.pending)
+        self.state, out = terminal_step(self.state, item, self.config)
+        self.sizes.pending += len(self.state.pending) - before
+        if isinstance(item, RoutedLabel) and out and isinstance(out[0], LabelToLearn):
+            label = item.label
+            delay = label.labeled_at.timestamp() - item.transaction_time
+            self.metrics.label_delay_observed(label.source, delay)
+        return [(o, received) for o in out], StatefulLogic.RETAIN
+
+    def snapshot(self) -> TerminalState:
+        assert self.state is not None
+        return copy.deepcopy(self.state)
 
 
-class _ModelLogic(StatefulLogic[ModelIn, "ModelOut | ModelStatus", ModelState]):
+ModelItem = Stamped[ModelOut | ModelStatus]
+
+
+class _ModelLogic(StatefulLogic[Stamped[ModelIn], ModelItem, ModelState]):
     """The model step, plus the models' status every ``interval`` seconds, at the end,
     and at once after a control message is applied (so that the change shows)."""
 
@@ -138,20 +221,23 @@ class _ModelLogic(StatefulLogic[ModelIn, "ModelOut | ModelStatus", ModelState]):
         self.state = ensure_models(state, config) if state is not None else new_model_state(config)
         self.next_status = datetime.now(UTC)
 
-    def on_item(self, value: ModelIn) -> tuple[list[ModelOut | ModelStatus], bool]:
-        self.state, out = model_step(self.state, value, self.config)
-        if isinstance(value, Control) and any(isinstance(o, ControlApplied) for o in out):
-            return [*out, *self._status()[0]], StatefulLogic.RETAIN
-        return list(out), StatefulLogic.RETAIN
+    def on_item(self, value: Stamped[ModelIn]) -> tuple[list[ModelItem], bool]:
+        item, received = value
+        self.state, out = model_step(self.state, item, self.config)
+        stamped: list[ModelItem] = [(o, received) for o in out]
+        if isinstance(item, Control) and any(isinstance(o, ControlApplied) for o in out):
+            return [*stamped, *self._status()[0]], StatefulLogic.RETAIN
+        return stamped, StatefulLogic.RETAIN
 
-    def _status(self) -> tuple[list[ModelOut | ModelStatus], bool]:
+    def _status(self) -> tuple[list[ModelItem], bool]:
         self.next_status = datetime.now(UTC) + self.interval
-        return list(model_statuses(self.state)), StatefulLogic.RETAIN
+        now = time.time()
+        return [(s, now) for s in model_statuses(self.state)], StatefulLogic.RETAIN
 
-    def on_notify(self) -> tuple[list[ModelOut | ModelStatus], bool]:
+    def on_notify(self) -> tuple[list[ModelItem], bool]:
         return self._status()
 
-    def on_eof(self) -> tuple[list[ModelOut | ModelStatus], bool]:
+    def on_eof(self) -> tuple[list[ModelItem], bool]:
         return self._status()
 
     def notify_at(self) -> datetime:
@@ -178,37 +264,55 @@ def _message(key: str, value: str) -> Message:
     return KafkaSinkMessage(key.encode(), value.encode())
 
 
-def _outputs(item: ModelOut | ModelStatus) -> list[tuple[str, Message]]:
-    """Which topic(s) an outcome goes to, as (sink name, message)."""
-    if isinstance(item, Scored):
-        key = item.transaction.card_id
-        out = [("decisions", _message(key, item.to_decision().model_dump_json()))]
-        alert = item.to_alert()
-        if alert is not None:
-            out.append(("alerts", _message(key, alert.model_dump_json())))
-            log.info(
-                "alert",
-                transaction_id=item.transaction.transaction_id,
-                decision=item.decision,
-                score=round(item.score, 3),
-                reason=item.reasons[0] if item.reasons else None,
+class _Router:
+    """Which topic(s) an outcome goes to, as (sink name, message); counts the outcomes."""
+
+    def __init__(self, metrics: DetectorMetrics) -> None:
+        self.metrics = metrics
+
+    def __call__(self, value: ModelItem) -> list[tuple[str, Message]]:
+        item, received = value
+        if isinstance(item, Scored):
+            tx = item.transaction
+            score = item.score
+            self.metrics.decided(
+                item.decision,
+                score,
+                received=received,
+                event_time=tx.epoch_seconds,
+                now=time.time(),
             )
-        return out
-    if isinstance(item, ModelStatus):
-        return [("model_status", _message(item.model_name, item.model_dump_json()))]
-    if isinstance(item, Learned) and item.source != "presumed":
-        log.info("label learned", transaction_id=item.transaction_id, source=item.source)
-    if isinstance(item, ControlApplied):
-        control = item.control
-        log.info(
-            "control applied",
-            control_id=control.control_id,
-            action=control.action,
-            model_name=control.model_name,
-            thresholds=control.thresholds.model_dump() if control.thresholds else None,
-            requested_by=control.requested_by,
-        )
-    return []
+            key = tx.card_id
+            out = [("decisions", _message(key, item.to_decision().model_dump_json()))]
+            alert = item.to_alert()
+            if alert is not None:
+                out.append(("alerts", _message(key, alert.model_dump_json())))
+                log.info(
+                    "alert",
+                    transaction_id=tx.transaction_id,
+                    decision=item.decision,
+                    score=round(score, 3),
+                    reason=item.reasons[0] if item.reasons else None,
+                )
+            return out
+        if isinstance(item, ModelStatus):
+            self.metrics.model_status(item)
+            return [("model_status", _message(item.model_name, item.model_dump_json()))]
+        if isinstance(item, Learned):
+            self.metrics.learned(item.source)
+            if item.source != "presumed":
+                log.info("label learned", transaction_id=item.transaction_id, source=item.source)
+        if isinstance(item, ControlApplied):
+            control = item.control
+            log.info(
+                "control applied",
+                control_id=control.control_id,
+                action=control.action,
+                model_name=control.model_name,
+                thresholds=control.thresholds.model_dump() if control.thresholds else None,
+                requested_by=control.requested_by,
+            )
+        return []
 
 
 def build_flow(
@@ -217,11 +321,13 @@ def build_flow(
     source: Source[KafkaSourceMessage[bytes | None, bytes | None]] | None = None,
     sinks: Sinks | None = None,
     tail: bool = True,
+    metrics: DetectorMetrics = METRICS,
 ) -> Dataflow:
     """The fraudstream dataflow; ``source`` and ``sinks`` default to Kafka.
 
     With ``tail=False`` the Kafka input ends at the end of each partition (tests, batch
-    catch-up) instead of waiting for new records.
+    catch-up) instead of waiting for new records. The flow updates ``metrics`` (by
+    default the process's, which ``run`` serves).
     """
     config = CoreConfig.from_settings(settings)
     flow = Dataflow("fraudstream")
@@ -243,44 +349,47 @@ def build_flow(
     # KafkaSourceMessage
 
     parsed = op.map("parse_and_validate", records, _Parser(settings))
-    # Transaction | Label | Control | DeadLetter
-    events: Stream[Event] = op.filter_map("valid_events", parsed, _event_or_none)
-    controls: Stream[Control] = op.filter_map("valid_controls", parsed, _control_or_none)
+    # (Transaction | Label | Control | DeadLetter, received)
+    events: Stream[Stamped[Event]] = op.filter_map("valid_events", parsed, _event_or_none)
+    controls: Stream[Stamped[Control]] = op.filter_map("valid_controls", parsed, _control_or_none)
     errors.append(op.filter_map("invalid_records", parsed, _dead_letter_or_none))
 
     by_card = op.key_on("key_by_card", events, _card_key)
     card_out = op.key_rm(
-        "card_out", op.stateful_flat_map("card_state", by_card, _CardMapper(config))
+        "card_out",
+        _keyed_state("card_state", by_card, partial(_CardLogic, config, metrics)),
     )
-    # CardFeatured | RoutedLabel | Rejected
+    # (CardFeatured | RoutedLabel | Rejected, received)
     to_dead_letter = partial(_rejected_to_dead_letter, settings)
     errors.append(op.filter_map("card_rejections", card_out, to_dead_letter))
-    card_ok: Stream[TerminalIn] = op.filter_map("card_accepted", card_out, _accepted)
+    card_ok: Stream[Stamped[TerminalIn]] = op.filter_map("card_accepted", card_out, _accepted)
 
-    by_terminal = op.key_on("key_by_terminal", card_ok, terminal_key)
+    by_terminal = op.key_on("key_by_terminal", card_ok, _terminal_key)
     terminal_out = op.key_rm(
         "terminal_out",
-        op.stateful_flat_map("terminal_state", by_terminal, _TerminalMapper(config)),
+        _keyed_state("terminal_state", by_terminal, partial(_TerminalLogic, config, metrics)),
     )
-    # Featured | LabelToLearn | Rejected
+    # (Featured | LabelToLearn | Rejected, received)
     errors.append(op.filter_map("terminal_rejections", terminal_out, to_dead_letter))
-    terminal_ok: Stream[ModelIn] = op.filter_map("terminal_accepted", terminal_out, _accepted)
+    terminal_ok: Stream[Stamped[ModelIn]] = op.filter_map(
+        "terminal_accepted", terminal_out, _accepted
+    )
 
     # Control messages skip the card and terminal steps: they are for the models alone.
-    model_in: Stream[ModelIn] = op.merge("model_in", terminal_ok, controls)
+    model_in: Stream[Stamped[ModelIn]] = op.merge("model_in", terminal_ok, controls)
     by_model = op.key_on("key_by_model", model_in, lambda _: MODEL_KEY)
     interval = settings.status_interval_seconds
     model_out = op.key_rm(
         "model_out",
         op.stateful("model", by_model, lambda state: _ModelLogic(config, interval, state)),
     )
-    # Scored | Learned | ControlApplied | Rejected | ModelStatus
+    # (Scored | Learned | ControlApplied | Rejected | ModelStatus, received)
     errors.append(op.filter_map("model_rejections", model_out, to_dead_letter))
 
     dead_letters = op.merge("dead_letters", *errors)
-    op.inspect("log_dead_letter", dead_letters, _log_dead_letter)
+    op.inspect("log_dead_letter", dead_letters, partial(_log_dead_letter, metrics))
 
-    routed = op.flat_map("route_outputs", model_out, _outputs)
+    routed = op.flat_map("route_outputs", model_out, _Router(metrics))
     # (sink name, KafkaSinkMessage)
     sinks = sinks or kafka_sinks(settings)
     for name in ("decisions", "alerts", "model_status"):
@@ -294,28 +403,33 @@ def build_flow(
     return flow
 
 
-def _event_or_none(item: Event | Control | DeadLetter) -> Event | None:
-    return item if isinstance(item, Transaction | Label) else None
+def _event_or_none(item: Parsed) -> Stamped[Event] | None:
+    return item if isinstance(item[0], Transaction | Label) else None  # type: ignore[return-value]
 
 
-def _control_or_none(item: Event | Control | DeadLetter) -> Control | None:
-    return item if isinstance(item, Control) else None
+def _control_or_none(item: Parsed) -> Stamped[Control] | None:
+    return item if isinstance(item[0], Control) else None  # type: ignore[return-value]
 
 
-def _dead_letter_or_none(item: Event | Control | DeadLetter) -> DeadLetter | None:
-    return item if isinstance(item, DeadLetter) else None
+def _dead_letter_or_none(item: Parsed) -> DeadLetter | None:
+    return item[0] if isinstance(item[0], DeadLetter) else None
 
 
-def _card_key(event: Event) -> str:
-    return event.card_id
+def _card_key(item: Stamped[Event]) -> str:
+    return item[0].card_id
 
 
-def _accepted(item: Any) -> Any:
+def _terminal_key(item: Stamped[TerminalIn]) -> str:
+    return terminal_key(item[0])
+
+
+def _accepted(item: Stamped[Any]) -> Stamped[Any] | None:
     """The items a step passed on (its rejections go to the dead letters)."""
-    return None if isinstance(item, Rejected) else item
+    return None if isinstance(item[0], Rejected) else item
 
 
-def _rejected_to_dead_letter(settings: Settings, item: object) -> DeadLetter | None:
+def _rejected_to_dead_letter(settings: Settings, stamped: Stamped[object]) -> DeadLetter | None:
+    item = stamped[0]
     if not isinstance(item, Rejected):
         return None
     # Labels are the only events rejected for naming an unknown transaction.
@@ -336,7 +450,8 @@ def _dead_letter_message(item: DeadLetter) -> Message:
     return KafkaSinkMessage(b"", item.model_dump_json().encode())
 
 
-def _log_dead_letter(step_id: str, item: DeadLetter) -> None:
+def _log_dead_letter(metrics: DetectorMetrics, step_id: str, item: DeadLetter) -> None:
+    metrics.dead_letter(item.reason)
     log.warning(
         "dead letter",
         reason=item.reason.value,
@@ -383,9 +498,28 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     os._exit(0)
 
 
+def start_metrics(settings: Settings) -> str | None:
+    """Serve the detector's /metrics (process i of a cluster on port + i); its URL.
+
+    None when ``metrics_port`` is 0. A port in use or an unusable host ends the process
+    with a plain message, before the dataflow starts.
+    """
+    if not settings.metrics_port:
+        return None
+    try:
+        port = metrics_port(settings.metrics_port, settings.process_id)
+        server = serve(settings.metrics_host, port)
+    except MetricsServerError as error:
+        log.error("metrics endpoint unavailable", error=str(error))
+        raise SystemExit(f"fraudstream detect: {error}") from None
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    return f"http://{host}:{server.port}/metrics"
+
+
 def run(settings: Settings) -> None:
     """Run the detector until stopped (blocks); SIGINT and SIGTERM stop it."""
     flow = build_flow(settings)
+    metrics_url = start_metrics(settings)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _exit_on_signal)
     addresses = settings.addresses.split(";") if settings.addresses else None
@@ -394,6 +528,7 @@ def run(settings: Settings) -> None:
         brokers=settings.brokers,
         recovery=str(settings.recovery_path) if settings.recovery else None,
         workers=settings.workers,
+        metrics=metrics_url,
     )
     cli_main(
         flow,
