@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+
+from detector.broker import find_free_ports
 
 SERVICE_USER = "postgres"
 SUPERUSER = "postgres"
@@ -43,13 +44,6 @@ def find_bindir() -> Path | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class PostgresCluster:
     """One local PostgreSQL server; ``start`` it, make databases, ``stop`` it."""
 
@@ -62,7 +56,7 @@ class PostgresCluster:
         self.data = self.root / "data"
         self.sockets = self.root / "sockets"
         self.log = self.root / "server.log"
-        self.port = free_port()
+        self.port = find_free_ports(1)[0]
         self.started = False
 
     def _run(self, *args: str) -> None:

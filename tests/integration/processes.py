@@ -25,6 +25,8 @@ def detector_process(
         "FRAUDSTREAM_RECOVERY_DIR": str(tmp_path / "recovery"),
         "FRAUDSTREAM_SNAPSHOT_INTERVAL_SECONDS": "0.5",
         "FRAUDSTREAM_LOG_LEVEL": "WARNING",
+        # No metrics endpoint unless a test asks for one on a port of its own.
+        "FRAUDSTREAM_METRICS_PORT": "0",
         **{
             f"FRAUDSTREAM_{name.upper()}": getattr(settings, name)
             for name in Settings.model_fields

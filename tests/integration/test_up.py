@@ -20,13 +20,14 @@ pytestmark = pytest.mark.slow
 
 
 def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path: Path, jars_cache: Path) -> None:
-    kafka_port, _, api_port = find_free_ports(3)
+    kafka_port, _, api_port, metrics_port = find_free_ports(4)
     env = {
         **os.environ,
         "FRAUDSTREAM_HOME": str(tmp_path / "home"),
         "FRAUDSTREAM_KAFKA_LIBS_DIR": str(jars_cache),
         "FRAUDSTREAM_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
         "FRAUDSTREAM_API_PORT": str(api_port),
+        "FRAUDSTREAM_METRICS_PORT": str(metrics_port),
         "FRAUDSTREAM_LOG_FORMAT": "console",
     }
     log_path = tmp_path / "up.log"

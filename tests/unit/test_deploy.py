@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -31,6 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
+from detector.broker import find_free_ports
 from detector.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -610,17 +610,6 @@ def _run_detector_script(pod: int, state: Path, tmp_path: Path) -> tuple[int, di
     return result.returncode, recorded
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 PROBE_FLOW = textwrap.dedent(
     """
     import sys
@@ -654,7 +643,7 @@ PROBE_FLOW = textwrap.dedent(
 
 def _run_cluster(script: Path, recovery_dirs: list[Path]) -> list[str]:
     """One execution of a Bytewax cluster, process i on recovery_dirs[i]; its output."""
-    addresses = ";".join(f"127.0.0.1:{p}" for p in _free_ports(len(recovery_dirs)))
+    addresses = ";".join(f"127.0.0.1:{p}" for p in find_free_ports(len(recovery_dirs)))
     processes = [
         subprocess.Popen(
             [sys.executable, str(script), str(i), addresses, str(d)],
