@@ -21,11 +21,13 @@ import copy
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import bytewax.operators as op
@@ -477,14 +479,30 @@ def kafka_sinks(settings: Settings) -> Sinks:
 
 
 def recovery_config(settings: Settings) -> RecoveryConfig | None:
-    """Recovery is on by default: create the snapshot store on first use."""
+    """Recovery is on by default: create the snapshot store on first use.
+
+    A cluster of N processes needs N partitions, each held exactly once by the cluster
+    as a whole: process i creates partition i of N in its recovery folder if it is not
+    there. That works both with a folder per process (pods with volumes of their own)
+    and with one folder shared by the processes of a host.
+    """
     if not settings.recovery:
         return None
     path = settings.recovery_path
-    if not path.exists() or not any(path.iterdir()):
-        path.mkdir(parents=True, exist_ok=True)
-        init_db_dir(path, 1)
-        log.info("recovery store created", path=str(path))
+    path.mkdir(parents=True, exist_ok=True)
+    processes = max(len(settings.cluster), 1)
+    if processes == 1:
+        if not any(path.iterdir()):
+            init_db_dir(path, 1)
+            log.info("recovery store created", path=str(path))
+    else:
+        index = settings.process_id or 0
+        own = path / f"part-{index}.sqlite3"
+        if not own.exists():
+            with tempfile.TemporaryDirectory(dir=path) as scratch:
+                init_db_dir(Path(scratch), processes)
+                os.replace(Path(scratch) / own.name, own)
+            log.info("recovery partition created", path=str(own), of=processes)
     return RecoveryConfig(str(path))
 
 
@@ -499,7 +517,7 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 
 def start_metrics(settings: Settings) -> str | None:
-    """Serve the detector's /metrics (process i of a cluster on port + i); its URL.
+    """Serve the detector's /metrics; its URL (see ``telemetry.metrics_port``).
 
     None when ``metrics_port`` is 0. A port in use or an unusable host ends the process
     with a plain message, before the dataflow starts.
@@ -507,7 +525,7 @@ def start_metrics(settings: Settings) -> str | None:
     if not settings.metrics_port:
         return None
     try:
-        port = metrics_port(settings.metrics_port, settings.process_id)
+        port = metrics_port(settings.metrics_port, settings.process_id, settings.cluster)
         server = serve(settings.metrics_host, port)
     except MetricsServerError as error:
         log.error("metrics endpoint unavailable", error=str(error))
@@ -522,7 +540,7 @@ def run(settings: Settings) -> None:
     metrics_url = start_metrics(settings)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _exit_on_signal)
-    addresses = settings.addresses.split(";") if settings.addresses else None
+    addresses = settings.cluster or None
     log.info(
         "detector starting",
         brokers=settings.brokers,

@@ -149,8 +149,8 @@ class Settings(BaseSettings):
         3030,
         ge=0,
         le=65535,
-        description="Port of the detector's /metrics (process i of a cluster: port + i; "
-        "0 disables).",
+        description="Port of the detector's /metrics (0 disables); processes of a cluster "
+        "on one host take the next ports, in process order.",
     )
 
     # --- API -------------------------------------------------------------------------
@@ -185,6 +185,11 @@ class Settings(BaseSettings):
     @cached_property
     def brokers(self) -> list[str]:
         return [b.strip() for b in self.bootstrap_servers.split(",") if b.strip()]
+
+    @property
+    def cluster(self) -> list[str]:
+        """host:port of every process of a detector cluster; empty for a single process."""
+        return [a.strip() for a in (self.addresses or "").split(";") if a.strip()]
 
     @property
     def recovery_path(self) -> Path:

@@ -2,8 +2,8 @@
 
 The endpoint serves this module's registry together with prometheus-client's default
 registry, where Bytewax's Kafka connector keeps ``bytewax_kafka_consumer_lag`` (and where
-the client library keeps its ``python_*`` and ``process_*`` metrics). Process ``i`` of a
-detector cluster serves ``metrics_port + i``; port 0 disables the endpoint.
+the client library keeps its ``python_*`` and ``process_*`` metrics). Processes of a
+cluster on one host take the next ports in process order; port 0 disables the endpoint.
 
 Every label value is bounded: decisions, dead-letter reasons, label sources (mapped onto
 analyst, chargeback, presumed and other), model names and versions, fraud or legit.
@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -417,13 +417,23 @@ class MetricsServer:
             close()
 
 
-def metrics_port(base_port: int, process_id: int | None) -> int:
-    """The port of process ``process_id`` of a cluster: ``base_port + process_id``."""
-    port = base_port + (process_id or 0)
+def metrics_port(base_port: int, process_id: int | None, cluster: Sequence[str] = ()) -> int:
+    """The port of process ``process_id`` of a cluster (``cluster``: host:port of each).
+
+    Processes on one host cannot share a port: each takes ``base_port`` plus the number
+    of processes before it on the same host. Processes on hosts of their own (pods) all
+    serve ``base_port``.
+    """
+    offset = 0
+    if cluster and process_id:
+        host = cluster[process_id].rsplit(":", 1)[0] if process_id < len(cluster) else None
+        offset = sum(1 for a in cluster[:process_id] if a.rsplit(":", 1)[0] == host)
+    port = base_port + offset
     if port > 65535:
         raise MetricsServerError(
-            f"metrics port {base_port} + process id {process_id} = {port} is beyond 65535: "
-            f"lower FRAUDSTREAM_METRICS_PORT, or set it to 0 to disable the endpoint"
+            f"metrics port {base_port} + {offset} processes before this one on its host = "
+            f"{port} is beyond 65535: lower FRAUDSTREAM_METRICS_PORT, or set it to 0 to "
+            "disable the endpoint"
         )
     return port
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
@@ -22,7 +23,7 @@ from detector.contracts import (
     Transaction,
     alert_id_for,
 )
-from detector.dataflow import Sinks, build_flow
+from detector.dataflow import Sinks, build_flow, recovery_config
 from detector.settings import Settings
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -399,3 +400,22 @@ def test_challengers_get_a_status_each_and_can_take_over() -> None:
     final = {s.model_name: s for s in out.statuses[-2:]}
     assert final["hybrid-tail-tree"].deciding and not final["hybrid-tail-logreg"].deciding
     assert {s.last_control_id for s in final.values()} == {"switch"}
+
+
+def test_a_cluster_on_one_host_shares_one_recovery_folder(tmp_path: Path) -> None:
+    cluster = "127.0.0.1:2101;127.0.0.1:2102;127.0.0.1:2103"
+    for process in (2, 0, 1, 0):  # in any order, and again after a restart
+        recovery_config(Settings(recovery_dir=tmp_path, addresses=cluster, process_id=process))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "part-0.sqlite3",
+        "part-1.sqlite3",
+        "part-2.sqlite3",
+    ]
+
+
+def test_a_single_process_makes_its_store_once(tmp_path: Path) -> None:
+    recovery_config(Settings(recovery_dir=tmp_path))
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    recovery_config(Settings(recovery_dir=tmp_path))
+    assert before == {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    assert list(before) == ["part-0.sqlite3"]

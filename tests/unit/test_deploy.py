@@ -540,7 +540,7 @@ def test_the_detector_is_a_stateful_cluster_behind_a_headless_service() -> None:
     assert int(env["DETECTOR_PROCESSES"]) == spec["replicas"] >= 2
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["cluster"] == int(env["DETECTOR_CLUSTER_PORT"])
-    assert ports["metrics"] == int(env["DETECTOR_METRICS_PORT"])
+    assert ports["metrics"] == int(env["FRAUDSTREAM_METRICS_PORT"])
     assert env["FRAUDSTREAM_METRICS_HOST"] == "0.0.0.0"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
@@ -665,6 +665,7 @@ def _run_cluster(script: Path, recovery_dirs: list[Path]) -> list[str]:
 def test_detector_pods_take_their_process_id_addresses_and_recovery_partition(
     tmp_path: Path,
 ) -> None:
+    from detector.dataflow import recovery_config
     from detector.telemetry import metrics_port
 
     statefulset = _one("StatefulSet", "fraudstream-detector")
@@ -689,15 +690,18 @@ def test_detector_pods_take_their_process_id_addresses_and_recovery_partition(
             process_id=recorded["FRAUDSTREAM_PROCESS_ID"],
             addresses=recorded["FRAUDSTREAM_ADDRESSES"],
             metrics_port=recorded["FRAUDSTREAM_METRICS_PORT"],
+            recovery_dir=recorded["FRAUDSTREAM_RECOVERY_DIR"],
         )
-        assert metrics_port(settings.metrics_port, settings.process_id) == int(
-            env["DETECTOR_METRICS_PORT"]
+        assert metrics_port(settings.metrics_port, settings.process_id, settings.cluster) == int(
+            env["FRAUDSTREAM_METRICS_PORT"]
         )
+        # What `fraudstream detect` does first: its own partition on its own volume.
+        recovery_config(settings)
         assert [p.name for p in (state / "recovery").iterdir()] == [f"part-{pod}.sqlite3"]
-    # A restart keeps the partition as it is.
-    before = (states[0] / "recovery" / "part-0.sqlite3").stat().st_mtime_ns
-    assert _run_detector_script(0, states[0], tmp_path)[0] == 0
-    assert (states[0] / "recovery" / "part-0.sqlite3").stat().st_mtime_ns == before
+        # A restart keeps the partition as it is.
+        before = (state / "recovery" / f"part-{pod}.sqlite3").stat().st_mtime_ns
+        recovery_config(settings)
+        assert (state / "recovery" / f"part-{pod}.sqlite3").stat().st_mtime_ns == before
     # A pod beyond DETECTOR_PROCESSES refuses to start.
     extra = tmp_path / "state-extra"
     extra.mkdir()

@@ -377,16 +377,24 @@ def test_port_zero_disables_the_endpoint() -> None:
     assert start_metrics(Settings(metrics_port=0)) is None
 
 
-def test_process_i_of_a_cluster_serves_port_plus_i() -> None:
+def test_processes_of_a_cluster_on_one_host_take_the_next_ports() -> None:
     assert metrics_port(3030, None) == 3030
-    assert metrics_port(3030, 0) == 3030
-    assert metrics_port(3030, 2) == 3032
+    one_host = ["127.0.0.1:2101", "127.0.0.1:2102", "127.0.0.1:2103"]
+    assert [metrics_port(3030, i, one_host) for i in range(3)] == [3030, 3031, 3032]
+    pods = ["detector-0.svc:2101", "detector-1.svc:2101", "detector-2.svc:2101"]
+    assert [metrics_port(3030, i, pods) for i in range(3)] == [3030, 3030, 3030]
+    two_hosts = ["a:2101", "b:2101", "a:2102", "b:2102"]
+    assert [metrics_port(3030, i, two_hosts) for i in range(4)] == [3030, 3030, 3031, 3031]
     with pytest.raises(MetricsServerError, match="beyond 65535"):
-        metrics_port(65535, 1)
+        metrics_port(65535, 1, one_host)
 
 
 def test_start_metrics_serves_on_the_configured_address() -> None:
     port = find_free_ports(1)[0]
-    url = start_metrics(Settings(metrics_host="127.0.0.1", metrics_port=port - 1, process_id=1))
+    cluster = "127.0.0.1:2101;127.0.0.1:2102"
+    settings = Settings(
+        metrics_host="127.0.0.1", metrics_port=port - 1, process_id=1, addresses=cluster
+    )
+    url = start_metrics(settings)
     assert url == f"http://127.0.0.1:{port}/metrics"
     assert "fraudstream_transactions_total" in scrape(url)
