@@ -3,11 +3,11 @@ decides again carries the same ids."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import os
 import signal
+import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,30 +18,25 @@ from detector.contracts import Alert, Decision, ModelStatus
 from detector.settings import Settings
 from detector.simulator import SimulationConfig, simulate
 from tests.integration.kafka_io import consume_all, produce
+from tests.integration.processes import detector_process
 
 pytestmark = pytest.mark.slow
 
 TOTAL = 20_000
 
 
-def detector_process(settings: Settings, recovery: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "FRAUDSTREAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "FRAUDSTREAM_RECOVERY_DIR": str(recovery),
-        "FRAUDSTREAM_SNAPSHOT_INTERVAL_SECONDS": "0.5",
-        "FRAUDSTREAM_STATUS_INTERVAL_SECONDS": "0.5",
-        "FRAUDSTREAM_LOG_LEVEL": "WARNING",
-        **{
-            f"FRAUDSTREAM_{name.upper()}": getattr(settings, name)
-            for name in Settings.model_fields
-            if name.startswith("topic_") and isinstance(getattr(settings, name), str)
-        },
-    }
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "detector", "detect"], env=env, stdout=out, stderr=out
-        )
+def start_detector(settings: Settings, tmp_path: Path, log: Path) -> subprocess.Popen[bytes]:
+    return detector_process(settings, tmp_path, log, {"FRAUDSTREAM_STATUS_INTERVAL_SECONDS": "0.5"})
+
+
+def committed_epoch(recovery: Path) -> int:
+    """The last epoch whose snapshot the detector committed (0 before the first)."""
+    epoch = 0
+    for part in recovery.glob("part-*.sqlite3"):
+        with contextlib.closing(sqlite3.connect(f"file:{part}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT MAX(commit_epoch) FROM commits").fetchone()
+        epoch = max(epoch, row[0] or 0)
+    return epoch
 
 
 def decided(settings: Settings) -> list[Decision]:
@@ -76,14 +71,16 @@ def test_detector_crash_resumes_from_snapshot_with_same_ids(
         [(t.card_id, t.model_dump_json().encode()) for t in txs],
     )
 
-    first = detector_process(settings, recovery, log)
-    wait_for(settings, lambda ds: len(ds) >= 3000, first, log)
+    first = start_detector(settings, tmp_path, log)
+    # Kill it once it has decided a good part and a snapshot of that is committed (under
+    # load the first snapshot may come late; without one, everything is decided again).
+    wait_for(settings, lambda ds: len(ds) >= 3000 and committed_epoch(recovery) >= 2, first, log)
     first.send_signal(signal.SIGKILL)  # a crash: no chance to finish anything
     first.wait(10)
     crashed_at = len(decided(settings))
     assert crashed_at < TOTAL, "the detector finished before it could be killed"
 
-    second = detector_process(settings, recovery, log)
+    second = start_detector(settings, tmp_path, log)
     try:
         wait_for(
             settings,
