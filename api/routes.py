@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 from sqlalchemy.orm import Session
 
 from api import review
-from api.auth import Admin, Analyst, Role, require
+from api.auth import Admin, Analyst, Role, Viewer, require
 from api.bridge import Bridge
 from api.metrics import ApiMetrics
 from api.schemas import (
@@ -33,6 +33,7 @@ from api.schemas import (
     DecidingModelIn,
     ErrorOut,
     Event,
+    Me,
     ModelInfo,
     QueueStats,
     ThresholdsIn,
@@ -370,6 +371,12 @@ def reopen(alert_id: AlertIdPath, principal: Analyst, session: SessionDep, now: 
 
 
 # --- queue and models ----------------------------------------------------------------------
+
+
+@router.get("/me", tags=["access"], summary="Who am I", response_model=Me)
+def me(principal: Viewer) -> Me:
+    """The holder of the key and its role: what the page shows and allows."""
+    return Me(name=principal.name, role=principal.role.name)
 
 
 @router.get(

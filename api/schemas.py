@@ -198,6 +198,13 @@ class ControlEvent(BaseModel):
     details: dict[str, Any]
 
 
+class Me(BaseModel):
+    """Who the presented key stands for."""
+
+    name: str = Field(description="The name the audit trail shows for this key's actions.")
+    role: Literal["viewer", "analyst", "admin"]
+
+
 class ErrorOut(BaseModel):
     """Every error answer."""
 

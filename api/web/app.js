@@ -13,6 +13,7 @@ const state = {
   offset: 0, total: 0, items: [], // the queue's current page
   selectedId: null, selectedIndex: 0, detail: null, detailRequest: 0,
   busy: false, ticking: false, afterVerdict: null,
+  me: null, // {name, role} of the key
 };
 
 // ---------------------------------------------------------------- DOM and formatting
@@ -178,6 +179,7 @@ function setupKeyDialog() {
     if (!key) return event.preventDefault();
     state.key = key;
     localStorage.setItem(KEY_STORAGE, key);
+    state.me = null;
     clearMessage();
     refreshAll();
   });
@@ -231,7 +233,7 @@ function queueRow(item) {
     "aria-current": item.alert_id === state.selectedId ? "true" : null,
     onclick: () => select(item.alert_id),
   };
-  const claimer = status === "claimed" ? `${item.claimed_by ?? ""} ` : "";
+  const claimer = status === "claimed" ? `${holder(item.claimed_by)} ` : "";
   return h("li", {}, h("button", props,
     h("span", { class: "score", title: "Score" }, fixed(item.score, 2)),
     badge(item.decision),
@@ -346,9 +348,9 @@ function renderSummary(d) {
       badge(d.decision),
       h("span", { class: "big-amount" }, money(d.amount, d.currency))),
     h("p", { "data-testid": "detail-status" }, "Status: ", badge(status),
-      claimLive(d) ? [" by ", h("strong", {}, d.claimed_by ?? "?"), ` until ${until}`] : [],
+      claimLive(d) ? [" by ", h("strong", {}, holder(d.claimed_by)), ` until ${until}`] : [],
       d.label ? [" · verdict ", badge(d.label, `label-${d.label}`)] : [],
-      d.decided_by ? [" by ", h("strong", {}, d.decided_by)] : []),
+      d.decided_by ? [" by ", h("strong", {}, holder(d.decided_by))] : []),
     d.note ? h("p", { class: "meta" }, `Note: ${d.note}`) : null,
     h("p", { class: "meta" },
       `Alert ${d.alert_id} · model ${d.model_name ?? "?"} ${d.model_version ?? ""} · raised `,
@@ -583,7 +585,14 @@ async function refreshModels() {
 const UNSENT = "Verdicts and admin changes not yet delivered to Kafka: the detector has not " +
   "seen them yet.";
 
+/** "you" for the key's own name, so an analyst tells their claims from others'. */
+const holder = (name) => (name && state.me && name === state.me.name ? "you" : name ?? "?");
+
 async function refreshStats() {
+  if (!state.me) {
+    state.me = await api("/api/me");
+    if (state.me) $("[data-testid=me]").textContent = `${state.me.name} · ${state.me.role}`;
+  }
   const s = (await api("/api/queue/stats")) ?? {};
   const verdicts = s.verdicts_last_hour ?? {};
   $("[data-testid=queue-stats]").replaceChildren(

@@ -202,6 +202,7 @@ def test_an_analyst_decides_an_alert_in_the_browser(service: Service) -> None:
             page.get_by_label("X-API-Key").fill(ANA_KEY)
             page.get_by_test_id("key-save").click()
             expect(page.get_by_test_id("key-dialog")).to_be_hidden()
+            expect(page.get_by_test_id("me")).to_have_text("ana · analyst")
 
             # Both alerts arrive through Kafka; the queue refreshes on its own.
             expect(queue_item(page, mine)).to_be_visible()
@@ -248,7 +249,7 @@ def test_an_analyst_decides_an_alert_in_the_browser(service: Service) -> None:
             # Claim with the keyboard, write a note, then the verdict with the keyboard too.
             queue_item(page, mine).focus()
             page.keyboard.press("c")
-            expect(page.get_by_test_id("detail-status")).to_contain_text("ana")
+            expect(page.get_by_test_id("detail-status")).to_contain_text("claimed by you")
             page.get_by_label("Note for the audit trail (optional)").fill("card holder called")
             page.keyboard.press("Escape")
             expect(page.get_by_test_id("fraud-button")).to_be_enabled()
