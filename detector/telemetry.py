@@ -66,15 +66,23 @@ recovered state.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import socket
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from detector.contracts import ModelStatus, RejectReason
 
@@ -282,6 +290,35 @@ class _ModelCollector(Collector):
         yield from (info, scored, learned, *quality.values(), review, block, emitted)
 
 
+class FastHistogram(Collector):
+    """A histogram for the per-transaction path, rendered at scrape time.
+
+    prometheus-client's ``Histogram.observe`` takes a lock and scans its buckets (about
+    3 µs); this one bisects into plain counters (well under 1 µs). The dataflow's worker
+    threads update it under the GIL: an observation may rarely be lost to a race between
+    threads, and no series ever goes backwards.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = sorted(b for b in buckets if b != float("inf"))
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one: above every bound
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def collect(self) -> Iterator[Metric]:
+        cumulative = list(itertools.accumulate(self.counts))
+        buckets = [(floatToGoString(b), c) for b, c in zip(self.bounds, cumulative, strict=False)]
+        buckets.append(("+Inf", cumulative[-1]))
+        yield HistogramMetricFamily(
+            self.name, self.documentation, buckets=buckets, sum_value=self.sum
+        )
+
+
 class DetectorMetrics:
     """The detector's registry and the instruments the dataflow updates.
 
@@ -312,24 +349,21 @@ class DetectorMetrics:
             ["source"],
             registry=r,
         )
-        self.latency = Histogram(
+        self.latency = FastHistogram(
             "fraudstream_processing_latency_seconds",
             "Kafka record timestamp to decision.",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
         )
-        self.event_time_lag = Histogram(
+        self.event_time_lag = FastHistogram(
             "fraudstream_event_time_lag_seconds",
             "Transaction timestamp to decision.",
-            buckets=EVENT_TIME_LAG_BUCKETS,
-            registry=r,
+            EVENT_TIME_LAG_BUCKETS,
         )
-        self.score = Histogram(
-            "fraudstream_score",
-            "Scores of the deciding model.",
-            buckets=SCORE_BUCKETS,
-            registry=r,
+        self.score = FastHistogram(
+            "fraudstream_score", "Scores of the deciding model.", SCORE_BUCKETS
         )
+        for histogram in (self.latency, self.event_time_lag, self.score):
+            r.register(histogram)
         self.label_delay = Histogram(
             "fraudstream_label_delay_seconds",
             "Transaction time to label time, by source (explicit labels).",

@@ -398,3 +398,24 @@ def test_start_metrics_serves_on_the_configured_address() -> None:
     url = start_metrics(settings)
     assert url == f"http://127.0.0.1:{port}/metrics"
     assert "fraudstream_transactions_total" in scrape(url)
+
+
+def test_the_fast_histogram_exposes_what_a_client_histogram_would() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from detector.telemetry import SCORE_BUCKETS, FastHistogram
+
+    values = [0.0, 0.05, 0.049, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0, 0.3333, 1.5]
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    fast = FastHistogram("fraudstream_score", "Scores.", SCORE_BUCKETS)
+    ours.register(fast)
+    reference = Histogram("fraudstream_score", "Scores.", buckets=SCORE_BUCKETS, registry=theirs)
+    for value in values:
+        fast.observe(value)
+        reference.observe(value)
+
+    def samples(registry: CollectorRegistry) -> list[str]:
+        text = generate_latest(registry).decode()
+        return [line for line in text.splitlines() if line and "_created" not in line]
+
+    assert samples(ours) == samples(theirs)
