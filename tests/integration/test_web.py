@@ -28,12 +28,12 @@ from detector.broker import find_free_ports
 from detector.contracts import (
     Alert,
     Label,
-    ModelQuality,
     ModelStatus,
     Transaction,
     alert_id_for,
 )
 from detector.settings import Settings
+from tests.factories import model_status
 from tests.integration.kafka_io import produce
 
 pytestmark = pytest.mark.integration
@@ -118,30 +118,25 @@ def make_alert(transaction_id: str, card_id: str, amount: float, score: float) -
 
 
 def make_status() -> ModelStatus:
-    return ModelStatus(
-        model_name="logreg",
+    return model_status(
+        "logreg",
         model_version="v7",
-        deciding=True,
         transactions_scored=123_456,
         decisions={"allow": 122_000, "review": 1_300, "block": 156},
         labels_learned={"fraud": 321, "legit": 45_678},
         labels_by_source={"chargeback": 300, "analyst": 21},
         classifier_weight=0.9,
-        quality=ModelQuality(
-            window=5000,
-            frauds=40,
-            auc=0.934,
-            average_precision=0.61,
-            alert_precision=0.42,
-            alert_recall=0.8,
-        ),
+        quality={
+            "window": 5000,
+            "frauds": 40,
+            "auc": 0.934,
+            "average_precision": 0.61,
+            "alert_precision": 0.42,
+            "alert_recall": 0.8,
+        },
         threshold_mode="fixed",
-        review_threshold=0.6,
-        block_threshold=0.9,
         review_share=None,
         block_share=None,
-        last_control_id=None,
-        last_label_at=None,
         emitted_at=datetime.now(UTC),
     )
 

@@ -22,12 +22,12 @@ from detector.contracts import (
     Alert,
     Control,
     Label,
-    ModelQuality,
     ModelStatus,
     Transaction,
     alert_id_for,
 )
 from detector.settings import Settings
+from tests.factories import model_status
 
 ADMIN = "admin-key-0123456789abcdef"
 ANALYST = "analyst-key-0123456789abcdef"
@@ -73,32 +73,7 @@ def make_alert(
 
 
 def make_status(name: str, *, deciding: bool, at: datetime = T0) -> ModelStatus:
-    return ModelStatus(
-        model_name=name,
-        model_version="0.1.0",
-        deciding=deciding,
-        transactions_scored=100,
-        decisions={"allow": 98, "review": 1, "block": 1},
-        labels_learned={"fraud": 1, "legit": 3},
-        labels_by_source={"analyst": 4},
-        classifier_weight=0.2,
-        quality=ModelQuality(
-            window=4,
-            frauds=1,
-            auc=None,
-            average_precision=None,
-            alert_precision=None,
-            alert_recall=None,
-        ),
-        threshold_mode="volume",
-        review_threshold=0.6,
-        block_threshold=0.9,
-        review_share=0.01,
-        block_share=0.001,
-        last_control_id=None,
-        last_label_at=None,
-        emitted_at=at,
-    )
+    return model_status(name, deciding=deciding, emitted_at=at)
 
 
 class Clock:

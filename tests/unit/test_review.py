@@ -19,12 +19,12 @@ from detector.contracts import (
     Alert,
     Control,
     Label,
-    ModelQuality,
     ModelStatus,
     ThresholdChange,
     Transaction,
     alert_id_for,
 )
+from tests.factories import model_status
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 TTL = timedelta(minutes=15)
@@ -169,8 +169,8 @@ def test_alerts_no_database_could_hold_are_invalid(
 
 
 def status(name: str, emitted_at: datetime, *, deciding: bool = True) -> ModelStatus:
-    return ModelStatus(
-        model_name=name,
+    return model_status(
+        name,
         model_version="1",
         deciding=deciding,
         transactions_scored=10,
@@ -178,21 +178,7 @@ def status(name: str, emitted_at: datetime, *, deciding: bool = True) -> ModelSt
         labels_learned={"fraud": 0, "legit": 1},
         labels_by_source={"analyst": 1},
         classifier_weight=0.5,
-        quality=ModelQuality(
-            window=1,
-            frauds=0,
-            auc=None,
-            average_precision=None,
-            alert_precision=None,
-            alert_recall=None,
-        ),
-        threshold_mode="volume",
-        review_threshold=0.6,
-        block_threshold=0.9,
-        review_share=0.01,
-        block_share=0.001,
-        last_control_id=None,
-        last_label_at=None,
+        quality={"window": 1, "frauds": 0},
         emitted_at=emitted_at,
     )
 

@@ -25,6 +25,7 @@ from detector.telemetry import (
     metrics_port,
     serve,
 )
+from tests.factories import model_status
 from tests.unit.test_dataflow import Feed, ordinary_traffic
 
 # The names the dashboards and alert rules use (deploy/prometheus, deploy/grafana).
@@ -78,8 +79,8 @@ def status(
     auc: float | None = 0.9,
     scored: int = 100,
 ) -> ModelStatus:
-    return ModelStatus(
-        model_name=model,
+    return model_status(
+        model,
         model_version="1.2.3",
         deciding=deciding,
         transactions_scored=scored,
@@ -87,21 +88,16 @@ def status(
         labels_learned={"fraud": 3, "legit": 40},
         labels_by_source={"analyst": 43},
         classifier_weight=0.5,
-        quality=ModelQuality(
-            window=43,
-            frauds=3,
-            auc=auc,
-            average_precision=0.5 if auc is not None else None,
-            alert_precision=None,
-            alert_recall=0.25,
-        ),
+        quality={
+            "window": 43,
+            "frauds": 3,
+            "auc": auc,
+            "average_precision": 0.5 if auc is not None else None,
+            "alert_recall": 0.25,
+        },
         threshold_mode="fixed",
-        review_threshold=0.6,
-        block_threshold=0.9,
         review_share=None,
         block_share=None,
-        last_control_id=None,
-        last_label_at=None,
         emitted_at=datetime(2024, 1, 1, tzinfo=UTC),
     )
 
