@@ -149,7 +149,17 @@ def run_system(settings: Settings, *, simulate: bool = True, rate: float = 100.0
     try:
         for child in procs:
             child.start(api_env if child.name == "api" else env)
-        log.info("fraudstream is up", api=page_url(settings), topics=settings.topics)
+        log.info(
+            "fraudstream is up",
+            api=page_url(settings),
+            metrics=[
+                f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+                if settings.metrics_port
+                else None,
+                f"{page_url(settings).rstrip('/')}/metrics",
+            ],
+            topics=settings.topics,
+        )
         if keys is not None:
             announce_keys(settings, keys)
         while not stopping.wait(0.5):
