@@ -7,9 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test system install kafka lint unit integration clean
+.PHONY: run test system system-run install kafka lint unit integration clean
 
-run: system install kafka
+run: system-run install kafka
 	$(BIN)/fraudstream up
 
 test: system install kafka lint
@@ -17,7 +17,10 @@ test: system install kafka lint
 
 # Debian packages beyond Python: Java and Maven (broker), PostgreSQL, Chromium (tests).
 system:
-	bash deploy/local/system-packages.sh
+	bash deploy/local/system-packages.sh test
+
+system-run:
+	bash deploy/local/system-packages.sh run
 
 install: $(INSTALLED)
 

@@ -4,17 +4,27 @@
 # production-like tests), Chromium (the analysts' page in a real browser) and
 # Prometheus with promtool (scraping the live system, checking the alert rules).
 # Installs only what is missing; needs root (or sudo) on Debian/Ubuntu.
+#
+#   system-packages.sh run    what `make run` needs: Java and Maven
+#   system-packages.sh test   everything (the default)
 set -euo pipefail
+profile="${1:-test}"
+case "$profile" in
+  run | test) ;;
+  *) echo "usage: $0 [run|test]" >&2; exit 2 ;;
+esac
 
 missing=()
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
-{ command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } \
-  || missing+=(postgresql)
-{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } \
-  || missing+=(chromium)
-{ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } \
-  || missing+=(prometheus)
+if [ "$profile" = "test" ]; then
+  { command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } \
+    || missing+=(postgresql)
+  { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } \
+    || missing+=(chromium)
+  { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } \
+    || missing+=(prometheus)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
