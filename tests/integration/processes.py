@@ -15,23 +15,30 @@ from confluent_kafka import KafkaException
 from detector.settings import Settings
 
 
+def service_env(settings: Settings) -> dict[str, str]:
+    """The environment that points a fraudstream process at ``settings``' broker and topics."""
+    return {
+        "FRAUDSTREAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        **{
+            f"FRAUDSTREAM_{name.upper()}": getattr(settings, name)
+            for name in Settings.model_fields
+            if name.startswith("topic_") and isinstance(getattr(settings, name), str)
+        },
+    }
+
+
 def detector_process(
     settings: Settings, tmp_path: Path, log: Path, env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
     """Start the detector on ``settings``' broker and topics, with ``env`` on top."""
     full = {
         **os.environ,
-        "FRAUDSTREAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "FRAUDSTREAM_RECOVERY_DIR": str(tmp_path / "recovery"),
         "FRAUDSTREAM_SNAPSHOT_INTERVAL_SECONDS": "0.5",
         "FRAUDSTREAM_LOG_LEVEL": "WARNING",
         # No metrics endpoint unless a test asks for one on a port of its own.
         "FRAUDSTREAM_METRICS_PORT": "0",
-        **{
-            f"FRAUDSTREAM_{name.upper()}": getattr(settings, name)
-            for name in Settings.model_fields
-            if name.startswith("topic_") and isinstance(getattr(settings, name), str)
-        },
+        **service_env(settings),
         **env,
     }
     with log.open("ab") as out:

@@ -47,7 +47,7 @@ from detector.contracts import Label, Transaction
 from detector.settings import Settings
 from detector.simulator import SimulationConfig, simulate
 from tests.integration.kafka_io import produce
-from tests.integration.processes import detector_process, wait_until
+from tests.integration.processes import detector_process, service_env, wait_until
 from tests.integration.test_api_kafka import ADMIN, ANALYST, KEYS
 from tests.ops import (
     RULES_DIR,
@@ -128,7 +128,6 @@ def api_process(
     """``python -m detector api`` on ``port``, on the test's broker and topics."""
     env = {
         **os.environ,
-        "FRAUDSTREAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "FRAUDSTREAM_HOME": str(tmp_path / "home"),
         "FRAUDSTREAM_DATABASE_URL": f"sqlite:///{tmp_path / 'review.db'}",
         "FRAUDSTREAM_API_KEYS": KEYS,
@@ -136,11 +135,7 @@ def api_process(
         "FRAUDSTREAM_API_PORT": str(port),
         "FRAUDSTREAM_OUTBOX_INTERVAL_SECONDS": "0.2",
         "FRAUDSTREAM_LOG_LEVEL": "WARNING",
-        **{
-            f"FRAUDSTREAM_{name.upper()}": getattr(settings, name)
-            for name in Settings.model_fields
-            if name.startswith("topic_") and isinstance(getattr(settings, name), str)
-        },
+        **service_env(settings),
     }
     with log.open("ab") as out:
         return subprocess.Popen(
