@@ -7,6 +7,8 @@ Records are keyed by ``card_id`` so that a card's events stay in order on one pa
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -28,8 +30,8 @@ ShortText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 DecisionKind = Literal["allow", "review", "block"]
 LabelKind = Literal["fraud", "legit"]
 
-# Alert ids are UUIDv5 of the transaction id in this namespace: a replay or restart that
-# decides a transaction again produces the very same alert id.
+# Alert ids are UUIDv5 of the card and transaction ids in this namespace: a replay or
+# restart that decides a transaction again produces the very same alert id.
 ALERT_NAMESPACE = uuid.UUID("5b0c7c39-5d7e-4bfa-9a59-0b8f2c6f3e11")
 
 
@@ -122,10 +124,23 @@ class RejectReason(StrEnum):
     DUPLICATE = "duplicate"
     UNKNOWN_TRANSACTION = "unknown_transaction"
     KAFKA_ERROR = "kafka_error"
+    INTERNAL_ERROR = "internal_error"
+
+
+# A dead letter keeps at most this much of the record's value and key, so that it always
+# fits a broker's default 1 MB record limit (base64 makes it a third larger); larger
+# values keep their size and SHA-256 digest, and their source coordinates find the rest.
+DEAD_LETTER_VALUE_LIMIT = 128 * 1024
+DEAD_LETTER_KEY_LIMIT = 4 * 1024
+DEAD_LETTER_ERROR_LIMIT = 2000
 
 
 class DeadLetter(_Contract):
-    """A record fraudstream could not use, kept whole with the reason, on the DLQ topic."""
+    """A record fraudstream could not use, with the reason, on the DLQ topic.
+
+    The original bytes are kept whole up to ``DEAD_LETTER_VALUE_LIMIT``; beyond that a
+    prefix (``truncated`` is true), always with the size and digest of the whole value.
+    """
 
     reason: RejectReason
     error: str
@@ -134,6 +149,9 @@ class DeadLetter(_Contract):
     offset: int | None
     key_base64: str | None
     value_base64: str
+    value_size: int = Field(0, description="Bytes in the original value.")
+    value_sha256: str = Field("", description="Hex SHA-256 of the original value.")
+    truncated: bool = Field(False, description="True when value_base64 holds only a prefix.")
     failed_at: AwareDatetime
 
     @classmethod
@@ -148,14 +166,20 @@ class DeadLetter(_Contract):
         partition: int | None = None,
         offset: int | None = None,
     ) -> DeadLetter:
+        value = value or b""
         return cls(
             reason=reason,
-            error=error[:2000],
+            error=error[:DEAD_LETTER_ERROR_LIMIT],
             source_topic=topic,
             partition=partition,
             offset=offset,
-            key_base64=base64.b64encode(key).decode() if key is not None else None,
-            value_base64=base64.b64encode(value or b"").decode(),
+            key_base64=(
+                base64.b64encode(key[:DEAD_LETTER_KEY_LIMIT]).decode() if key is not None else None
+            ),
+            value_base64=base64.b64encode(value[:DEAD_LETTER_VALUE_LIMIT]).decode(),
+            value_size=len(value),
+            value_sha256=hashlib.sha256(value).hexdigest(),
+            truncated=len(value) > DEAD_LETTER_VALUE_LIMIT,
             failed_at=datetime.now(UTC),
         )
 
@@ -254,6 +278,10 @@ class Control(_Contract):
         return self
 
 
-def alert_id_for(transaction_id: str) -> str:
-    """The deterministic alert id of a transaction."""
-    return str(uuid.uuid5(ALERT_NAMESPACE, transaction_id))
+def alert_id_for(card_id: str, transaction_id: str) -> str:
+    """The deterministic alert id of a card's transaction.
+
+    The card is part of it: two payment systems may use the same transaction id for
+    different cards, and each transaction is its own alert.
+    """
+    return str(uuid.uuid5(ALERT_NAMESPACE, json.dumps([card_id, transaction_id])))

@@ -195,7 +195,7 @@ class Scored:
         if self.decision == "allow":
             return None
         return Alert(
-            alert_id=alert_id_for(self.transaction.transaction_id),
+            alert_id=alert_id_for(self.transaction.card_id, self.transaction.transaction_id),
             transaction=self.transaction,
             score=self.score,
             decision=self.decision,

@@ -74,4 +74,6 @@ def _not_json_detail(value: bytes) -> str:
         json.loads(value)
     except (ValueError, UnicodeDecodeError) as error:
         return f"not valid JSON: {error}"
+    except RecursionError:
+        return "not valid JSON: nested too deeply"
     return "not a JSON object"

@@ -10,10 +10,28 @@ from river import base
 
 from models.frauds import ConfirmedFrauds
 
-__all__ = ["CARD_FEATURES", "CardProfile"]
+__all__ = ["CARD_FEATURES", "MAX_AMOUNT", "MIN_AMOUNT", "CardProfile", "bounded_amount"]
 
 HOUR = 3600.0
 DAY = 86400.0
+# Amounts enter the sums and ratios clamped to this range: a subnormal amount (5e-324 is
+# a valid positive number) would make the next ratio infinite, and a huge one would
+# overflow the sums of squares. A cent and a trillion bound every real card payment.
+MIN_AMOUNT = 0.01
+MAX_AMOUNT = 1e12
+
+
+def bounded_amount(amount: float) -> float:
+    """``amount`` clamped to [MIN_AMOUNT, MAX_AMOUNT] (NaN counts as the minimum).
+
+    >>> bounded_amount(5e-324), bounded_amount(12.5), bounded_amount(1e308)
+    (0.01, 12.5, 1000000000000.0)
+
+    """
+    if not amount >= MIN_AMOUNT:  # also true for NaN
+        return MIN_AMOUNT
+    return min(amount, MAX_AMOUNT)
+
 
 CARD_FEATURES: tuple[str, ...] = (
     "amount",
@@ -116,6 +134,7 @@ class CardProfile(base.Base):
 
     def features(self, ts: float, amount: float, terminal_id: str) -> dict[str, float]:
         """Features of a transaction at ``ts``, from the history before it (not updated)."""
+        amount = bounded_amount(amount)
         agg = self._aggregates(ts, terminal_id)
         history, week, day = agg.history, agg.week, agg.day
         n = history.count
@@ -145,6 +164,7 @@ class CardProfile(base.Base):
 
     def observe(self, ts: float, amount: float, terminal_id: str) -> None:
         """Remember a transaction and forget what fell out of the windows."""
+        amount = bounded_amount(amount)
         for window in (self._history, self._week, self._day, self._hour):
             window.forget_before(ts)
         for window in (self._history, self._week, self._day, self._hour):

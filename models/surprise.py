@@ -59,7 +59,10 @@ class TailSurprise(AnomalyDetector):
 
     def _bin(self, name: str, value: float) -> int:
         low, high = self.limits[name]
-        return min(self.bins - 1, max(0, int((value - low) / (high - low) * self.bins)))
+        position = (value - low) / (high - low) * self.bins
+        if not position < self.bins:  # beyond the top, +inf, or NaN: the edge bin
+            return self.bins - 1 if position == position else 0
+        return max(0, int(position))
 
     def learn_one(self, x: dict[typing.Hashable, typing.Any]) -> None:
         for name, counts in self._counts.items():

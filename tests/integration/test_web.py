@@ -105,7 +105,7 @@ def make_alert(transaction_id: str, card_id: str, amount: float, score: float) -
         channel="online",
     )
     return Alert(
-        alert_id=alert_id_for(transaction_id),
+        alert_id=alert_id_for(card_id, transaction_id),
         transaction=transaction,
         score=score,
         decision="block",

@@ -60,7 +60,7 @@ def make_alert(
         currency="EUR",
     )
     return Alert(
-        alert_id=alert_id_for(tx.transaction_id),
+        alert_id=alert_id_for(tx.card_id, tx.transaction_id),
         transaction=tx,
         score=score,
         decision=decision,  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 
 from detector.contracts import (
     ALERT_NAMESPACE,
+    DEAD_LETTER_VALUE_LIMIT,
     Alert,
     Control,
     DeadLetter,
@@ -153,13 +155,19 @@ def test_label_parses_and_validates_kind_and_source() -> None:
         Label.model_validate_json(as_json({k: v for k, v in raw.items() if k != "card_id"}))
 
 
-def test_alert_ids_are_uuid5_of_the_transaction_id() -> None:
-    first = alert_id_for("tx-1")
-    assert first == alert_id_for("tx-1")  # a replay gives the same alert id
-    assert first == str(uuid.uuid5(ALERT_NAMESPACE, "tx-1"))
+def test_alert_ids_are_uuid5_of_the_card_and_transaction_ids() -> None:
+    first = alert_id_for("card-1", "tx-1")
+    assert first == alert_id_for("card-1", "tx-1")  # a replay gives the same alert id
+    assert first == str(uuid.uuid5(ALERT_NAMESPACE, '["card-1", "tx-1"]'))
     assert uuid.UUID(first).version == 5
-    assert alert_id_for("tx-2") != first
-    assert len({alert_id_for(f"tx-{i}") for i in range(1000)}) == 1000
+    assert alert_id_for("card-1", "tx-2") != first
+    assert len({alert_id_for("card-1", f"tx-{i}") for i in range(1000)}) == 1000
+
+
+def test_the_same_transaction_id_on_two_cards_gives_two_alerts() -> None:
+    assert alert_id_for("card-1", "tx-1") != alert_id_for("card-2", "tx-1")
+    # No separator trick makes two different pairs collide.
+    assert alert_id_for("a/b", "c") != alert_id_for("a", "b/c")
 
 
 def test_dead_letter_keeps_the_original_bytes() -> None:
@@ -195,6 +203,20 @@ def test_dead_letter_truncates_long_errors() -> None:
     assert len(letter.error) == 2000
 
 
+def test_a_dead_letter_of_a_huge_record_fits_the_broker_limit() -> None:
+    value = b"x" * 1_000_000  # the broker's default limit is 1,048,588 bytes per record
+    letter = DeadLetter.of(
+        RejectReason.OVERSIZE, "too big", value, key=b"k" * 100_000, topic="t", offset=7
+    )
+    assert len(letter.model_dump_json()) < 200_000
+    assert letter.truncated and letter.value_size == len(value)
+    assert letter.value == value[:DEAD_LETTER_VALUE_LIMIT]
+    assert letter.value_sha256 == hashlib.sha256(value).hexdigest()
+    assert (letter.source_topic, letter.offset) == ("t", 7)
+    small = DeadLetter.of(RejectReason.INVALID, "bad", b"{}")
+    assert not small.truncated and small.value == b"{}" and small.value_size == 2
+
+
 def test_reject_reasons_are_stable_metric_labels() -> None:
     assert {r.value for r in RejectReason} == {
         "oversize",
@@ -204,6 +226,7 @@ def test_reject_reasons_are_stable_metric_labels() -> None:
         "duplicate",
         "unknown_transaction",
         "kafka_error",
+        "internal_error",
     }
 
 
@@ -238,7 +261,7 @@ def test_decision_bounds_its_score_and_kind() -> None:
 
 def test_alert_is_only_for_review_or_block() -> None:
     fields: dict[str, Any] = {
-        "alert_id": alert_id_for("tx-1"),
+        "alert_id": alert_id_for("card-1", "tx-1"),
         "transaction": transaction(),
         "score": 0.95,
         "decision": "block",

@@ -150,7 +150,7 @@ def test_every_valid_transaction_yields_exactly_one_decision() -> None:
     # Alerts are exactly the reviewed and blocked decisions.
     flagged = {d.transaction_id for d in out.decisions if d.decision != "allow"}
     assert {a.transaction.transaction_id for a in out.alerts} == flagged
-    assert all(a.alert_id == alert_id_for(a.transaction.transaction_id) for a in out.alerts)
+    assert all(a.alert_id == alert_id_for(a.transaction.card_id, a.transaction.transaction_id) for a in out.alerts)
     assert out.dead_letters == []
     assert out.statuses[-1].transactions_scored == len(sent)
     assert sum(out.statuses[-1].decisions.values()) == len(sent)

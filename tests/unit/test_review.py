@@ -80,7 +80,7 @@ def make_alert(
         currency="EUR",
     )
     return Alert(
-        alert_id=alert_id_for(f"tx-{n}"),
+        alert_id=alert_id_for(card, f"tx-{n}"),
         transaction=transaction,
         score=score,
         decision=decision,  # type: ignore[arg-type]
@@ -276,8 +276,8 @@ def test_pagination_is_stable_and_counts_every_match(session: Session, queue: li
 @pytest.mark.parametrize("value", HOSTILE)
 def test_hostile_strings_are_plain_values(session: Session, queue: list[str], value: str) -> None:
     add(session, make_alert(9, card=value, terminal=value))
-    assert page(session, card_id=value) == [alert_id_for("tx-9")]
-    assert page(session, terminal_id=value) == [alert_id_for("tx-9")]
+    assert page(session, card_id=value) == [alert_id_for(value, "tx-9")]
+    assert page(session, terminal_id=value) == [alert_id_for(value, "tx-9")]
     assert len(page(session)) == 6  # nothing dropped, nothing deleted
     with pytest.raises(NotFound):
         review.get_alert(session, value)

@@ -330,7 +330,7 @@ def test_scored_becomes_a_valid_decision_and_alert() -> None:
     alert = scored.to_alert()
     assert alert is not None
     assert Alert.model_validate_json(alert.model_dump_json()) == alert
-    assert alert.alert_id == alert_id_for("planted")
+    assert alert.alert_id == alert_id_for(scored.transaction.card_id, "planted")
     assert alert.transaction == scored.transaction
     assert alert.features == scored.features
     assert alert.decision == scored.decision
