@@ -268,6 +268,10 @@ class ModelSlot:
     scorer: HybridScorer
     thresholds: Thresholds | VolumeThresholds
     quality: QualityTracker
+    # The model's recent scores, kept in every mode: in volume mode it is ``thresholds``;
+    # under fixed thresholds it keeps following the scores, so that going back to volume
+    # mode needs no warm-up on the old fixed thresholds.
+    window: VolumeThresholds
     transactions_scored: int = 0
     # what this model decided, or would have decided in shadow, under its thresholds
     decisions: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -297,6 +301,7 @@ class ModelState:
                 scorer=state["scorer"],
                 thresholds=state["thresholds"],
                 quality=QualityTracker(),
+                window=_window_of(state["thresholds"]),
                 transactions_scored=state["transactions_scored"],
                 decisions=state["decisions"],
             )
@@ -496,7 +501,7 @@ def _score(state: ModelState, item: Featured, config: CoreConfig) -> Scored:
     for slot in state.models.values():
         parts = slot.scorer.predict_parts(features)
         decision = slot.thresholds.decide(parts.score)
-        slot.thresholds.update(parts.score)
+        slot.window.update(parts.score)
         slot.scorer.learn_unlabelled(features, parts)
         slot.transactions_scored += 1
         slot.decisions[decision] += 1
@@ -552,31 +557,36 @@ def apply_control(state: ModelState, control: Control) -> ControlApplied | Rejec
         change = control.thresholds
         assert change is not None  # the contract requires it for set_thresholds
         for slot in state.models.values():
-            slot.thresholds = changed_thresholds(slot.thresholds, change)
+            slot.thresholds = changed_thresholds(slot.window, change)
     state.last_control_id = control.control_id
     return ControlApplied(control)
 
 
 def changed_thresholds(
-    current: Thresholds | VolumeThresholds, change: ThresholdChange
+    window: VolumeThresholds, change: ThresholdChange
 ) -> Thresholds | VolumeThresholds:
-    """The thresholds after ``change``; volume thresholds keep their window of scores."""
+    """The thresholds after ``change``; volume thresholds are the model's window of scores."""
     if change.mode == "fixed":
         assert change.review_threshold is not None and change.block_threshold is not None
         return Thresholds(change.review_threshold, change.block_threshold)
     assert change.review_share is not None and change.block_share is not None
-    if isinstance(current, VolumeThresholds):
-        current.set_shares(change.review_share, change.block_share)
-        return current
-    # From fixed to volume: the fixed thresholds decide until the window has warmed up.
-    return VolumeThresholds(change.review_share, change.block_share, fallback=current)
+    # The window has followed the scores under fixed thresholds too: it decides at once.
+    window.set_shares(change.review_share, change.block_share)
+    return window
 
 
-def thresholds(config: CoreConfig) -> Thresholds | VolumeThresholds:
+def _window_of(thresholds: Thresholds | VolumeThresholds) -> VolumeThresholds:
+    """A window of scores for ``thresholds``: itself in volume mode, else a new one."""
+    if isinstance(thresholds, VolumeThresholds):
+        return thresholds
+    return VolumeThresholds(fallback=thresholds)
+
+
+def new_thresholds(config: CoreConfig) -> tuple[Thresholds | VolumeThresholds, VolumeThresholds]:
+    """The thresholds in force at start, and the window of scores (see ``ModelSlot``)."""
     fixed = Thresholds(config.review_threshold, config.block_threshold)
-    if config.threshold_mode == "fixed":
-        return fixed
-    return VolumeThresholds(config.review_share, config.block_share, fallback=fixed)
+    window = VolumeThresholds(config.review_share, config.block_share, fallback=fixed)
+    return (fixed if config.threshold_mode == "fixed" else window), window
 
 
 def model_name(kind: str) -> str:
@@ -585,14 +595,16 @@ def model_name(kind: str) -> str:
 
 
 def new_model_slot(kind: str, config: CoreConfig) -> ModelSlot:
+    in_force, window = new_thresholds(config)
     return ModelSlot(
         name=model_name(kind),
         scorer=HybridScorer(classifier=CLASSIFIERS[kind](), warmup_frauds=config.warmup_frauds),
-        thresholds=thresholds(config),
+        thresholds=in_force,
         quality=QualityTracker(
             config.quality_window,
             horizon_days=config.label_horizon_days,
         ),
+        window=window,
     )
 
 
@@ -612,12 +624,12 @@ def ensure_models(state: ModelState, config: CoreConfig) -> ModelState:
         if model_name(kind) not in state.models:
             slot = new_model_slot(kind, config)
             current = state.thresholds
-            if isinstance(current, Thresholds):
-                slot.thresholds = current
-            else:
-                slot.thresholds = VolumeThresholds(
-                    current.review_share, current.block_share, fallback=current.fallback
-                )
+            slot.window = VolumeThresholds(
+                state.decider.window.review_share,
+                state.decider.window.block_share,
+                fallback=state.decider.window.fallback,
+            )
+            slot.thresholds = current if isinstance(current, Thresholds) else slot.window
             state.models[slot.name] = slot
     for slot in state.models.values():
         if slot.quality.size != config.quality_window:

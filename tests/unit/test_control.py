@@ -102,11 +102,41 @@ def test_switching_modes_keeps_the_models_learning() -> None:
     core.apply(set_volume(0.1, 0.01, "volume"))
     volume = core.model.thresholds
     assert isinstance(volume, VolumeThresholds)
-    # Until its window warms up, the volume thresholds fall back to the fixed ones in force.
-    assert (volume.review, volume.block) == (0.5, 0.7)
     scored_before = core.model.transactions_scored
     core.score(later(0))
     assert core.model.transactions_scored == scored_before + 1
+
+
+def test_back_to_volume_the_thresholds_follow_the_scores_at_once() -> None:
+    # Regression: after fixed 0/0 and back to volume, the old fixed thresholds decided
+    # (blocking everything) until a fresh window had warmed up on 1,000 new scores.
+    core, _ = warmed(CoreConfig(threshold_mode="volume"))
+    core.apply(set_fixed(0.0, 0.0, "block-all"))
+    assert core.score(later(0)).decision == "block"
+    for i in range(1, 300):  # the scores under fixed thresholds still fill the window
+        core.score(later(i))
+    core.apply(set_volume(0.01, 0.001, "volume-again"))
+    volume = core.model.thresholds
+    assert isinstance(volume, VolumeThresholds)
+    assert volume.review > 0.0 and volume.block >= volume.review
+    decided = [core.score(later(1000 + i)).decision for i in range(300)]
+    assert decided.count("block") <= 15, decided.count("block")
+    [status] = core.statuses()
+    assert (status.threshold_mode, status.review_share, status.block_share) == (
+        "volume",
+        0.01,
+        0.001,
+    )
+
+
+def test_fixed_from_the_start_then_volume_needs_no_warm_up() -> None:
+    core, _ = warmed(CoreConfig(threshold_mode="fixed", review_threshold=0.0))
+    for i in range(200):  # past the window's warm-up of 1,000 scores
+        core.score(later(i))
+    core.apply(set_volume(0.01, 0.001, "volume"))
+    volume = core.model.thresholds
+    assert isinstance(volume, VolumeThresholds)
+    assert volume.review > 0.0, "the window of the fixed period decides"
 
 
 def test_the_deciding_model_can_be_switched() -> None:
