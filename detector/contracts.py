@@ -64,7 +64,10 @@ class Transaction(_Contract):
         if isinstance(value, bool):
             raise ValueError("amount must be a number, not a boolean")
         if isinstance(value, int):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise ValueError("amount is too large for a number") from None
         return value
 
     @property

@@ -9,17 +9,27 @@ This is the only module that imports Bytewax. The flow, step by step:
     -> (+ control) key_by_model -> model score, decide, explain; learn; apply controls
     -> decisions, alerts, model-status, dead letters (each a Kafka topic)
 
-From parsing on, every item travels as ``(item, received)``: ``received`` is the time its
-Kafka record was written (the record's timestamp) or, without one, parsed, so that the
-output step can measure the processing latency. The steps update the metrics of
-``detector.telemetry``; ``run`` serves them.
+From parsing on, every item travels as ``(item, received, origin)``: ``received`` is the
+time its Kafka record was written (the record's timestamp) or, without one, parsed, so
+that the output step can measure the processing latency; ``origin`` is the record itself
+until the step that uses it (for dead letters), else None. The steps update the metrics
+of ``detector.telemetry``; ``run`` serves them.
+
+No item can stop the flow: every step runs each item under a guard, and an exception
+dead-letters that item (reason ``internal_error``) while the flow goes on. Every output
+is delivered or the epoch fails: the sinks wait for the broker's acknowledgement
+(idempotent producers, ``acks=all``) and retry what it has not taken. After a crash,
+the model step first reads back the decisions published since its last snapshot, and a
+transaction decided again gets the very same decision (``detector.published``).
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import os
+import pickle
 import signal
+import sqlite3
 import sys
 import tempfile
 import time
@@ -37,11 +47,15 @@ from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
 from bytewax.operators import KeyedStream, StatefulLogic
-from bytewax.outputs import Sink
+from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
+from confluent_kafka import KafkaError, Producer
 
+from detector import __version__
 from detector.contracts import Control, DeadLetter, Label, ModelStatus, RejectReason, Transaction
+from detector.kafka_config import consumer_config, producer_config
+from detector.published import Published, read_published
 from detector.scoring import (
     CardOut,
     CardState,
@@ -52,6 +66,7 @@ from detector.scoring import (
     ModelIn,
     ModelOut,
     ModelState,
+    Origin,
     Rejected,
     RoutedLabel,
     Scored,
@@ -60,9 +75,11 @@ from detector.scoring import (
     TerminalState,
     card_step,
     ensure_models,
+    expire_parked,
     model_statuses,
     model_step,
     new_model_state,
+    parked_until,
     terminal_key,
     terminal_step,
 )
@@ -79,8 +96,9 @@ T = TypeVar("T")
 V = TypeVar("V")
 W = TypeVar("W")
 S = TypeVar("S")
-# An item with the time (epoch seconds) its Kafka record was written, or parsed.
-Stamped = tuple[T, float]
+# An item with the time (epoch seconds) its Kafka record was written, or parsed, and the
+# record itself while a step may still need it for a dead letter.
+Stamped = tuple[T, float, Origin | None]
 Parsed = Stamped[Event | Control | DeadLetter]
 # Kafka's "no timestamp" type (confluent_kafka.TIMESTAMP_NOT_AVAILABLE)
 _NO_TIMESTAMP = 0
@@ -114,6 +132,21 @@ class _Parser:
         self.max_skew = timedelta(seconds=settings.max_clock_skew_seconds)
 
     def __call__(self, msg: KafkaSourceMessage[bytes | None, bytes | None]) -> Parsed:
+        try:
+            return self._parse(msg)
+        except Exception as error:  # no record may stop the flow
+            dead = DeadLetter.of(
+                RejectReason.INTERNAL_ERROR,
+                _internal("parse_and_validate", error),
+                msg.value,
+                key=msg.key,
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+            )
+            return dead, 0.0, None
+
+    def _parse(self, msg: KafkaSourceMessage[bytes | None, bytes | None]) -> Parsed:
         parsed: Event | Control | tuple[RejectReason, str]
         if msg.topic == self.control_topic:
             parsed = parse_control(msg.value, max_bytes=self.max_bytes)
@@ -133,8 +166,75 @@ class _Parser:
                 partition=msg.partition,
                 offset=msg.offset,
             )
-            return dead, 0.0
-        return parsed, _received(msg)
+            return dead, 0.0, None
+        origin = Origin(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+        return parsed, _received(msg), origin
+
+
+def _internal(step: str, error: BaseException) -> str:
+    """The dead letter's error for an exception a step raised on one item."""
+    log.exception("step failed on one item", step=step, error_type=type(error).__name__)
+    return f"{step}: {type(error).__name__}: {error}"
+
+
+def _internal_rejection(
+    step: str, error: BaseException, item: object, origin: Origin | None
+) -> Rejected:
+    """An item a step failed on, as a rejection that keeps what is known of its record."""
+    return Rejected(
+        RejectReason.INTERNAL_ERROR,
+        _internal(step, error),
+        _payload(item),
+        control=isinstance(item, Control),
+        origin=origin if origin is not None else getattr(item, "origin", None),
+    )
+
+
+def _payload(item: object) -> bytes:
+    """The event inside a flow item, serialised (for a dead letter without a record)."""
+    for name in ("transaction", "label"):
+        inner = getattr(item, name, None)
+        if isinstance(inner, Transaction | Label):
+            return inner.model_dump_json().encode()
+    if isinstance(item, Transaction | Label | Control):
+        return item.model_dump_json().encode()
+    return repr(item).encode()[:2000]
+
+
+# Snapshots are pickled at once, which copies the state as it is at the end of the epoch
+# (Bytewax pickles what ``snapshot`` returns later, while the state goes on changing),
+# and carry a format number: a store written by another format is refused, not misread.
+SNAPSHOT_FORMAT = 2
+
+
+class RecoveryStoreError(RuntimeError):
+    """The recovery store holds snapshots this version cannot read."""
+
+
+def _freeze(state: object) -> tuple[int, str, bytes]:
+    return SNAPSHOT_FORMAT, __version__, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _thaw(snapshot: object, kind: type[T]) -> T:
+    if (
+        isinstance(snapshot, tuple)
+        and len(snapshot) == 3
+        and snapshot[0] == SNAPSHOT_FORMAT
+        and isinstance(snapshot[2], bytes)
+    ):
+        state = pickle.loads(snapshot[2])
+        if isinstance(state, kind):
+            return state
+    written_by = (
+        f"fraudstream {snapshot[1]} (format {snapshot[0]})"
+        if isinstance(snapshot, tuple) and len(snapshot) == 3
+        else "an older fraudstream"
+    )
+    raise RecoveryStoreError(
+        f"the recovery store was written by {written_by}; this is fraudstream {__version__} "
+        f"(format {SNAPSHOT_FORMAT}). Start from scratch by deleting FRAUDSTREAM_RECOVERY_DIR "
+        f"(and the output topics' consumers' expectations), or run the version that wrote it."
+    )
 
 
 @operator
@@ -151,90 +251,171 @@ def _keyed_state(
     return op.stateful("stateful", up, builder)
 
 
-class _CardLogic(StatefulLogic[Stamped[Event], Stamped[CardOut], CardState]):
-    """``card_step`` for one card; counts the cards held by this worker."""
+Snapshot = tuple[int, str, bytes]
+
+
+class _CardLogic(StatefulLogic[Stamped[Event], Stamped[CardOut], Snapshot]):
+    """``card_step`` for one card; counts the cards and parked labels of this worker.
+
+    A label that waits for its transaction wakes the card when it has waited
+    ``label_park_seconds``; a card with nothing left that can matter leaves the state.
+    """
 
     def __init__(
-        self, config: CoreConfig, metrics: DetectorMetrics, state: CardState | None
+        self, config: CoreConfig, metrics: DetectorMetrics, snapshot: Snapshot | None
     ) -> None:
         self.config = config
-        self.state = state
+        self.state = _thaw(snapshot, CardState) if snapshot is not None else None
         self.sizes = metrics.state.worker()
-        if state is not None:
+        if self.state is not None:
             self.sizes.cards += 1
+            self.sizes.parked += len(self.state.parked)
 
     def on_item(self, value: Stamped[Event]) -> tuple[list[Stamped[CardOut]], bool]:
-        event, received = value
+        event, received, origin = value
         if self.state is None:
             self.sizes.cards += 1
-        self.state, out = card_step(self.state, event, self.config)
-        return [(o, received) for o in out], StatefulLogic.RETAIN
+            parked = 0
+        else:
+            parked = len(self.state.parked)
+        try:
+            self.state, out = card_step(
+                self.state, event, self.config, origin=origin, received=received
+            )
+        except Exception as error:
+            out = [_internal_rejection("card_state", error, event, origin)]
+        if self.state is not None:
+            self.sizes.parked += len(self.state.parked) - parked
+        return [(o, received, None) for o in out], StatefulLogic.RETAIN
 
-    def snapshot(self) -> CardState:
+    def notify_at(self) -> datetime | None:
+        if self.state is None:
+            return None
+        until = parked_until(self.state, self.config)
+        return datetime.fromtimestamp(until, UTC) if until is not None else None
+
+    def on_notify(self) -> tuple[list[Stamped[CardOut]], bool]:
+        if self.state is None:
+            return [], StatefulLogic.RETAIN
+        before = len(self.state.parked)
+        expired = expire_parked(self.state, time.time(), self.config)
+        self.sizes.parked -= before - len(self.state.parked)
+        out: list[Stamped[CardOut]] = [(r, time.time(), None) for r in expired]
+        if self.state.empty:
+            self.sizes.cards -= 1
+            return out, StatefulLogic.DISCARD
+        return out, StatefulLogic.RETAIN
+
+    def snapshot(self) -> Snapshot:
         assert self.state is not None
-        return copy.deepcopy(self.state)
+        return _freeze(self.state)
 
 
-class _TerminalLogic(StatefulLogic[Stamped[TerminalIn], Stamped[TerminalOut], TerminalState]):
+class _TerminalLogic(StatefulLogic[Stamped[TerminalIn], Stamped[TerminalOut], Snapshot]):
     """``terminal_step`` for one terminal; counts terminals and kept features, and
     measures the delay of the labels it passes on to learn."""
 
     def __init__(
-        self, config: CoreConfig, metrics: DetectorMetrics, state: TerminalState | None
+        self, config: CoreConfig, metrics: DetectorMetrics, snapshot: Snapshot | None
     ) -> None:
         self.config = config
         self.metrics = metrics
-        self.state = state
+        self.state = _thaw(snapshot, TerminalState) if snapshot is not None else None
         self.sizes = metrics.state.worker()
-        if state is not None:
+        if self.state is not None:
             self.sizes.terminals += 1
-            self.sizes.pending += len(state.pending)
+            self.sizes.pending += len(self.state.pending)
 
     def on_item(self, value: Stamped[TerminalIn]) -> tuple[list[Stamped[TerminalOut]], bool]:
-        item, received = value
+        item, received, origin = value
         if self.state is None:
             self.sizes.terminals += 1
             before = 0
         else:
             before = len(self.state.pending)
-        self.state, out = terminal_step(self.state, item, self.config)
-        self.sizes.pending += len(self.state.pending) - before
+        try:
+            self.state, out = terminal_step(self.state, item, self.config)
+        except Exception as error:
+            out = [_internal_rejection("terminal_state", error, item, origin)]
+        if self.state is not None:
+            self.sizes.pending += len(self.state.pending) - before
         if isinstance(item, RoutedLabel) and out and isinstance(out[0], LabelToLearn):
             label = item.label
             delay = label.labeled_at.timestamp() - item.transaction_time
             self.metrics.label_delay_observed(label.source, delay)
-        return [(o, received) for o in out], StatefulLogic.RETAIN
+        return [(o, received, None) for o in out], StatefulLogic.RETAIN
 
-    def snapshot(self) -> TerminalState:
+    def snapshot(self) -> Snapshot:
         assert self.state is not None
-        return copy.deepcopy(self.state)
+        return _freeze(self.state)
 
 
 ModelItem = Stamped[ModelOut | ModelStatus]
 
 
-class _ModelLogic(StatefulLogic[Stamped[ModelIn], ModelItem, ModelState]):
-    """The model step, plus the models' status every ``interval`` seconds, at the end,
-    and at once after a control message is applied (so that the change shows)."""
+@dataclass
+class _ModelSnapshot:
+    """The model step's state and when it was taken (wall clock, epoch seconds)."""
 
-    def __init__(self, config: CoreConfig, interval: float, state: ModelState | None) -> None:
+    state: ModelState
+    taken_at: float
+
+
+class _ModelLogic(StatefulLogic[Stamped[ModelIn], ModelItem, Snapshot]):
+    """The model step, plus the models' status every ``interval`` seconds, at the end,
+    and at once after a control message is applied (so that the change shows).
+
+    Built on resume, it first reads back the decisions published since its snapshot
+    (``read_back``): a transaction scored again gets the decision it was published with.
+    """
+
+    def __init__(
+        self,
+        config: CoreConfig,
+        interval: float,
+        read_back: Callable[[float | None], Published],
+        snapshot: Snapshot | None,
+    ) -> None:
         self.config = config
         self.interval = timedelta(seconds=interval)
-        self.state = ensure_models(state, config) if state is not None else new_model_state(config)
+        if snapshot is not None:
+            restored = _thaw(snapshot, _ModelSnapshot)
+            self.state = ensure_models(restored.state, config)
+            self.published = read_back(restored.taken_at)
+        else:
+            self.state = new_model_state(config)
+            self.published = read_back(None)
         self.next_status = datetime.now(UTC)
 
     def on_item(self, value: Stamped[ModelIn]) -> tuple[list[ModelItem], bool]:
-        item, received = value
-        self.state, out = model_step(self.state, item, self.config)
-        stamped: list[ModelItem] = [(o, received) for o in out]
+        item, received, origin = value
+        try:
+            self.state, out = model_step(self.state, item, self.config, origin=origin)
+        except Exception as error:
+            out = [_internal_rejection("model", error, item, origin)]
+        if self.published:
+            out = [self._of_record(o) for o in out]
+        stamped: list[ModelItem] = [(o, received, None) for o in out]
         if isinstance(item, Control) and any(isinstance(o, ControlApplied) for o in out):
             return [*stamped, *self._status()[0]], StatefulLogic.RETAIN
         return stamped, StatefulLogic.RETAIN
 
+    def _of_record(self, out: ModelOut) -> ModelOut:
+        if not isinstance(out, Scored):
+            return out
+        tx = out.transaction
+        record = self.published.pop((tx.card_id, tx.transaction_id), None)
+        return out.of_record(record) if record is not None else out
+
     def _status(self) -> tuple[list[ModelItem], bool]:
         self.next_status = datetime.now(UTC) + self.interval
         now = time.time()
-        return [(s, now) for s in model_statuses(self.state)], StatefulLogic.RETAIN
+        try:
+            statuses = model_statuses(self.state)
+        except Exception as error:  # a status is not worth stopping the flow for
+            _internal("model_status", error)
+            statuses = []
+        return [(s, now, None) for s in statuses], StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[list[ModelItem], bool]:
         return self._status()
@@ -245,8 +426,28 @@ class _ModelLogic(StatefulLogic[Stamped[ModelIn], ModelItem, ModelState]):
     def notify_at(self) -> datetime:
         return self.next_status
 
-    def snapshot(self) -> ModelState:
-        return self.state
+    def snapshot(self) -> Snapshot:
+        return _freeze(_ModelSnapshot(self.state, time.time()))
+
+
+class _ReadBack:
+    """Reads the decisions published since a snapshot was taken (or, without one, since
+    the recovery store was made): what a resumed model step must publish again as is."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        # Outputs of the epoch after a snapshot may be written a little before it is
+        # taken: read from a margin of two epochs earlier.
+        self.margin = 2 * settings.snapshot_interval_seconds + 5.0
+
+    def __call__(self, taken_at: float | None) -> Published:
+        settings = self.settings
+        since = taken_at - self.margin if taken_at is not None else store_created_at(settings)
+        if since is None:
+            return {}
+        published = read_published(consumer_config(settings), settings.topic_decisions, since)
+        log.info("resuming with decisions of record", decisions=len(published), since=since)
+        return published
 
 
 def _kafka_error(err: Any) -> DeadLetter:
@@ -273,7 +474,21 @@ class _Router:
         self.metrics = metrics
 
     def __call__(self, value: ModelItem) -> list[tuple[str, Message]]:
-        item, received = value
+        try:
+            return self._route(value)
+        except Exception as error:  # an outcome that cannot be published: dead-letter it
+            item = value[0]
+            dead = DeadLetter.of(
+                RejectReason.INTERNAL_ERROR,
+                _internal("route_outputs", error),
+                _payload(item),
+                topic=None,
+            )
+            _log_dead_letter(self.metrics, "route_outputs", dead)
+            return [("dead_letters", _dead_letter_message(dead))]
+
+    def _route(self, value: ModelItem) -> list[tuple[str, Message]]:
+        item, received, _ = value
         if isinstance(item, Scored):
             tx = item.transaction
             score = item.score
@@ -285,7 +500,10 @@ class _Router:
                 now=time.time(),
             )
             key = tx.card_id
-            out = [("decisions", _message(key, item.to_decision().model_dump_json()))]
+            decision = item.record or item.to_decision().model_dump_json().encode()
+            out: list[tuple[str, Message]] = [
+                ("decisions", KafkaSinkMessage(key.encode(), decision))
+            ]
             alert = item.to_alert()
             if alert is not None:
                 out.append(("alerts", _message(key, alert.model_dump_json())))
@@ -324,12 +542,14 @@ def build_flow(
     sinks: Sinks | None = None,
     tail: bool = True,
     metrics: DetectorMetrics = METRICS,
+    read_back: Callable[[float | None], Published] | None = None,
 ) -> Dataflow:
     """The fraudstream dataflow; ``source`` and ``sinks`` default to Kafka.
 
     With ``tail=False`` the Kafka input ends at the end of each partition (tests, batch
     catch-up) instead of waiting for new records. The flow updates ``metrics`` (by
-    default the process's, which ``run`` serves).
+    default the process's, which ``run`` serves). ``read_back`` gives a resumed model
+    step the decisions published since its snapshot (``run`` reads them from Kafka).
     """
     config = CoreConfig.from_settings(settings)
     flow = Dataflow("fraudstream")
@@ -342,7 +562,7 @@ def build_flow(
             topics=[settings.topic_transactions, settings.topic_labels, settings.topic_control],
             tail=tail,
             batch_size=settings.kafka_batch_size,
-            add_config=dict(settings.kafka_extra_config),
+            add_config=consumer_config(settings),
         )
         records = kafka_in.oks
         errors.append(op.map("kafka_error_to_dead_letter", kafka_in.errs, _kafka_error))
@@ -379,12 +599,11 @@ def build_flow(
 
     # Control messages skip the card and terminal steps: they are for the models alone.
     model_in: Stream[Stamped[ModelIn]] = op.merge("model_in", terminal_ok, controls)
-    by_model = op.key_on("key_by_model", model_in, lambda _: MODEL_KEY)
-    interval = settings.status_interval_seconds
-    model_out = op.key_rm(
-        "model_out",
-        op.stateful("model", by_model, lambda state: _ModelLogic(config, interval, state)),
+    by_model = op.key_on("key_by_model", model_in, _model_key)
+    model_logic = partial(
+        _ModelLogic, config, settings.status_interval_seconds, read_back or _nothing_published
     )
+    model_out = op.key_rm("model_out", op.stateful("model", by_model, model_logic))
     # (Scored | Learned | ControlApplied | Rejected | ModelStatus, received)
     errors.append(op.filter_map("model_rejections", model_out, to_dead_letter))
 
@@ -397,12 +616,22 @@ def build_flow(
     for name in ("decisions", "alerts", "model_status"):
         picked = op.filter_map(f"pick_{name}", routed, partial(_pick, name))
         op.output(f"{name}_out", picked, getattr(sinks, name))
+    unroutable = op.filter_map("pick_unroutable", routed, partial(_pick, "dead_letters"))
+    dead_messages = op.map("dead_letter_message", dead_letters, _dead_letter_message)
     op.output(
         "dead_letters_out",
-        op.map("dead_letter_message", dead_letters, _dead_letter_message),
+        op.merge("all_dead_letters", dead_messages, unroutable),
         sinks.dead_letters,
     )
     return flow
+
+
+def _model_key(_: Stamped[ModelIn]) -> str:
+    return MODEL_KEY
+
+
+def _nothing_published(_: float | None) -> Published:
+    return {}
 
 
 def _event_or_none(item: Parsed) -> Stamped[Event] | None:
@@ -434,6 +663,17 @@ def _rejected_to_dead_letter(settings: Settings, stamped: Stamped[object]) -> De
     item = stamped[0]
     if not isinstance(item, Rejected):
         return None
+    origin = item.origin
+    if origin is not None:  # the original record, whole, where it came from
+        return DeadLetter.of(
+            item.reason,
+            item.error,
+            origin.value,
+            key=origin.key,
+            topic=origin.topic,
+            partition=origin.partition,
+            offset=origin.offset,
+        )
     # Labels are the only events rejected for naming an unknown transaction.
     if item.control:
         topic = settings.topic_control
@@ -464,17 +704,103 @@ def _log_dead_letter(metrics: DetectorMetrics, step_id: str, item: DeadLetter) -
     )
 
 
+class DeliveryError(RuntimeError):
+    """The broker refused an output for good: the epoch fails rather than lose it."""
+
+
+class _DeliveredPartition(StatelessSinkPartition[Message]):
+    """Writes a batch and returns only once the broker has acknowledged all of it.
+
+    The producer is idempotent with ``acks=all``. What the broker has not taken when
+    librdkafka gives up (an outage longer than ``delivery.timeout.ms``) is produced
+    again, until it is taken: the flow waits for the broker rather than drop an output.
+    A permanent refusal (a record too large, no authorisation) raises, which fails the
+    epoch: the detector stops and resumes from its last snapshot.
+    """
+
+    def __init__(self, producer: Producer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+
+    def write_batch(self, items: list[Message]) -> None:
+        pending = [(m.key, m.value) for m in items]
+        attempt = 0
+        while pending:
+            failed: list[tuple[bytes | None, bytes | None, KafkaError]] = []
+            for key, value in pending:
+                self._produce(key, value, failed)
+            self.producer.flush()
+            fatal = [f for f in failed if not _retriable(f[2])]
+            if fatal:
+                key, value, error = fatal[0]
+                raise DeliveryError(
+                    f"topic {self.topic!r} refused {len(fatal)} record(s), e.g. one of "
+                    f"{len(value or b'')} bytes: {error.str()}"
+                )
+            pending = [(key, value) for key, value, _ in failed]
+            if pending:
+                attempt += 1
+                log.warning(
+                    "outputs not delivered yet, producing them again",
+                    topic=self.topic,
+                    records=len(pending),
+                    error=failed[0][2].str(),
+                    attempt=attempt,
+                )
+                time.sleep(min(0.5 * attempt, 5.0))
+
+    def _produce(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        failed: list[tuple[bytes | None, bytes | None, KafkaError]],
+    ) -> None:
+        def delivered(error: KafkaError | None, _msg: Any) -> None:
+            if error is not None:
+                failed.append((key, value, error))
+
+        while True:
+            try:
+                self.producer.produce(self.topic, value=value, key=key, on_delivery=delivered)
+                self.producer.poll(0)
+                return
+            except BufferError:  # the local queue is full: let deliveries drain it
+                self.producer.poll(0.1)
+
+    def close(self) -> None:
+        self.producer.flush()
+
+
+def _retriable(error: KafkaError) -> bool:
+    return bool(error.retriable()) or error.code() in (
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError.NOT_ENOUGH_REPLICAS,
+        KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        KafkaError.REQUEST_TIMED_OUT,
+    )
+
+
+class DeliveredSink(DynamicSink[Message]):
+    """A Kafka topic as an output whose every record is acknowledged (see above)."""
+
+    def __init__(self, config: dict[str, Any], topic: str) -> None:
+        self.config = config
+        self.topic = topic
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeliveredPartition:
+        return _DeliveredPartition(Producer(self.config), self.topic)
+
+
 def kafka_sinks(settings: Settings) -> Sinks:
-    from bytewax.connectors.kafka import KafkaSink
-
-    def sink(topic: str) -> Sink[Message]:
-        return KafkaSink(settings.brokers, topic, add_config=dict(settings.kafka_extra_config))
-
+    config = producer_config(settings)
     return Sinks(
-        decisions=sink(settings.topic_decisions),
-        alerts=sink(settings.topic_alerts),
-        dead_letters=sink(settings.topic_dead_letters),
-        model_status=sink(settings.topic_model_status),
+        decisions=DeliveredSink(config, settings.topic_decisions),
+        alerts=DeliveredSink(config, settings.topic_alerts),
+        dead_letters=DeliveredSink(config, settings.topic_dead_letters),
+        model_status=DeliveredSink(config, settings.topic_model_status),
     )
 
 
@@ -494,6 +820,7 @@ def recovery_config(settings: Settings) -> RecoveryConfig | None:
     if processes == 1:
         if not any(path.iterdir()):
             init_db_dir(path, 1)
+            _mark_created(path / "part-0.sqlite3")
             log.info("recovery store created", path=str(path))
     else:
         index = settings.process_id or 0
@@ -501,9 +828,32 @@ def recovery_config(settings: Settings) -> RecoveryConfig | None:
         if not own.exists():
             with tempfile.TemporaryDirectory(dir=path) as scratch:
                 init_db_dir(Path(scratch), processes)
+                _mark_created(Path(scratch) / own.name)
                 os.replace(Path(scratch) / own.name, own)
             log.info("recovery partition created", path=str(own), of=processes)
     return RecoveryConfig(str(path))
+
+
+# A table of our own in each recovery partition says when it was made: before its first
+# snapshot, a resumed detector reads back every decision published since then.
+_CREATED_TABLE = "fraudstream_store"
+
+
+def _mark_created(part: Path) -> None:
+    with contextlib.closing(sqlite3.connect(part)) as db, db:
+        db.execute(f"CREATE TABLE {_CREATED_TABLE} (created_at REAL NOT NULL, version TEXT)")
+        db.execute(f"INSERT INTO {_CREATED_TABLE} VALUES (?, ?)", (time.time(), __version__))
+
+
+def store_created_at(settings: Settings) -> float | None:
+    """When this process's recovery partition was made (epoch seconds), if it says."""
+    part = settings.recovery_path / f"part-{settings.process_id or 0}.sqlite3"
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{part}?mode=ro", uri=True)) as db:
+            row = db.execute(f"SELECT MIN(created_at) FROM {_CREATED_TABLE}").fetchone()
+    except sqlite3.Error:
+        return None
+    return float(row[0]) if row and row[0] is not None else None
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
@@ -536,7 +886,7 @@ def start_metrics(settings: Settings) -> str | None:
 
 def run(settings: Settings) -> None:
     """Run the detector until stopped (blocks); SIGINT and SIGTERM stop it."""
-    flow = build_flow(settings)
+    flow = build_flow(settings, read_back=_ReadBack(settings) if settings.recovery else None)
     metrics_url = start_metrics(settings)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _exit_on_signal)

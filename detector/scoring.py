@@ -66,6 +66,7 @@ class CoreConfig:
     label_horizon_days: float = 45.0
     pending_max_per_terminal: int = 100_000
     presume_legit_days: float = 0.0
+    label_park_seconds: float = 600.0
     threshold_mode: str = "volume"
     review_threshold: float = 0.6
     block_threshold: float = 0.9
@@ -94,6 +95,7 @@ class CoreConfig:
             label_horizon_days=settings.label_horizon_days,
             pending_max_per_terminal=settings.pending_max_per_terminal,
             presume_legit_days=settings.presume_legit_days,
+            label_park_seconds=settings.label_park_seconds,
             threshold_mode=settings.threshold_mode,
             review_threshold=settings.review_threshold,
             block_threshold=settings.block_threshold,
@@ -107,6 +109,17 @@ class CoreConfig:
 
 
 # --- what flows between the steps ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """The Kafka record an event came from, kept for its dead letter if one is needed."""
+
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    key: bytes | None
+    value: bytes | None
 
 
 @dataclass(slots=True)
@@ -132,6 +145,7 @@ class RoutedLabel:
     label: Label
     terminal_id: str
     transaction_time: float
+    origin: Origin | None = None
 
 
 @dataclass(slots=True)
@@ -148,6 +162,8 @@ class LabelToLearn:
 class Rejected:
     """A valid-looking event the core cannot use; it goes to the dead-letter topic.
 
+    ``origin`` is the Kafka record of the event, when known: its dead letter keeps the
+    original bytes and coordinates; otherwise ``payload`` is the event re-serialised.
     ``control`` marks a rejected control message (its dead letter names the control
     topic).
     """
@@ -156,6 +172,7 @@ class Rejected:
     error: str
     payload: bytes
     control: bool = False
+    origin: Origin | None = None
 
 
 @dataclass(slots=True)
@@ -170,12 +187,33 @@ class Scored:
     model_name: str
     model_version: str
     scored_at: datetime
+    # The decision already published for this transaction before a crash, if any: what
+    # is published again, byte for byte (see ``of_record``).
+    record: bytes | None = None
 
     @property
     def score(self) -> float:
+        if self.record is not None:
+            return self.to_decision().score
         return min(1.0, max(0.0, self.parts.score))
 
+    def of_record(self, record: bytes) -> Scored:
+        """This outcome as the decision of record ``record`` (a published ``Decision``)
+        says: a transaction decided again after a crash keeps the decision it had."""
+        published = Decision.model_validate_json(record)
+        return dataclasses.replace(
+            self,
+            decision=published.decision,
+            reasons=list(published.reasons),
+            model_name=published.model_name,
+            model_version=published.model_version,
+            scored_at=published.scored_at,
+            record=record,
+        )
+
     def to_decision(self) -> Decision:
+        if self.record is not None:
+            return Decision.model_validate_json(self.record)
         tx = self.transaction
         return Decision(
             transaction_id=tx.transaction_id,
@@ -243,7 +281,21 @@ class CardState:
         default_factory=collections.OrderedDict
     )
     # labels that arrived before their transaction, by transaction id
-    parked: collections.OrderedDict[str, Label] = field(default_factory=collections.OrderedDict)
+    parked: collections.OrderedDict[str, Parked] = field(default_factory=collections.OrderedDict)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing left that can matter: no history, no label waiting."""
+        return not self.seen and not self.parked and len(self.profile) == 0
+
+
+@dataclass(slots=True)
+class Parked:
+    """A label waiting for its transaction, since ``since`` (its record's time)."""
+
+    label: Label
+    since: float
+    origin: Origin | None = None
 
 
 @dataclass
@@ -359,12 +411,19 @@ MAX_PARKED_LABELS_PER_CARD = 100
 
 
 def card_step(
-    state: CardState | None, event: Transaction | Label, config: CoreConfig
+    state: CardState | None,
+    event: Transaction | Label,
+    config: CoreConfig,
+    *,
+    origin: Origin | None = None,
+    received: float = 0.0,
 ) -> tuple[CardState, list[CardOut]]:
+    """One event of a card; ``origin`` and ``received`` (its Kafka record and that
+    record's time) go with a label that has to wait, and into dead letters."""
     if state is None:
         state = CardState(CardProfile(config.card_history_days, config.card_history_max))
     if isinstance(event, Label):
-        return state, _route_label(state, event, config)
+        return state, _route_label(state, Parked(event, received, origin), config)
 
     tx = event
     if tx.transaction_id in state.seen:
@@ -373,6 +432,7 @@ def card_step(
                 RejectReason.DUPLICATE,
                 f"transaction {tx.transaction_id!r} was already decided",
                 tx.model_dump_json().encode(),
+                origin=origin,
             )
         ]
     ts = tx.epoch_seconds
@@ -391,17 +451,19 @@ def card_step(
     return state, out
 
 
-def _route_label(state: CardState, label: Label, config: CoreConfig) -> list[CardOut]:
+def _route_label(state: CardState, parked: Parked, config: CoreConfig) -> list[CardOut]:
+    label = parked.label
     known = state.seen.get(label.transaction_id)
     if known is not None:
         state.profile.record_label(label.transaction_id, known[0], is_fraud=label.label == "fraud")
-        return [RoutedLabel(label, terminal_id=known[1], transaction_time=known[0])]
+        return [RoutedLabel(label, known[1], known[0], parked.origin)]
     latest = state.profile.last_seen
     if latest is not None and latest >= label.labeled_at.timestamp():
-        return [_unknown(label, config)]
+        return [_unknown(parked, config)]
     # The card has not reached the label's time yet: its transaction may still be on the
-    # way (a backlog, or labels read ahead of transactions). Hold the label until then.
-    state.parked[label.transaction_id] = label
+    # way (a backlog, or labels read ahead of transactions). Hold the label until then,
+    # or until ``label_park_seconds`` have passed (see ``expire_parked``).
+    state.parked[label.transaction_id] = parked
     if len(state.parked) > MAX_PARKED_LABELS_PER_CARD:
         _, oldest = state.parked.popitem(last=False)
         return [_unknown(oldest, config)]
@@ -415,20 +477,47 @@ def _release_parked(
     out: list[CardOut] = []
     waiting = state.parked.pop(tx.transaction_id, None)
     if waiting is not None:
-        state.profile.record_label(tx.transaction_id, ts, is_fraud=waiting.label == "fraud")
-        out.append(RoutedLabel(waiting, terminal_id=tx.terminal_id, transaction_time=ts))
-    for tx_id in [t for t, lab in state.parked.items() if lab.labeled_at.timestamp() < ts]:
+        is_fraud = waiting.label.label == "fraud"
+        state.profile.record_label(tx.transaction_id, ts, is_fraud=is_fraud)
+        out.append(RoutedLabel(waiting.label, tx.terminal_id, ts, waiting.origin))
+    passed = [t for t, p in state.parked.items() if p.label.labeled_at.timestamp() < ts]
+    for tx_id in passed:
         out.append(_unknown(state.parked.pop(tx_id), config))
     return out
 
 
-def _unknown(label: Label, config: CoreConfig) -> Rejected:
+def parked_until(state: CardState, config: CoreConfig) -> float | None:
+    """When the card's longest-waiting label gives up (record time), if one waits."""
+    if not state.parked:
+        return None
+    return min(p.since for p in state.parked.values()) + config.label_park_seconds
+
+
+def expire_parked(state: CardState, now: float, config: CoreConfig) -> list[Rejected]:
+    """Give up on the labels that have waited ``label_park_seconds`` by ``now``."""
+    cutoff = now - config.label_park_seconds
+    gone = [t for t, p in state.parked.items() if p.since <= cutoff]
+    return [_unknown(state.parked.pop(t), config, waited=True) for t in gone]
+
+
+def _unknown(parked: Parked, config: CoreConfig, *, waited: bool = False) -> Rejected:
+    label = parked.label
+    if waited:
+        why = (
+            f"no transaction {label.transaction_id!r} of card {label.card_id!r} arrived "
+            f"within {config.label_park_seconds:g} s of its label"
+        )
+    else:
+        why = (
+            f"no transaction {label.transaction_id!r} of card {label.card_id!r} within the "
+            f"last {config.label_horizon_days:g} days, nor before the card's transactions "
+            f"passed the label's time"
+        )
     return Rejected(
         RejectReason.UNKNOWN_TRANSACTION,
-        f"no transaction {label.transaction_id!r} of card {label.card_id!r} within the last "
-        f"{config.label_horizon_days:g} days, nor before the card's transactions passed the "
-        f"label's time",
+        why,
         label.model_dump_json().encode(),
+        origin=parked.origin,
     )
 
 
@@ -461,6 +550,7 @@ def terminal_step(
                     RejectReason.UNKNOWN_TRANSACTION,
                     f"features of transaction {label.transaction_id!r} are no longer kept",
                     label.model_dump_json().encode(),
+                    origin=item.origin,
                 )
             ]
         state.pending.mark_labelled(label.transaction_id)
@@ -479,15 +569,16 @@ def terminal_step(
 
 
 def model_step(
-    state: ModelState | None, item: ModelIn, config: CoreConfig
+    state: ModelState | None, item: ModelIn, config: CoreConfig, *, origin: Origin | None = None
 ) -> tuple[ModelState, list[ModelOut]]:
+    """Score, learn or apply a control; ``origin`` is a control's Kafka record."""
     if state is None:
         state = new_model_state(config)
     if isinstance(item, Featured):
         return state, [_score(state, item, config)]
     if isinstance(item, LabelToLearn):
         return state, [_learn(state, item)]
-    return state, [apply_control(state, item)]
+    return state, [apply_control(state, item, origin=origin)]
 
 
 def _score(state: ModelState, item: Featured, config: CoreConfig) -> Scored:
@@ -540,7 +631,9 @@ def _learn(state: ModelState, item: LabelToLearn) -> Learned:
     return Learned(item.transaction_id, item.is_fraud, item.source)
 
 
-def apply_control(state: ModelState, control: Control) -> ControlApplied | Rejected:
+def apply_control(
+    state: ModelState, control: Control, *, origin: Origin | None = None
+) -> ControlApplied | Rejected:
     """Apply an admin's control message at once, or reject it and change nothing."""
     if control.action == "set_deciding_model":
         name = control.model_name
@@ -551,6 +644,7 @@ def apply_control(state: ModelState, control: Control) -> ControlApplied | Rejec
                 f"{', '.join(repr(n) for n in state.models)}",
                 control.model_dump_json().encode(),
                 control=True,
+                origin=origin,
             )
         state.deciding = name
     else:

@@ -66,7 +66,10 @@ class Settings(BaseSettings):
         None, description="Recovery snapshot folder (default: <home>/recovery)."
     )
     snapshot_interval_seconds: float = Field(
-        5.0, gt=0, description="Epoch length: how often state and offsets are snapshotted."
+        1.0,
+        gt=0,
+        description="Epoch length: how often state and offsets are snapshotted; a crash "
+        "publishes again at most about this much of the stream.",
     )
     workers: int = Field(1, ge=1, description="Bytewax worker threads per process.")
     process_id: int | None = Field(
@@ -113,6 +116,12 @@ class Settings(BaseSettings):
         ge=0,
         description="A transaction without a label after this many days is learned as "
         "legitimate (no chargeback); 0 disables.",
+    )
+    label_park_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="How long a label waits for a transaction not seen yet before it is "
+        "dead-lettered as unknown_transaction.",
     )
     pending_max_per_terminal: int = Field(
         100_000, ge=100, description="Most scored transactions per terminal awaiting a label."

@@ -52,6 +52,9 @@ Metric                                          Meaning
 ``fraudstream_state_pending_labels``            Scored transactions whose features are kept for
                                                 a label, summed over the terminals of this
                                                 process.
+``fraudstream_state_parked_labels``             Labels that arrived before their transaction
+                                                and wait for it (at most LABEL_PARK_SECONDS;
+                                                then dead-lettered as unknown_transaction).
 ``bytewax_kafka_consumer_lag{step_id,topic,``   Bytewax: records between the broker's last
 ``partition}``                                  offset and the consumed one, per partition
                                                 (updated every second, once a partition has
@@ -153,12 +156,13 @@ def label_source(source: str) -> str:
 class _WorkerSizes:
     """State sizes held by one worker thread (only that thread writes them)."""
 
-    __slots__ = ("cards", "pending", "terminals")
+    __slots__ = ("cards", "parked", "pending", "terminals")
 
     def __init__(self) -> None:
         self.cards = 0
         self.terminals = 0
         self.pending = 0
+        self.parked = 0
 
 
 class StateSizes:
@@ -183,14 +187,15 @@ class StateSizes:
             self._local.slot = slot
         return slot
 
-    def totals(self) -> tuple[int, int, int]:
-        """(cards, terminals, pending labels) over every worker of this process."""
+    def totals(self) -> tuple[int, int, int, int]:
+        """(cards, terminals, pending labels, parked labels) over this process's workers."""
         with self._lock:
             slots = list(self._slots)
         return (
             sum(s.cards for s in slots),
             sum(s.terminals for s in slots),
             sum(s.pending for s in slots),
+            sum(s.parked for s in slots),
         )
 
 
@@ -199,7 +204,7 @@ class _StateCollector(Collector):
         self._sizes = sizes
 
     def collect(self) -> Iterator[Metric]:
-        cards, terminals, pending = self._sizes.totals()
+        cards, terminals, pending, parked = self._sizes.totals()
         yield GaugeMetricFamily(
             "fraudstream_state_cards", "Cards with state in this process.", value=cards
         )
@@ -210,6 +215,11 @@ class _StateCollector(Collector):
             "fraudstream_state_pending_labels",
             "Scored transactions whose features are kept for a label, in this process.",
             value=pending,
+        )
+        yield GaugeMetricFamily(
+            "fraudstream_state_parked_labels",
+            "Labels waiting for a transaction not seen yet, in this process.",
+            value=parked,
         )
 
 

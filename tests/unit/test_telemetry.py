@@ -248,6 +248,7 @@ def test_state_sizes_are_summed_over_worker_threads() -> None:
         slot.cards += cards
         slot.terminals += 1
         slot.pending += 10
+        slot.parked += 2
 
     threads = [threading.Thread(target=work, args=(n,)) for n in (1, 2, 3)]
     for t in threads:
@@ -255,9 +256,10 @@ def test_state_sizes_are_summed_over_worker_threads() -> None:
     for t in threads:
         t.join()
     work(4)
-    assert m.state.totals() == (10, 4, 40)
+    assert m.state.totals() == (10, 4, 40, 8)
     assert value(m, "fraudstream_state_cards") == 10
     assert value(m, "fraudstream_state_pending_labels") == 40
+    assert value(m, "fraudstream_state_parked_labels") == 8
 
 
 def test_the_flow_updates_the_metrics() -> None:
