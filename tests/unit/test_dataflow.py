@@ -108,6 +108,14 @@ def values(messages: list[SinkMessage]) -> list[bytes]:
 def run(
     feed: Feed, config: Settings | None = None, status_messages: list[SinkMessage] | None = None
 ) -> Outputs:
+    return run_messages(feed.messages, config, status_messages)
+
+
+def run_messages(
+    messages: list[Any],
+    config: Settings | None = None,
+    status_messages: list[SinkMessage] | None = None,
+) -> Outputs:
     decisions: list[SinkMessage] = []
     alerts: list[SinkMessage] = []
     dead_letters: list[SinkMessage] = []
@@ -118,7 +126,7 @@ def run(
         dead_letters=TestingSink(dead_letters),
         model_status=TestingSink(statuses),
     )
-    flow = build_flow(config or settings(), source=TestingSource(feed.messages), sinks=sinks)
+    flow = build_flow(config or settings(), source=TestingSource(messages), sinks=sinks)
     run_main(flow)
     return Outputs(
         decisions=[Decision.model_validate_json(v) for v in values(decisions)],
@@ -150,7 +158,10 @@ def test_every_valid_transaction_yields_exactly_one_decision() -> None:
     # Alerts are exactly the reviewed and blocked decisions.
     flagged = {d.transaction_id for d in out.decisions if d.decision != "allow"}
     assert {a.transaction.transaction_id for a in out.alerts} == flagged
-    assert all(a.alert_id == alert_id_for(a.transaction.card_id, a.transaction.transaction_id) for a in out.alerts)
+    assert all(
+        a.alert_id == alert_id_for(a.transaction.card_id, a.transaction.transaction_id)
+        for a in out.alerts
+    )
     assert out.dead_letters == []
     assert out.statuses[-1].transactions_scored == len(sent)
     assert sum(out.statuses[-1].decisions.values()) == len(sent)
@@ -419,3 +430,105 @@ def test_a_single_process_makes_its_store_once(tmp_path: Path) -> None:
     recovery_config(Settings(recovery_dir=tmp_path))
     assert before == {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     assert list(before) == ["part-0.sqlite3"]
+
+
+def test_a_label_for_a_card_never_seen_gives_up_after_the_park_time() -> None:
+    feed = Feed()
+    ghost = tx("ghost", "card-never-seen", "term0", 5.0, minutes=1)
+    raw = feed.label(ghost)
+    ordinary_traffic(feed, 3)
+    messages: list[Any] = [*feed.messages, TestingSource.PAUSE(timedelta(seconds=1.5))]
+    out = run_messages(messages, settings(label_park_seconds=0.5))
+    [letter] = out.dead_letters
+    assert letter.reason is RejectReason.UNKNOWN_TRANSACTION
+    assert "within 0.5 s of its label" in letter.error
+    # The original record, whole, with its coordinates.
+    assert letter.value == raw.value
+    assert (letter.source_topic, letter.partition, letter.offset) == ("labels", 0, raw.offset)
+    assert len(out.decisions) == 3
+
+
+def test_core_dead_letters_keep_the_original_record() -> None:
+    feed = Feed()
+    first = tx("dup", "card1", "term1", 12.0, minutes=0)
+    feed.transaction(first)
+    # The same transaction again, as another JSON text (key order, spacing).
+    again = json.dumps(json.loads(first.model_dump_json()), indent=1, sort_keys=True).encode()
+    raw = feed.raw(again, key=b"card1", partition=2)
+    out = run(feed)
+    [letter] = out.dead_letters
+    assert letter.reason is RejectReason.DUPLICATE
+    assert letter.value == again
+    assert (letter.source_topic, letter.partition, letter.offset) == ("transactions", 2, raw.offset)
+    assert letter.key_base64 == "Y2FyZDE="  # b"card1"
+
+
+def test_an_item_a_step_fails_on_is_a_dead_letter_and_the_flow_goes_on(
+    monkeypatch: Any,
+) -> None:
+    import detector.dataflow as dataflow
+
+    real = dataflow.terminal_step
+
+    def flaky(state: Any, item: Any, config: Any) -> Any:
+        if getattr(item, "transaction", None) is not None and item.transaction.amount == 66.0:
+            raise OverflowError("math range error")
+        return real(state, item, config)
+
+    monkeypatch.setattr(dataflow, "terminal_step", flaky)
+    feed = Feed()
+    feed.transaction(tx("before", "card1", "term1", 10.0, minutes=0))
+    feed.transaction(tx("poison", "card1", "term1", 66.0, minutes=1))
+    feed.transaction(tx("after", "card1", "term1", 11.0, minutes=2))
+    out = run(feed)
+    assert [d.transaction_id for d in out.decisions] == ["before", "after"]
+    [letter] = out.dead_letters
+    assert letter.reason is RejectReason.INTERNAL_ERROR
+    assert letter.error == "terminal_state: OverflowError: math range error"
+    assert Transaction.model_validate_json(letter.value).transaction_id == "poison"
+
+
+def test_a_resumed_model_publishes_the_decision_of_record_again() -> None:
+    feed = Feed()
+    sent = ordinary_traffic(feed, 4)
+    first = sent[2]
+    record = Decision(
+        transaction_id=first.transaction_id,
+        card_id=first.card_id,
+        terminal_id=first.terminal_id,
+        amount=first.amount,
+        score=0.97,
+        decision="block",
+        reasons=["decided before a crash"],
+        model_name="hybrid-tail-logreg",
+        model_version="0.1.0",
+        transaction_time=first.timestamp,
+        scored_at=START,
+    )
+    published = {(first.card_id, first.transaction_id): record.model_dump_json(indent=1).encode()}
+    decisions: list[SinkMessage] = []
+    alerts: list[SinkMessage] = []
+    sinks = Sinks(
+        decisions=TestingSink(decisions),
+        alerts=TestingSink(alerts),
+        dead_letters=TestingSink([]),
+        model_status=TestingSink([]),
+    )
+    flow = build_flow(
+        settings(),
+        source=TestingSource(feed.messages),
+        sinks=sinks,
+        read_back=lambda _: dict(published),
+    )
+    run_main(flow)
+    by_id = dict(
+        zip(
+            (json.loads(v)["transaction_id"] for v in values(decisions)),
+            values(decisions),
+            strict=True,
+        )
+    )
+    assert by_id[first.transaction_id] == published[(first.card_id, first.transaction_id)]
+    [alert] = [Alert.model_validate_json(v) for v in values(alerts) if b'"tx2"' in v]
+    assert (alert.decision, alert.score, alert.reasons) == ("block", 0.97, record.reasons)
+    assert alert.created_at == START
