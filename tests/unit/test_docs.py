@@ -19,3 +19,19 @@ def test_every_setting_is_in_the_readme_configuration_table() -> None:
 
 def test_every_setting_has_a_description() -> None:
     assert all(field.description for field in Settings.model_fields.values())
+
+
+def test_the_contract_examples_are_valid_records() -> None:
+    import json
+    import re
+
+    from detector import contracts
+
+    text = README.read_text()
+    examples = re.findall(r"^### (\w+) \(`[^`]+`\)\n.*?```json\n(.*?)```", text, re.S | re.M)
+    checked = set()
+    for name, example in examples:
+        model = getattr(contracts, name)
+        model.model_validate_json(json.dumps(json.loads(example)))
+        checked.add(name)
+    assert {"Transaction", "Decision", "Alert", "Label", "DeadLetter", "Control"} <= checked
