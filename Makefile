@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test system system-run install kafka lint unit integration clean
+.PHONY: run test system system-run install kafka lint unit integration soak clean
 
 run: system-run install kafka
 	$(BIN)/fraudstream up
@@ -45,6 +45,11 @@ unit: install
 
 integration: system install kafka
 	$(BIN)/pytest -m integration
+
+# 20 SIGKILLs of the detector under 500 transactions a second, on a broker of its own:
+# prints what was lost, changed and published twice (tests/integration/campaign.py).
+soak: install kafka
+	$(BIN)/python -m tests.integration.campaign --kills 20 --rate 500
 
 clean:
 	rm -rf $(VENV) .fraudstream .pytest_cache .mypy_cache .ruff_cache
