@@ -6,9 +6,14 @@ Two asyncio tasks live in the app's lifespan:
   ``review.ingest_*`` (idempotent: a record read twice changes nothing) and commits its
   offsets only after the database write, so a crash re-reads rather than loses;
 - the *relay* sends the outbox (labels written with each verdict, control messages
-  written with each admin change) in ``id`` order and marks rows sent after the broker
-  acknowledged them. It runs every ``outbox_interval_seconds`` and at once when a
-  verdict or control is written (``notify``).
+  written with each admin change) in ``id`` order through an idempotent producer
+  (``acks=all``) and marks a row sent only once the send future of its record resolved
+  without error, i.e. all in-sync replicas have it. It runs every
+  ``outbox_interval_seconds`` and at once when a verdict or control is written
+  (``notify``).
+
+Both clients take ``FRAUDSTREAM_KAFKA_EXTRA_CONFIG`` (security, timeouts) through
+``api.kafka_options``; the settings the guarantees above rest on are fixed here.
 
 Neither task may stop the API: a broker that is down at start or goes away later is
 logged and retried with a backoff while the HTTP side keeps accepting verdicts, which
@@ -31,6 +36,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 
 from api import review
+from api.kafka_options import aiokafka_options
 from api.metrics import ApiMetrics
 from detector.contracts import Alert, ModelStatus
 from detector.settings import Settings
@@ -38,6 +44,7 @@ from detector.settings import Settings
 log = structlog.get_logger("fraudstream.api")
 
 CONSUMER_GROUP = "fraudstream-api"
+CLIENT_ID = "fraudstream-api"
 RELAY_BATCH = 500
 MAX_BACKOFF_SECONDS = 10.0
 # Bounded waits, so a broker outage turns into a logged retry within seconds.
@@ -115,6 +122,20 @@ def store_records(
     return counts
 
 
+def delivery_problem(future: asyncio.Future[Any], timeout: float) -> str | None:
+    """Why the record behind a send ``future`` does not count as delivered; None if it does.
+
+    Only a future that resolved with a result is a delivery: one still pending, cancelled
+    (its producer was dropped) or failed is not.
+    """
+    if not future.done():
+        return f"not acknowledged within {timeout:g} s"
+    if future.cancelled():
+        return "the send was cancelled before the broker acknowledged it"
+    exception = future.exception()
+    return None if exception is None else _error_text(exception)
+
+
 @dataclass(frozen=True)
 class RelayResult:
     """One relay pass: rows found pending, delivered, and failed (kept for a retry)."""
@@ -176,16 +197,28 @@ class Bridge:
 
     # --- consumer ------------------------------------------------------------------
 
+    def consumer_options(self) -> dict[str, Any]:
+        """The consumer's keyword arguments: defaults, the extra config, then what is fixed.
+
+        Built for each new consumer, so renewed TLS files are read on reconnect.
+        """
+        return {
+            "client_id": CLIENT_ID,
+            "request_timeout_ms": REQUEST_TIMEOUT_MS,
+            **aiokafka_options(self.settings.kafka_extra_config, "consumer"),
+            "bootstrap_servers": self.settings.bootstrap_servers,
+            "group_id": self.group_id,
+            "auto_offset_reset": "earliest",
+            # Offsets are committed after the database write, never before.
+            "enable_auto_commit": False,
+            "max_poll_records": RELAY_BATCH,
+        }
+
     def _new_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
             self.settings.topic_alerts,
             self.settings.topic_model_status,
-            bootstrap_servers=self.settings.bootstrap_servers,
-            group_id=self.group_id,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            request_timeout_ms=REQUEST_TIMEOUT_MS,
-            max_poll_records=RELAY_BATCH,
+            **self.consumer_options(),
         )
 
     async def _consume_forever(self) -> None:
@@ -263,14 +296,22 @@ class Bridge:
                 failures = min(failures + 1, 10)
                 log.warning("outbox relay failed", error=_error_text(error))
 
+    def producer_options(self) -> dict[str, Any]:
+        """The producer's keyword arguments: defaults, the extra config, then what is fixed."""
+        return {
+            "client_id": CLIENT_ID,
+            "request_timeout_ms": REQUEST_TIMEOUT_MS,
+            **aiokafka_options(self.settings.kafka_extra_config, "producer"),
+            "bootstrap_servers": self.settings.bootstrap_servers,
+            # No duplicates from the producer's own retries, and a record is acknowledged
+            # only once every in-sync replica has it.
+            "enable_idempotence": True,
+            "acks": "all",
+        }
+
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.bootstrap_servers,
-                enable_idempotence=True,
-                acks="all",
-                request_timeout_ms=REQUEST_TIMEOUT_MS,
-            )
+            producer = AIOKafkaProducer(**self.producer_options())
             try:
                 await producer.start()
             except BaseException:
@@ -330,16 +371,15 @@ class Bridge:
         failed: list[int] = []
         for index, (row_id, *_) in enumerate(rows):
             future = futures[index] if index < len(futures) else None
-            if future is not None and future.done() and future.exception() is None:
+            if future is None:  # never handed to the producer
+                failed.append(row_id)
+                continue
+            problem = delivery_problem(future, delivery_timeout)
+            if problem is None:
                 sent.append(row_id)
-                continue
-            failed.append(row_id)
-            if future is None:
-                continue
-            if not future.done() or future.cancelled():
-                error_text = error_text or f"not acknowledged within {delivery_timeout:g} s"
-            elif (exception := future.exception()) is not None:
-                error_text = error_text or _error_text(exception)
+            else:
+                failed.append(row_id)
+                error_text = error_text or problem
         if failed:
             # A fresh producer next time: this one may hold a dead connection.
             await self._close_producer()

@@ -4,11 +4,20 @@
 migrates it to the latest schema and, unless ``kafka=False`` (unit tests), starts the
 Kafka bridge. Open without a key: ``/health``, ``/metrics``, the page ``/`` and
 ``/static``; everything under ``/api`` needs ``X-API-Key``.
+
+Every response carries a Content-Security-Policy (``CONTENT_SECURITY_POLICY``: the page's
+scripts, styles, images and requests come from this origin only, no inline code, no
+framing) and its companions (``SECURITY_HEADERS``). The OpenAPI pages ``/docs`` and
+``/redoc`` load their viewers from a CDN and have a policy of their own (``docs_policy``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -19,17 +28,25 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import DBAPIError
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import review
 from api.auth import API_KEY_HEADER, KeyRing, Role, identify, keyring_of
 from api.bridge import Bridge
 from api.db import make_engine, session_factory, upgrade
+from api.kafka_options import IGNORED, aiokafka_options
 from api.metrics import UNMATCHED_ROUTE, ApiMetrics, QueueGauges
 from api.routes import router
 from api.schemas import ErrorOut
@@ -40,12 +57,36 @@ log = structlog.get_logger("fraudstream.api")
 
 WEB = Path(__file__).resolve().parent / "web"
 QUIET_PATHS = frozenset({"/health", "/metrics"})
+# The page (api/web: ES modules and a style sheet, no inline code) loads everything from
+# this origin and builds its DOM without HTML strings, so Trusted Types can be enforced.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "require-trusted-types-for 'script'",
+        "trusted-types 'none'",
+    ]
+)
 SECURITY_HEADERS = {
+    "content-security-policy": CONTENT_SECURITY_POLICY,
     # The page may be opened with ?key=...: never send that URL to another site.
     "referrer-policy": "no-referrer",
     "x-content-type-options": "nosniff",
+    # For browsers without CSP frame-ancestors.
     "x-frame-options": "DENY",
 }
+# Where FastAPI's OpenAPI viewers (Swagger UI, ReDoc) load their code, styles and images.
+DOCS_CDN = "https://cdn.jsdelivr.net"
+DOCS_STYLES = "https://fonts.googleapis.com"
+DOCS_FONTS = "https://fonts.gstatic.com"
+DOCS_IMAGES = ("https://fastapi.tiangolo.com", "https://cdn.redoc.ly")
+SWAGGER_REDIRECT = "/docs/oauth2-redirect"
+INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+# Longer static paths cannot name one of the page's files.
+STATIC_PATH_MAX = 255
 STATUS_ERRORS: dict[type[review.ReviewError], int] = {
     review.NotFound: 404,
     review.Conflict: 409,
@@ -55,6 +96,100 @@ STATUS_ERRORS: dict[type[review.ReviewError], int] = {
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+class WebFiles(StaticFiles):
+    """The page's files; a path the file system cannot take is a 404, never a 500.
+
+    Starlette's ``StaticFiles`` raises on a NUL byte (``ValueError``), a name it cannot
+    encode, or an OS error other than a missing file (a loop of links, a name too long,
+    no permission). Here a requested path with a control character (NUL included) or
+    longer than any of the page's files is not found before the file system is asked, and
+    so is any path the file system refuses, or a file that cannot be read. ``..`` cannot
+    leave the folder (Starlette's own check).
+    """
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        # The path as requested, before ``get_path`` normalised "x\x00/../app.js" away.
+        requested = get_route_path(scope)
+        if len(requested) > STATIC_PATH_MAX or not requested.isprintable():
+            raise StarletteHTTPException(status_code=404)
+        return await super().get_response(path, scope)
+
+    def lookup_path(self, path: str) -> tuple[str, os.stat_result | None]:
+        if len(path) > STATIC_PATH_MAX or not path.isprintable():
+            return "", None
+        try:
+            full_path, stat_result = super().lookup_path(path)
+        except (OSError, ValueError) as error:
+            log.info("static path not served", error=type(error).__name__)
+            return "", None
+        if full_path and not os.access(full_path, os.R_OK):
+            return "", None
+        return full_path, stat_result
+
+
+def _sources(content: str) -> str:
+    """CSP hash sources of the inline scripts of ``content``, an HTML page."""
+    digests = (hashlib.sha256(code.encode()).digest() for code in INLINE_SCRIPT.findall(content))
+    return " ".join(f"'sha256-{base64.b64encode(d).decode()}'" for d in digests)
+
+
+def docs_policy(page: HTMLResponse) -> HTMLResponse:
+    """``page`` (an OpenAPI viewer from FastAPI) with a policy of its own.
+
+    Scripts: the CDN, and the page's inline scripts by their hashes (never any other
+    inline script). Styles may be inline: both viewers write style elements at run time.
+    """
+    body = bytes(page.body).decode()
+    page.headers["content-security-policy"] = "; ".join(
+        [
+            "default-src 'self'",
+            f"script-src 'self' {DOCS_CDN} {_sources(body)}".rstrip(),
+            f"style-src 'self' 'unsafe-inline' {DOCS_CDN} {DOCS_STYLES}",
+            f"img-src 'self' data: {' '.join(DOCS_IMAGES)}",
+            f"font-src 'self' {DOCS_FONTS}",
+            "worker-src 'self' blob:",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
+    return page
+
+
+def _install_docs(app: FastAPI) -> None:
+    """FastAPI's ``/docs``, ``/docs/oauth2-redirect`` and ``/redoc``, each with its policy."""
+    openapi_url = app.openapi_url or "/openapi.json"
+
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return docs_policy(
+            get_swagger_ui_html(
+                openapi_url=root + openapi_url,
+                title=f"{app.title} - Swagger UI",
+                oauth2_redirect_url=root + SWAGGER_REDIRECT,
+            )
+        )
+
+    async def swagger_ui_redirect(_request: Request) -> HTMLResponse:
+        return docs_policy(get_swagger_ui_oauth2_redirect_html())
+
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        page = get_redoc_html(openapi_url=root + openapi_url, title=f"{app.title} - ReDoc")
+        return docs_policy(page)
+
+    app.add_route("/docs", swagger_ui, include_in_schema=False)
+    app.add_route(SWAGGER_REDIRECT, swagger_ui_redirect, include_in_schema=False)
+    app.add_route("/redoc", redoc, include_in_schema=False)
+
+
+def _loggable(path: str) -> str:
+    """A request path fit for a log line: bounded, control characters escaped."""
+    text = path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= 300 else text[:300] + "…"
 
 
 class ObserveRequests:
@@ -93,7 +228,7 @@ class ObserveRequests:
             emit(
                 "request",
                 method=scope["method"],
-                path=scope["path"],
+                path=_loggable(scope["path"]),
                 status=status_code,
                 ms=round(seconds * 1000, 1),
             )
@@ -191,6 +326,11 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
     """
     settings = settings if settings is not None else Settings()
     keyring = KeyRing.from_settings(settings)
+    if kafka:
+        # FRAUDSTREAM_KAFKA_EXTRA_CONFIG is checked here, before anything is served; the
+        # bridge builds its clients' options again on each connect (renewed TLS files).
+        for client in ("producer", "consumer"):
+            aiokafka_options(settings.kafka_extra_config, client)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -202,11 +342,15 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
         app.state.bridge = bridge
         if bridge is not None:
             await bridge.start()
+        extra = settings.kafka_extra_config
         log.info(
             "review service ready",
             backend=engine.dialect.name,
             kafka=kafka,
             bootstrap=settings.bootstrap_servers if kafka else None,
+            # Names only: values may be secrets.
+            kafka_extra_config=sorted(extra) if kafka else None,
+            kafka_extra_config_ignored=sorted(set(extra) & IGNORED) if kafka else None,
         )
         try:
             yield
@@ -225,6 +369,9 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
         'Errors are JSON `{"detail": "..."}`.',
         lifespan=lifespan,
         responses={422: {"model": ErrorOut, "description": "The request is malformed."}},
+        # Installed below with their own Content-Security-Policy.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.keyring = keyring
@@ -233,6 +380,7 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
     app.state.metrics = ApiMetrics(_queue_reader(app))
     app.add_middleware(ObserveRequests, metrics=app.state.metrics)
     _install_error_handlers(app)
+    _install_docs(app)
     app.include_router(router)
 
     @app.get("/health", tags=["ops"], summary="Liveness")
@@ -259,5 +407,5 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
             return JSONResponse({"detail": "the web page is not installed"}, status_code=404)
         return FileResponse(index, headers={"cache-control": "no-store"})
 
-    app.mount("/static", StaticFiles(directory=WEB, check_dir=False), name="static")
+    app.mount("/static", WebFiles(directory=WEB, check_dir=False), name="static")
     return app

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import uvicorn
 from confluent_kafka import Consumer
-from playwright.sync_api import Locator, Page, expect, sync_playwright
+from playwright.sync_api import ConsoleMessage, Locator, Page, expect, sync_playwright
 from pydantic import SecretStr
 
 from api.main import create_app
@@ -164,6 +164,42 @@ def read_labels(settings: Settings, expected: int, timeout: float = 30) -> list[
     return labels
 
 
+def watch_csp(page: Page) -> list[str]:
+    """Content-Security-Policy violations of ``page``, as they happen.
+
+    Both ways a browser reports them: the console line Chromium writes and the DOM's
+    ``securitypolicyviolation`` event (which a listener added before any page script
+    hears, and hands to Python through an exposed function).
+    """
+    violations: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text or "Trusted Type" in message.text:
+            violations.append(f"console: {message.text}")
+
+    page.on("console", on_console)
+    page.expose_function("reportCspViolation", lambda text: violations.append(str(text)))
+    page.add_init_script(
+        "document.addEventListener('securitypolicyviolation', (e) => "
+        "window.reportCspViolation(`event: ${e.effectiveDirective} blocked ${e.blockedURI} "
+        "at ${e.sourceFile}:${e.lineNumber}`), true);"
+    )
+    return violations
+
+
+def assert_csp_is_enforced(page: Page, violations: list[str]) -> None:
+    """No violation so far; then a blocked image proves the policy and the watch work."""
+    assert not violations, violations
+    page.evaluate(
+        "() => { const img = document.createElement('img');"
+        " img.src = 'http://192.0.2.1/not-allowed.png'; document.body.append(img); }"
+    )
+    deadline = time.monotonic() + 10
+    while not violations and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert any("img-src" in v and "192.0.2.1" in v for v in violations), violations
+
+
 def queue_item(page: Page, alert: Alert) -> Locator:
     return page.locator(f'[data-testid="queue-item"][data-alert-id="{alert.alert_id}"]')
 
@@ -190,7 +226,10 @@ def test_an_analyst_decides_an_alert_in_the_browser(service: Service) -> None:
             page.set_default_timeout(TIMEOUT_MS)
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(service.url)
+            violations = watch_csp(page)
+            response = page.goto(service.url)
+            assert response is not None
+            assert "default-src 'self'" in response.headers["content-security-policy"]
 
             # The key is asked for once, then kept by the browser.
             expect(page.get_by_test_id("key-dialog")).to_be_visible()
@@ -258,6 +297,7 @@ def test_an_analyst_decides_an_alert_in_the_browser(service: Service) -> None:
             if path := os.environ.get(SCREENSHOT_ENV):
                 page.screenshot(path=path)
             assert not errors, errors
+            assert_csp_is_enforced(page, violations)
         finally:
             browser.close()
 
@@ -273,10 +313,12 @@ def test_a_key_in_the_address_is_stored_and_removed(service: Service) -> None:
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.set_default_timeout(TIMEOUT_MS)
+            violations = watch_csp(page)
             page.goto(f"{service.url}/?key={ANA_KEY}")
             expect(page.get_by_test_id("queue-stats")).to_contain_text("Open")
             assert "key=" not in page.url
             assert page.evaluate("localStorage.getItem('fraudstream.apiKey')") == ANA_KEY
             expect(page.get_by_test_id("key-dialog")).to_be_hidden()
+            assert_csp_is_enforced(page, violations)
         finally:
             browser.close()
