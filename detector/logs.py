@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 
 import structlog
 
@@ -43,3 +47,43 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     logging.basicConfig(
         level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
     )
+
+
+@dataclass
+class _Window:
+    started: float
+    written: int = 1
+    held_back: int = 0
+
+
+class RateLimiter:
+    """At most ``limit`` lines per ``interval`` seconds for each kind of message.
+
+    ``allow(kind)`` says whether a line of that kind may be written now and, if so, how
+    many of its kind were held back in the previous interval (to report with it).
+    Thread-safe: Kafka clients call back from whichever thread polls them.
+    """
+
+    def __init__(
+        self, limit: int, interval: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if limit < 1 or interval <= 0:
+            raise ValueError(f"need limit >= 1 and interval > 0, got {limit} and {interval}")
+        self.limit = limit
+        self.interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._windows: dict[Hashable, _Window] = {}
+
+    def allow(self, kind: Hashable) -> tuple[bool, int]:
+        now = self._clock()
+        with self._lock:
+            window = self._windows.get(kind)
+            if window is None or now - window.started >= self.interval:
+                self._windows[kind] = _Window(started=now)
+                return True, window.held_back if window is not None else 0
+            if window.written < self.limit:
+                window.written += 1
+                return True, 0
+            window.held_back += 1
+            return False, 0

@@ -7,6 +7,10 @@ a delay, the way a real chargeback arrives weeks after the payment.
 
 Kafka message timestamps are left to the producer (wall clock): a replay of 2018 data
 stamped with 2018 times would be deleted at once by time-based retention.
+
+The producer is ``kafka_config.producer_config``'s: idempotent, ``acks=all``. Every
+delivery report is counted, and ``publish`` raises ``PublishError`` if any record was not
+delivered.
 """
 
 from __future__ import annotations
@@ -17,12 +21,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from detector.contracts import Label
 from detector.datasets import Record
+from detector.kafka_config import producer_config
 from detector.progress import ProgressBar
 from detector.settings import Settings
 
@@ -178,13 +182,8 @@ class _Publisher:
     """A producer with delivery accounting and stop-aware waiting."""
 
     def __init__(self, settings: Settings, stop: threading.Event | None) -> None:
-        config: dict[str, Any] = {
-            "bootstrap.servers": ",".join(settings.brokers),
-            "linger.ms": 5,
-            "enable.idempotence": True,
-            **settings.kafka_extra_config,
-        }
-        self._producer = Producer(config)
+        # Each record's delivery report is ours (``_delivered``): it counts failures.
+        self._producer = Producer(producer_config(settings))
         self._transactions_topic = settings.topic_transactions
         self._labels_topic = settings.topic_labels
         self._stop = stop
@@ -237,7 +236,8 @@ class _Publisher:
         if error is not None:
             self.stats.errors += 1
             self._note_error(f"{message.topic()}: {error.str()}")
-        elif message.topic() == self._transactions_topic:
+            return
+        if message.topic() == self._transactions_topic:
             self.stats.transactions += 1
         else:
             self.stats.labels += 1

@@ -1,4 +1,9 @@
-"""Kafka topic administration: wait for a broker and create fraudstream's topics."""
+"""Kafka topic administration: wait for a broker and create fraudstream's topics.
+
+Every topic is created with ``min.insync.replicas`` set by ``min_insync_replicas``: with
+``acks=all`` producers (``detector.kafka_config``) a record is acknowledged only once that
+many replicas have it, so losing a broker never loses an acknowledged record.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from detector.kafka_config import admin_config
 from detector.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -42,15 +48,42 @@ def probe_config(bootstrap_servers: str) -> dict[str, str]:
     }
 
 
-def new_admin(config: Mapping[str, str]) -> AdminClient:
-    """An admin client for a librdkafka configuration of strings."""
-    conf: dict[str, str | int | float | bool] = dict(config)
-    return AdminClient(conf)
+def new_admin(config: Mapping[str, Any]) -> AdminClient:
+    """An admin client for a librdkafka configuration (``kafka_config.admin_config``)."""
+    return AdminClient(dict(config))
 
 
-def admin_config(settings: Settings) -> dict[str, str]:
-    """Admin client configuration: bootstrap servers plus ``kafka_extra_config``."""
-    return {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka_extra_config}
+def min_insync_replicas(replication_factor: int) -> int:
+    """The ``min.insync.replicas`` of a topic: ``min(2, replication_factor - 1)``, at least 1.
+
+    With ``acks=all``, a write succeeds only while this many replicas are in sync. Two of
+    three (production: replication factor 3) means an acknowledged record is on two
+    brokers, and one broker can be lost or restarted without stopping writes. Requiring
+    every replica would stop writes at the first broker down; a single replica (factor 1
+    or 2) is all a small cluster can promise while one of its brokers is down.
+    """
+    if replication_factor < 1:
+        raise ValueError(f"replication factor must be at least 1, got {replication_factor}")
+    return max(1, min(2, replication_factor - 1))
+
+
+def topic_config(replication_factor: int) -> dict[str, str]:
+    """Topic-level configuration ``create_topics`` gives every topic it creates."""
+    return {"min.insync.replicas": str(min_insync_replicas(replication_factor))}
+
+
+def new_topics(settings: Settings, names: Iterable[str], partitions: int) -> list[NewTopic]:
+    """The topics ``create_topics`` asks the broker for."""
+    factor = settings.topic_replication_factor
+    return [
+        NewTopic(
+            name,
+            num_partitions=partitions,
+            replication_factor=factor,
+            config=topic_config(factor),
+        )
+        for name in names
+    ]
 
 
 def wait_for_broker(settings: Settings, timeout: float) -> None:
@@ -85,7 +118,9 @@ def create_topics(
 ) -> dict[str, str]:
     """Create the missing topics and wait until all their partitions have a leader.
 
-    Returns ``{topic: "created" | "exists"}``. Existing topics are left as they are.
+    Topics get ``settings.topic_replication_factor`` replicas and ``topic_config`` (their
+    ``min.insync.replicas``). Returns ``{topic: "created" | "exists"}``. Existing topics are
+    left as they are.
     """
     names = list(dict.fromkeys(topics if topics is not None else settings.topics))
     wanted = partitions if partitions is not None else settings.topic_partitions
@@ -111,7 +146,13 @@ def create_topics(
         created = [name for name in missing if result[name] == "created"]
         _wait_until_ready(admin, created, wanted, deadline, settings)
         if created:
-            log.info("topics created", topics=created, partitions=wanted)
+            log.info(
+                "topics created",
+                topics=created,
+                partitions=wanted,
+                replication_factor=settings.topic_replication_factor,
+                min_insync_replicas=min_insync_replicas(settings.topic_replication_factor),
+            )
     return {name: result[name] for name in names}
 
 
@@ -123,14 +164,10 @@ def _create(
     deadline: float,
 ) -> dict[str, str]:
     remaining = max(deadline - time.monotonic(), 1.0)
-    new_topics = [
-        NewTopic(
-            name, num_partitions=partitions, replication_factor=settings.topic_replication_factor
-        )
-        for name in names
-    ]
     futures = admin.create_topics(
-        new_topics, operation_timeout=remaining, request_timeout=remaining
+        new_topics(settings, names, partitions),
+        operation_timeout=remaining,
+        request_timeout=remaining,
     )
     result: dict[str, str] = {}
     failures: list[str] = []

@@ -1,29 +1,45 @@
-"""A plain Kafka client for the tests, independent of the detector's own I/O."""
+"""A Kafka client for the tests, independent of the detector's dataflow.
+
+It is configured like the detector's clients (``detector.kafka_config``): idempotent
+``acks=all`` producers whose every delivery is checked, and ``kafka_extra_config`` (such
+as SASL credentials) on every client.
+"""
 
 from __future__ import annotations
 
 import uuid
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from detector.kafka_config import consumer_config, producer_config
 from detector.settings import Settings
 
 
 def produce(settings: Settings, topic: str, records: list[tuple[str | None, bytes]]) -> None:
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    """Send ``records`` (key, value) the way the detector's producers do; fail unless every
+    one was delivered."""
+    failures: list[str] = []
+
+    def delivered(error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            failures.append(f"{message.topic()} [{message.partition()}]: {error.str()}")
+
+    producer = Producer(producer_config(settings))
     for key, value in records:
-        producer.produce(topic, value=value, key=key.encode() if key else None)
-    assert producer.flush(30) == 0
+        producer.produce(
+            topic, value=value, key=key.encode() if key else None, on_delivery=delivered
+        )
+    left = producer.flush(30)
+    assert left == 0, f"{left} of {len(records)} record(s) still queued after 30 s"
+    assert not failures, f"{len(failures)} record(s) not delivered: {failures[:3]}"
 
 
 def consume_all(settings: Settings, topic: str) -> list[bytes]:
     """Everything on ``topic`` now, read partition by partition to the end offsets."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": f"test-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-        }
+        consumer_config(
+            settings, **{"group.id": f"test-{uuid.uuid4().hex}", "enable.auto.commit": False}
+        )
     )
     metadata = consumer.list_topics(topic, timeout=10)
     values: list[bytes] = []
@@ -36,8 +52,10 @@ def consume_all(settings: Settings, topic: str) -> list[bytes]:
             msg = consumer.poll(5)
             assert msg is not None, f"{topic}[{partition}] ended before offset {high}"
             assert msg.error() is None, msg.error()
-            values.append(msg.value())
-            if msg.offset() >= high - 1:
+            value, offset = msg.value(), msg.offset()
+            assert value is not None and offset is not None
+            values.append(value)
+            if offset >= high - 1:
                 break
     consumer.close()
     return values

@@ -7,10 +7,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import ConfigResource, ConfigSource
 
 from detector.broker import LocalBroker
+from detector.kafka_config import admin_config
 from detector.settings import Settings
-from detector.topics import BrokerUnavailableError, create_topics, new_admin, wait_for_broker
+from detector.topics import (
+    BrokerUnavailableError,
+    create_topics,
+    min_insync_replicas,
+    new_admin,
+    wait_for_broker,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +90,20 @@ def test_create_topics_is_idempotent(kafka_settings: Settings) -> None:
         partitions = metadata.topics[topic].partitions
         assert len(partitions) == 4
         assert all(p.leader >= 0 for p in partitions.values())
+
+
+def test_created_topics_have_their_min_insync_replicas(kafka_settings: Settings) -> None:
+    topics = [f"min-isr-{uuid.uuid4().hex[:8]}", f"min-isr-{uuid.uuid4().hex[:8]}"]
+    create_topics(kafka_settings, topics, partitions=1)
+
+    admin = new_admin(admin_config(kafka_settings))
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in topics]
+    for resource, future in admin.describe_configs(resources).items():
+        entry = future.result(timeout=30)["min.insync.replicas"]
+        expected = min_insync_replicas(kafka_settings.topic_replication_factor)
+        assert entry.value == str(expected), resource
+        # Set on the topic itself, not inherited from the broker's default.
+        assert entry.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value, resource
 
 
 def test_unique_topics_fixture_creates_settings_topics(unique_topics: Settings) -> None:

@@ -14,6 +14,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from detector.contracts import Label, Transaction
 from detector.datasets import Record
+from detector.kafka_config import admin_config, consumer_config
 from detector.publishing import PublishError, publish, start_time_for_live
 from detector.settings import Settings
 from detector.simulator import SimulationConfig, simulate
@@ -28,26 +29,24 @@ def settings(kafka_settings: Settings) -> Settings:
     """The broker's settings with fresh single-partition topics for this test."""
     suffix = uuid.uuid4().hex[:12]
     topics = {"topic_transactions": f"tx-{suffix}", "topic_labels": f"labels-{suffix}"}
-    admin = AdminClient(_client_config(kafka_settings))
+    admin = AdminClient(admin_config(kafka_settings))
     futures = admin.create_topics([NewTopic(name, 1, 1) for name in topics.values()])
     for future in futures.values():
         future.result(timeout=30)
     return kafka_settings.model_copy(update=topics)
 
 
-def _client_config(settings: Settings) -> dict[str, str | int | float | bool]:
-    return {"bootstrap.servers": ",".join(settings.brokers), **settings.kafka_extra_config}
-
-
 def _consume(settings: Settings, topic: str, expected: int) -> list[tuple[str, bytes]]:
     """Read ``expected`` records (key, value) from the start of ``topic``, or fail."""
     consumer = Consumer(
-        {
-            **_client_config(settings),
-            "group.id": f"test-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
+        consumer_config(
+            settings,
+            **{
+                "group.id": f"test-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            },
+        )
     )
     consumer.subscribe([topic])
     received: list[tuple[str, bytes]] = []
@@ -192,6 +191,15 @@ def test_undeliverable_records_raise_with_the_count() -> None:
     with pytest.raises(PublishError, match=expected) as caught:
         publish(_spaced(3, timedelta(seconds=1)), unreachable)
     assert caught.value.stats.errors == 3
+
+
+@pytest.mark.parametrize(
+    "extra", [{"acks": "1"}, {"request.required.acks": "0"}, {"enable.idempotence": "false"}]
+)
+def test_an_extra_config_that_weakens_durability_is_refused(extra: dict[str, str]) -> None:
+    weak = Settings(bootstrap_servers="127.0.0.1:9", kafka_extra_config=extra)
+    with pytest.raises(ValueError, match="FRAUDSTREAM_KAFKA_EXTRA_CONFIG"):
+        publish(_spaced(1, timedelta(seconds=1)), weak)
 
 
 def test_start_time_for_live_is_utc_midnight_days_back() -> None:
