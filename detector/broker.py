@@ -3,6 +3,10 @@
 The jars are fetched once with Maven from ``deploy/kafka/pom.xml`` into a cache folder;
 the broker runs detached from the calling process and is found again through its pid
 file, so ``start`` and ``stop`` may be called from different processes.
+
+Optionally (``sasl=SaslListener(...)``) the broker also listens with SASL_PLAINTEXT and the
+PLAIN mechanism for one user, to try and test clients with credentials; the PLAINTEXT
+listener stays, for the broker's own traffic and local tools.
 """
 
 from __future__ import annotations
@@ -46,6 +50,43 @@ class BrokerError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class SaslListener:
+    """A SASL_PLAINTEXT listener on ``port`` accepting ``username`` with ``password`` (PLAIN)."""
+
+    port: int
+    username: str
+    password: str
+
+    NAME = "SASL_PLAINTEXT"
+
+    def __post_init__(self) -> None:
+        # Both end up quoted in a JAAS line, the user name also in a property key.
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.username):
+            raise ValueError(
+                f"SASL user name must be letters, digits, '_', '.' or '-': {self.username!r}"
+            )
+        if not re.fullmatch(r"[!#-\[\]-~]+", self.password):
+            raise ValueError("SASL password must be printable ASCII without spaces, '\"' or '\\'")
+
+    def jaas_config(self) -> str:
+        """The listener's JAAS line: its own login, and the one user it accepts."""
+        return (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{self.username}" password="{self.password}" '
+            f'user_{self.username}="{self.password}";'
+        )
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka properties (``FRAUDSTREAM_KAFKA_EXTRA_CONFIG``) to sign in here."""
+        return {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "PLAIN",
+            "sasl.username": self.username,
+            "sasl.password": self.password,
+        }
+
+
+@dataclass(frozen=True)
 class BrokerStatus:
     """What ``LocalBroker.status`` reports."""
 
@@ -71,19 +112,38 @@ def is_valid_cluster_id(value: str) -> bool:
 
 
 def server_properties(
-    *, host: str, port: int, controller_port: int, data_dir: Path
+    *,
+    host: str,
+    port: int,
+    controller_port: int,
+    data_dir: Path,
+    sasl: SaslListener | None = None,
 ) -> dict[str, str]:
     """``server.properties`` of a combined broker+controller node tuned for local use."""
+    listeners = [f"PLAINTEXT://{host}:{port}", f"CONTROLLER://{host}:{controller_port}"]
+    advertised = [f"PLAINTEXT://{host}:{port}"]
+    protocols = ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
+    sasl_properties: dict[str, str] = {}
+    if sasl is not None:
+        listeners.append(f"{sasl.NAME}://{host}:{sasl.port}")
+        advertised.append(f"{sasl.NAME}://{host}:{sasl.port}")
+        protocols.append(f"{sasl.NAME}:SASL_PLAINTEXT")
+        sasl_properties = {
+            "sasl.enabled.mechanisms": "PLAIN",
+            f"listener.name.{sasl.NAME.lower()}.plain.sasl.jaas.config": sasl.jaas_config(),
+        }
     return {
         "process.roles": "broker,controller",
         "node.id": "1",
         # A static quorum works unchanged from Kafka 3.7 to 4.x (no --standalone format).
         "controller.quorum.voters": f"1@{host}:{controller_port}",
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "listeners": ",".join(listeners),
+        "advertised.listeners": ",".join(advertised),
         "controller.listener.names": "CONTROLLER",
+        # The broker talks to itself over PLAINTEXT, whatever the clients use.
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listener.security.protocol.map": ",".join(protocols),
+        **sasl_properties,
         "log.dirs": str(data_dir),
         "num.partitions": "1",
         "auto.create.topics.enable": "false",
@@ -128,15 +188,18 @@ class LocalBroker:
         heap: str = "512m",
         libs_dir: Path | None = None,
         deploy_dir: Path = DEPLOY_DIR,
+        sasl: SaslListener | None = None,
     ) -> None:
-        if port == controller_port:
-            raise ValueError(f"port and controller_port must differ, both are {port}")
+        ports = [port, controller_port, *([sasl.port] if sasl else [])]
+        if len(set(ports)) < len(ports):
+            raise ValueError(f"the broker's ports must differ, got {ports}")
         self.home = Path(home).absolute()
         self.port = port
         self.controller_port = controller_port
         self.host = host
         self.version = version
         self.heap = heap
+        self.sasl = sasl
         self.root = self.home / "kafka"
         self.libs_dir = Path(libs_dir).absolute() if libs_dir else self.root / "libs"
         self.deploy_dir = deploy_dir
@@ -170,6 +233,13 @@ class LocalBroker:
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        """host:port of the SASL listener; ``BrokerError`` if the broker has none."""
+        if self.sasl is None:
+            raise BrokerError(f"{self!r} has no SASL listener")
+        return f"{self.host}:{self.sasl.port}"
 
     def __repr__(self) -> str:
         return f"LocalBroker({self.bootstrap}, home={self.home}, version={self.version})"
@@ -289,6 +359,7 @@ class LocalBroker:
                 port=self.port,
                 controller_port=self.controller_port,
                 data_dir=self.data_dir,
+                sasl=self.sasl,
             )
         )
 
@@ -348,7 +419,10 @@ class LocalBroker:
         return True
 
     def _check_ports_free(self) -> None:
-        for port, role in ((self.port, "client"), (self.controller_port, "controller")):
+        ports = [(self.port, "client"), (self.controller_port, "controller")]
+        if self.sasl is not None:
+            ports.append((self.sasl.port, "SASL client"))
+        for port, role in ports:
             if not _port_free(self.host, port):
                 raise BrokerError(
                     f"{self.host}:{port} ({role} port of the local broker) is used by another "

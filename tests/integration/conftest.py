@@ -8,6 +8,7 @@ One broker is started per session from the jars cached in ``<repo>/.fraudstream/
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.broker import LocalBroker, find_free_ports
+from detector.broker import LocalBroker, SaslListener, find_free_ports
 from detector.settings import Settings
 from detector.topics import create_topics, wait_for_broker
 
@@ -117,3 +118,41 @@ def jars_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     broker = local_broker(tmp_path_factory.mktemp("jars"))
     require_broker_tools(broker)
     return broker.fetch_jars()
+
+
+def local_sasl_broker(home: Path) -> LocalBroker:
+    """A broker in ``home`` that also has a SASL_PLAINTEXT (PLAIN) listener for one user."""
+    port, controller_port, sasl_port = find_free_ports(3)
+    sasl = SaslListener(sasl_port, "fraudstream", secrets.token_urlsafe(16))
+    return LocalBroker(
+        home, port=port, controller_port=controller_port, libs_dir=JARS_CACHE, sasl=sasl
+    )
+
+
+@pytest.fixture(scope="session")
+def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """A local broker with a SASL listener (``sasl_bootstrap``, ``sasl.client_config()``)."""
+    if os.environ.get(EXTERNAL_ENV):
+        pytest.skip(f"{EXTERNAL_ENV} is set: tests use that broker, not a local one")
+    broker = local_sasl_broker(tmp_path_factory.mktemp("kafka-sasl"))
+    require_broker_tools(broker)
+    broker.start(wait=120)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def sasl_settings(sasl_broker: LocalBroker) -> Settings:
+    """Settings for the SASL listener, with its credentials and topics of this test's own."""
+    assert sasl_broker.sasl is not None
+    suffix = uuid.uuid4().hex[:10]
+    settings = Settings(
+        bootstrap_servers=sasl_broker.sasl_bootstrap,
+        kafka_extra_config=sasl_broker.sasl.client_config(),
+        home=sasl_broker.home,
+    )
+    return settings.model_copy(
+        update={field: f"{getattr(settings, field)}-{suffix}" for field in TOPIC_FIELDS}
+    )

@@ -13,6 +13,7 @@ import pytest
 from detector.broker import (
     BrokerError,
     LocalBroker,
+    SaslListener,
     find_free_ports,
     is_valid_cluster_id,
     new_cluster_id,
@@ -69,6 +70,57 @@ def test_broker_writes_its_paths_into_server_properties(tmp_path: Path) -> None:
 def test_same_port_twice_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="differ"):
         LocalBroker(tmp_path, port=9092, controller_port=9092)
+    with pytest.raises(ValueError, match="differ"):
+        LocalBroker(tmp_path, port=9092, controller_port=9093, sasl=SaslListener(9093, "u", "p"))
+
+
+def test_no_sasl_listener_by_default(tmp_path: Path) -> None:
+    props = parse_properties(LocalBroker(tmp_path).render_server_properties())
+    assert "SASL" not in props["listeners"]
+    assert not [key for key in props if "sasl" in key]
+    with pytest.raises(BrokerError, match="no SASL listener"):
+        _ = LocalBroker(tmp_path).sasl_bootstrap
+
+
+def test_sasl_listener_with_plain_and_one_user(tmp_path: Path) -> None:
+    sasl = SaslListener(29094, "alice", "s3cret-pw")
+    broker = LocalBroker(tmp_path, port=29092, controller_port=29093, sasl=sasl)
+    props = parse_properties(broker.render_server_properties())
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093,SASL_PLAINTEXT://127.0.0.1:29094"
+    )
+    assert props["advertised.listeners"] == (
+        "PLAINTEXT://127.0.0.1:29092,SASL_PLAINTEXT://127.0.0.1:29094"
+    )
+    assert props["listener.security.protocol.map"] == (
+        "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
+    )
+    # The broker's own traffic stays on PLAINTEXT.
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert props["sasl.enabled.mechanisms"] == "PLAIN"
+    assert props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] == (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        'username="alice" password="s3cret-pw" user_alice="s3cret-pw";'
+    )
+    assert broker.sasl_bootstrap == "127.0.0.1:29094"
+    assert sasl.client_config() == {
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": "alice",
+        "sasl.password": "s3cret-pw",
+    }
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [("", "pw"), ("a b", "pw"), ('a"', "pw"), ("a=b", "pw"), ("u", ""), ("u", 'p"w'),
+     ("u", "p w"), ("u", "p\\w"), ("u", "pé")],
+)  # fmt: skip
+def test_sasl_credentials_that_would_break_the_jaas_line_are_refused(
+    username: str, password: str
+) -> None:
+    with pytest.raises(ValueError, match="SASL"):
+        SaslListener(29094, username, password)
 
 
 @pytest.mark.parametrize("_", range(200))
