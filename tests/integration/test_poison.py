@@ -12,6 +12,7 @@ alive throughout, and still decide a valid transaction sent afterwards.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import random
 import subprocess
@@ -240,6 +241,17 @@ def account(
             result.problem(f"{len(entry.dead)} dead letters {reasons} for {describe(entry)}")
         if record.reason is not None and any(r is not record.reason for r in reasons):
             result.problem(f"reason {reasons} instead of {record.reason} for {describe(entry)}")
+        # A dead letter keeps its record: whole, or a prefix with the digest of the whole.
+        original = record.value or b""
+        for dead in entry.dead:
+            digest = getattr(dead, "value_sha256", "")
+            if digest and digest != hashlib.sha256(original).hexdigest():
+                result.problem(f"a dead letter's digest is not its record's: {describe(entry)}")
+            kept = dead.value
+            if not original.startswith(kept) or (
+                not getattr(dead, "truncated", False) and kept != original
+            ):
+                result.problem(f"a dead letter does not keep its record: {describe(entry)}")
 
     # Records about the same transaction or control message: as many outcomes as records
     # (a decision, then dead letters for repeats); valid labels and controls, at most one.
@@ -333,6 +345,7 @@ def test_poison_is_decided_or_dead_lettered_and_never_stops_the_detector(
     assert not result.problems, f"{len(result.problems)} problems; {summary}\n" + "\n".join(
         result.problems[:40]
     )
+    print(summary)  # shown with -s
     failures = []
     # Nothing failed inside a step: every poison record has a reason of its own.
     if internal:
