@@ -9,10 +9,12 @@ This is the only module that imports Bytewax. The flow, step by step:
     -> (+ control) key_by_model -> model score, decide, explain; learn; apply controls
     -> decisions, alerts, model-status, dead letters (each a Kafka topic)
 
-From parsing on, every item travels as ``(item, received, origin)``: ``received`` is the
-time its Kafka record was written (the record's timestamp) or, without one, parsed, so
-that the output step can measure the processing latency; ``origin`` is the record itself
-until the step that uses it (for dead letters), else None. The steps update the metrics
+From parsing on, every item travels as ``(item, received, seq, origin)``: ``received`` is
+the time its Kafka record was written (the record's timestamp) or, without one, parsed,
+so that the output step can measure the processing latency; ``seq`` numbers the records
+in the order this worker read them, so that the model step can restore that order (see
+``in_arrival_order``); ``origin`` is the record itself until the step that uses it (for
+dead letters), else None. The steps update the metrics
 of ``detector.telemetry``; ``run`` serves them.
 
 No item can stop the flow: every step runs each item under a guard, and an exception
@@ -26,6 +28,7 @@ transaction decided again gets the very same decision (``detector.published``).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import pickle
 import signal
@@ -46,7 +49,7 @@ from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
 from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
-from bytewax.operators import KeyedStream, StatefulLogic
+from bytewax.operators import KeyedStream, StatefulBatchLogic, StatefulLogic
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
@@ -93,12 +96,14 @@ Event = Transaction | Label
 Message = KafkaSinkMessage[bytes | None, bytes | None]
 MODEL_KEY = "model"
 T = TypeVar("T")
+X = TypeVar("X")
 V = TypeVar("V")
 W = TypeVar("W")
 S = TypeVar("S")
-# An item with the time (epoch seconds) its Kafka record was written, or parsed, and the
-# record itself while a step may still need it for a dead letter.
-Stamped = tuple[T, float, Origin | None]
+# An item with the time (epoch seconds) its Kafka record was written, or parsed, its
+# record's place in this worker's input, and the record itself while a step may still
+# need it for a dead letter.
+Stamped = tuple[T, float, int, Origin | None]
 Parsed = Stamped[Event | Control | DeadLetter]
 # Kafka's "no timestamp" type (confluent_kafka.TIMESTAMP_NOT_AVAILABLE)
 _NO_TIMESTAMP = 0
@@ -130,6 +135,7 @@ class _Parser:
         self.control_topic = settings.topic_control
         self.max_bytes = settings.max_message_bytes
         self.max_skew = timedelta(seconds=settings.max_clock_skew_seconds)
+        self.seq = itertools.count()
 
     def __call__(self, msg: KafkaSourceMessage[bytes | None, bytes | None]) -> Parsed:
         try:
@@ -144,7 +150,7 @@ class _Parser:
                 partition=msg.partition,
                 offset=msg.offset,
             )
-            return dead, 0.0, None
+            return dead, 0.0, 0, None
 
     def _parse(self, msg: KafkaSourceMessage[bytes | None, bytes | None]) -> Parsed:
         parsed: Event | Control | tuple[RejectReason, str]
@@ -166,9 +172,9 @@ class _Parser:
                 partition=msg.partition,
                 offset=msg.offset,
             )
-            return dead, 0.0, None
+            return dead, 0.0, 0, None
         origin = Origin(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
-        return parsed, _received(msg), origin
+        return parsed, _received(msg), next(self.seq), origin
 
 
 def _internal(step: str, error: BaseException) -> str:
@@ -272,7 +278,7 @@ class _CardLogic(StatefulLogic[Stamped[Event], Stamped[CardOut], Snapshot]):
             self.sizes.parked += len(self.state.parked)
 
     def on_item(self, value: Stamped[Event]) -> tuple[list[Stamped[CardOut]], bool]:
-        event, received, origin = value
+        event, received, seq, origin = value
         if self.state is None:
             self.sizes.cards += 1
             parked = 0
@@ -286,7 +292,7 @@ class _CardLogic(StatefulLogic[Stamped[Event], Stamped[CardOut], Snapshot]):
             out = [_internal_rejection("card_state", error, event, origin)]
         if self.state is not None:
             self.sizes.parked += len(self.state.parked) - parked
-        return [(o, received, None) for o in out], StatefulLogic.RETAIN
+        return [(o, received, seq, None) for o in out], StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         if self.state is None:
@@ -300,7 +306,7 @@ class _CardLogic(StatefulLogic[Stamped[Event], Stamped[CardOut], Snapshot]):
         before = len(self.state.parked)
         expired = expire_parked(self.state, time.time(), self.config)
         self.sizes.parked -= before - len(self.state.parked)
-        out: list[Stamped[CardOut]] = [(r, time.time(), None) for r in expired]
+        out: list[Stamped[CardOut]] = [(r, time.time(), 0, None) for r in expired]
         if self.state.empty:
             self.sizes.cards -= 1
             return out, StatefulLogic.DISCARD
@@ -311,8 +317,9 @@ class _CardLogic(StatefulLogic[Stamped[Event], Stamped[CardOut], Snapshot]):
         return _freeze(self.state)
 
 
-class _TerminalLogic(StatefulLogic[Stamped[TerminalIn], Stamped[TerminalOut], Snapshot]):
-    """``terminal_step`` for one terminal; counts terminals and kept features, and
+class _TerminalLogic(StatefulBatchLogic[Stamped[TerminalIn], Stamped[TerminalOut], Snapshot]):
+    """``terminal_step`` for one terminal, in the order the records were read (the card
+    step hands on its batch grouped by card); counts terminals and kept features, and
     measures the delay of the labels it passes on to learn."""
 
     def __init__(
@@ -326,8 +333,16 @@ class _TerminalLogic(StatefulLogic[Stamped[TerminalIn], Stamped[TerminalOut], Sn
             self.sizes.terminals += 1
             self.sizes.pending += len(self.state.pending)
 
-    def on_item(self, value: Stamped[TerminalIn]) -> tuple[list[Stamped[TerminalOut]], bool]:
-        item, received, origin = value
+    def on_batch(
+        self, values: list[Stamped[TerminalIn]]
+    ) -> tuple[list[Stamped[TerminalOut]], bool]:
+        out: list[Stamped[TerminalOut]] = []
+        for value in in_arrival_order(values):
+            out.extend(self._one(value))
+        return out, StatefulBatchLogic.RETAIN
+
+    def _one(self, value: Stamped[TerminalIn]) -> list[Stamped[TerminalOut]]:
+        item, received, seq, origin = value
         if self.state is None:
             self.sizes.terminals += 1
             before = 0
@@ -343,7 +358,7 @@ class _TerminalLogic(StatefulLogic[Stamped[TerminalIn], Stamped[TerminalOut], Sn
             label = item.label
             delay = label.labeled_at.timestamp() - item.transaction_time
             self.metrics.label_delay_observed(label.source, delay)
-        return [(o, received, None) for o in out], StatefulLogic.RETAIN
+        return [(o, received, seq, None) for o in out]
 
     def snapshot(self) -> Snapshot:
         assert self.state is not None
@@ -361,10 +376,11 @@ class _ModelSnapshot:
     taken_at: float
 
 
-class _ModelLogic(StatefulLogic[Stamped[ModelIn], ModelItem, Snapshot]):
+class _ModelLogic(StatefulBatchLogic[Stamped[ModelIn], ModelItem, Snapshot]):
     """The model step, plus the models' status every ``interval`` seconds, at the end,
     and at once after a control message is applied (so that the change shows).
 
+    Each batch is handled in the order its records were read (see ``in_arrival_order``).
     Built on resume, it first reads back the decisions published since its snapshot
     (``read_back``): a transaction scored again gets the decision it was published with.
     """
@@ -387,18 +403,24 @@ class _ModelLogic(StatefulLogic[Stamped[ModelIn], ModelItem, Snapshot]):
             self.published = read_back(None)
         self.next_status = datetime.now(UTC)
 
-    def on_item(self, value: Stamped[ModelIn]) -> tuple[list[ModelItem], bool]:
-        item, received, origin = value
+    def on_batch(self, values: list[Stamped[ModelIn]]) -> tuple[list[ModelItem], bool]:
+        out: list[ModelItem] = []
+        for value in in_arrival_order(values):
+            out.extend(self._one(value))
+        return out, StatefulBatchLogic.RETAIN
+
+    def _one(self, value: Stamped[ModelIn]) -> list[ModelItem]:
+        item, received, seq, origin = value
         try:
             self.state, out = model_step(self.state, item, self.config, origin=origin)
         except Exception as error:
             out = [_internal_rejection("model", error, item, origin)]
         if self.published:
             out = [self._of_record(o) for o in out]
-        stamped: list[ModelItem] = [(o, received, None) for o in out]
+        stamped: list[ModelItem] = [(o, received, seq, None) for o in out]
         if isinstance(item, Control) and any(isinstance(o, ControlApplied) for o in out):
-            return [*stamped, *self._status()[0]], StatefulLogic.RETAIN
-        return stamped, StatefulLogic.RETAIN
+            return [*stamped, *self._status()[0]]
+        return stamped
 
     def _of_record(self, out: ModelOut) -> ModelOut:
         if not isinstance(out, Scored):
@@ -415,7 +437,7 @@ class _ModelLogic(StatefulLogic[Stamped[ModelIn], ModelItem, Snapshot]):
         except Exception as error:  # a status is not worth stopping the flow for
             _internal("model_status", error)
             statuses = []
-        return [(s, now, None) for s in statuses], StatefulLogic.RETAIN
+        return [(s, now, 0, None) for s in statuses], StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[ModelItem], bool]:
         return self._status()
@@ -488,7 +510,7 @@ class _Router:
             return [("dead_letters", _dead_letter_message(dead))]
 
     def _route(self, value: ModelItem) -> list[tuple[str, Message]]:
-        item, received, _ = value
+        item, received, _, _ = value
         if isinstance(item, Scored):
             tx = item.transaction
             score = item.score
@@ -589,7 +611,7 @@ def build_flow(
     by_terminal = op.key_on("key_by_terminal", card_ok, _terminal_key)
     terminal_out = op.key_rm(
         "terminal_out",
-        _keyed_state("terminal_state", by_terminal, partial(_TerminalLogic, config, metrics)),
+        op.stateful_batch("terminal_state", by_terminal, partial(_TerminalLogic, config, metrics)),
     )
     # (Featured | LabelToLearn | Rejected, received)
     errors.append(op.filter_map("terminal_rejections", terminal_out, to_dead_letter))
@@ -603,7 +625,7 @@ def build_flow(
     model_logic = partial(
         _ModelLogic, config, settings.status_interval_seconds, read_back or _nothing_published
     )
-    model_out = op.key_rm("model_out", op.stateful("model", by_model, model_logic))
+    model_out = op.key_rm("model_out", op.stateful_batch("model", by_model, model_logic))
     # (Scored | Learned | ControlApplied | Rejected | ModelStatus, received)
     errors.append(op.filter_map("model_rejections", model_out, to_dead_letter))
 
@@ -628,6 +650,24 @@ def build_flow(
 
 def _model_key(_: Stamped[ModelIn]) -> str:
     return MODEL_KEY
+
+
+def in_arrival_order(values: list[Stamped[X]]) -> list[Stamped[X]]:
+    """A batch of a keyed step in the order its records were read.
+
+    A keyed step hands on its batch grouped by key: the card step by card, the terminal
+    step by terminal. Two transactions of one card at two terminals, or a label and
+    another card's transaction, would reach the next step out of the order they were
+    read in, and terminal counts and the models, which learn from every transaction
+    they score, depend on that order. Sorting by the input sequence (stable: what one
+    record produced keeps its order) restores what one worker read, in that order: the
+    order in which ``ScoringCore`` processes it.
+    """
+    return sorted(values, key=_seq)
+
+
+def _seq(value: Stamped[Any]) -> int:
+    return value[2]
 
 
 def _nothing_published(_: float | None) -> Published:
