@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test system system-run install kafka lint unit integration soak clean
+.PHONY: run test system system-run install kafka lint unit integration soak bench clean
 
 run: system-run install kafka
 	$(BIN)/fraudstream up
@@ -50,6 +50,11 @@ integration: system install kafka
 # prints what was lost, changed and published twice (tests/integration/campaign.py).
 soak: install kafka
 	$(BIN)/python -m tests.integration.campaign --kills 20 --rate 500
+
+# The streaming path through a real broker (a temporary one): the plain loop against the
+# detector with 1 and 2 processes on Handbook transactions, then latency at 1,000 tx/s.
+bench: install kafka
+	$(BIN)/fraudstream bench
 
 clean:
 	rm -rf $(VENV) .fraudstream .pytest_cache .mypy_cache .ruff_cache

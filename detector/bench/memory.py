@@ -1,0 +1,330 @@
+"""``fraudstream bench --memory``: months of the Handbook through one detector process.
+
+The detector (production settings, its own recovery folder and topics) reads the
+dataset's transactions and, ``chargeback_delay_days`` after each fraud, its chargeback,
+as ``fraudstream replay`` publishes them. Every ``interval_days`` of event time the
+benchmark measures the process from outside only, so that it keeps working whatever
+the state looks like inside:
+
+- RSS (``/proc/<pid>/status``) and its growth over the RSS of the idle detector;
+- the recovery folder's size on disk;
+- the detector's own state gauges at ``/metrics``: ``fraudstream_state_cards``,
+  ``fraudstream_state_terminals``, ``fraudstream_state_pending_labels`` (scored
+  transactions waiting for a label) and ``fraudstream_state_parked_labels``.
+
+Bytes per card, per terminal and per waiting label are the RSS growth (or the store size)
+divided by each count: each is an upper bound, as if all of the growth were that kind.
+Between two samples, the growth divided by the change in waiting labels is the marginal
+cost of one more waiting label while the other counts stay put.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import structlog
+
+from detector.bench.infra import (
+    BOOTSTRAP_ENV,
+    BenchError,
+    Topics,
+    Watermarks,
+    broker_for,
+    work_dir,
+)
+from detector.bench.procs import Child, detector_args, dir_bytes, settings_env
+from detector.broker import find_free_ports
+from detector.datasets import Record, read_dataset
+from detector.progress import ProgressBar
+from detector.publishing import PublishStats, publish
+from detector.settings import Settings
+
+log = structlog.get_logger("fraudstream.bench")
+
+DAY = 86400.0
+STATE_GAUGES = (
+    "fraudstream_state_cards",
+    "fraudstream_state_terminals",
+    "fraudstream_state_pending_labels",
+    "fraudstream_state_parked_labels",
+)
+_GAUGE = re.compile(r"^(fraudstream_state_[a-z_]+) ([0-9.eE+-]+)$", re.MULTILINE)
+
+
+@dataclass
+class MemoryOptions:
+    dataset: Path
+    days: float | None = None
+    """Event-time days to replay from the first transaction; None: the whole file."""
+    interval_days: float = 10.0
+    partitions: int = 4
+    chargeback_delay_days: float = 7.0
+    stall_seconds: float = 180.0
+    bootstrap: str | None = None
+
+
+@dataclass
+class MemorySample:
+    day: float
+    decided: int
+    rss_kib: int
+    growth_kib: int
+    store_bytes: int
+    gauges: dict[str, int]
+
+    @property
+    def cards(self) -> int:
+        return self.gauges.get("fraudstream_state_cards", 0)
+
+    @property
+    def terminals(self) -> int:
+        return self.gauges.get("fraudstream_state_terminals", 0)
+
+    @property
+    def pending(self) -> int:
+        return self.gauges.get("fraudstream_state_pending_labels", 0)
+
+
+@dataclass
+class MemoryReport:
+    baseline_kib: int
+    samples: list[MemorySample] = field(default_factory=list)
+    peak_kib: int = 0
+    transactions: int = 0
+    labels: int = 0
+    seconds: float = 0.0
+
+
+class _Timeline:
+    """Passes records through while noting the index where each sampling day begins."""
+
+    def __init__(self, records: Iterator[Record], days: float | None, interval: float) -> None:
+        self._records = records
+        self._days = days
+        self._interval = interval
+        self.boundaries: list[tuple[float, int]] = []
+        """(event-time day, transactions before it), in order."""
+        self.last_day = 0.0
+
+    def __iter__(self) -> Iterator[Record]:
+        start: float | None = None
+        next_day = self._interval
+        for index, record in enumerate(self._records):
+            ts = record.transaction.timestamp.timestamp()
+            if start is None:
+                start = ts - ts % DAY  # midnight UTC of the first day
+            day = (ts - start) / DAY
+            if self._days is not None and day >= self._days:
+                return
+            while day >= next_day:
+                self.boundaries.append((next_day, index))
+                next_day += self._interval
+            self.last_day = day
+            yield record
+
+
+def scrape(url: str) -> dict[str, int]:
+    """The state gauges of a detector's /metrics."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {name: int(float(value)) for name, value in _GAUGE.findall(text)}
+
+
+def run_memory(
+    settings: Settings,
+    options: MemoryOptions,
+    on_sample: Callable[[MemorySample, MemorySample | None], None] = lambda *_: None,
+) -> MemoryReport:
+    """Replay the dataset through one detector process; a sample every ``interval_days``."""
+    external = bool(options.bootstrap or os.environ.get(BOOTSTRAP_ENV))
+    with work_dir() as work, broker_for(settings, options.bootstrap, work) as settings:
+        topics = Topics(settings, options.partitions)
+        try:
+            return _run(topics.system("memory"), options, work, on_sample)
+        finally:
+            if external:
+                topics.delete()
+
+
+def _run(
+    settings: Settings,
+    options: MemoryOptions,
+    work: Path,
+    on_sample: Callable[[MemorySample, MemorySample | None], None],
+) -> MemoryReport:
+    [port] = find_free_ports(1)
+    url = f"http://127.0.0.1:{port}/metrics"
+    recovery = work / "memory" / "recovery"
+    recovery.parent.mkdir(parents=True)
+    env = {
+        **settings_env(settings),
+        "FRAUDSTREAM_METRICS_HOST": "127.0.0.1",
+        "FRAUDSTREAM_METRICS_PORT": str(port),
+        "FRAUDSTREAM_RECOVERY_DIR": str(recovery),
+    }
+    child = Child("detector", detector_args(), env, recovery.parent / "detector.log")
+    try:
+        _wait_for_metrics(child, url, options.stall_seconds)
+        time.sleep(2.0)  # let the start-up settle: the baseline is the idle detector
+        report = MemoryReport(baseline_kib=child.rss_kib())
+        timeline = _Timeline(read_dataset(options.dataset), options.days, options.interval_days)
+        published: list[PublishStats | BaseException] = []
+        publisher = threading.Thread(
+            target=_publish,
+            args=(timeline, settings, options.chargeback_delay_days, published),
+            daemon=True,
+        )
+        started = time.monotonic()
+        publisher.start()
+        marks = Watermarks(settings, settings.topic_decisions)
+
+        def sample(day: float, decided: int) -> None:
+            rss = child.rss_kib()
+            point = MemorySample(
+                day=day,
+                decided=decided,
+                rss_kib=rss,
+                growth_kib=rss - report.baseline_kib,
+                store_bytes=dir_bytes(recovery),
+                gauges=scrape(url),
+            )
+            previous = report.samples[-1] if report.samples else None
+            report.samples.append(point)
+            on_sample(point, previous)
+
+        try:
+            seen = 0
+            last_progress = time.monotonic()
+            with ProgressBar("memory run: decided") as tick:
+                while True:
+                    if (dead := child.died()) is not None:
+                        raise BenchError(dead)
+                    decided = marks.total()
+                    for _ in range(decided - seen):
+                        tick()
+                    if decided > seen:
+                        seen, last_progress = decided, time.monotonic()
+                    elif time.monotonic() - last_progress > options.stall_seconds:
+                        raise BenchError(f"memory run: no decision for {options.stall_seconds} s")
+                    boundaries = list(timeline.boundaries)
+                    while len(report.samples) < len(boundaries):
+                        day, index = boundaries[len(report.samples)]
+                        if decided < index:
+                            break
+                        sample(day, decided)
+                    if published:
+                        outcome = published[0]
+                        if isinstance(outcome, BaseException):
+                            raise BenchError(f"publishing failed: {outcome}") from outcome
+                        if decided >= outcome.transactions:
+                            report.transactions = outcome.transactions
+                            report.labels = outcome.labels
+                            break
+                    time.sleep(1.0)
+            report.seconds = time.monotonic() - started
+            sample(timeline.last_day, seen)
+        finally:
+            marks.close()
+    finally:
+        child.stop()
+    report.peak_kib = child.peak_kib
+    return report
+
+
+def _publish(
+    records: _Timeline,
+    settings: Settings,
+    chargeback_delay_days: float,
+    out: list[PublishStats | BaseException],
+) -> None:
+    try:
+        delay = timedelta(days=chargeback_delay_days) if chargeback_delay_days else None
+        out.append(publish(iter(records), settings, chargeback_delay=delay))
+    except BaseException as error:  # reported by the monitoring loop
+        out.append(error)
+
+
+def _wait_for_metrics(child: Child, url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (dead := child.died()) is not None:
+            raise BenchError(dead)
+        try:
+            scrape(url)
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise BenchError(f"the detector's metrics at {url} did not answer in {timeout:g} s")
+
+
+# --- the report ------------------------------------------------------------------------
+
+HEADER = (
+    "day",
+    "decided",
+    "RSS MiB",
+    "growth MiB",
+    "store MiB",
+    "cards",
+    "terminals",
+    "waiting labels",
+    "B/card",
+    "B/terminal",
+    "B/waiting label",
+    "marginal B/label",
+    "store B/label",
+)
+WIDTHS = (5, 10, 8, 10, 9, 6, 9, 14, 8, 10, 15, 16, 13)
+
+
+def _row(cells: tuple[str, ...]) -> str:
+    return " | ".join(c.rjust(w) for c, w in zip(cells, WIDTHS, strict=True))
+
+
+def format_header() -> str:
+    return _row(HEADER) + "\n" + "-+-".join("-" * w for w in WIDTHS)
+
+
+def format_sample(sample: MemorySample, previous: MemorySample | None) -> str:
+    growth = sample.growth_kib * 1024
+
+    def per(amount: int, count: int) -> str:
+        return f"{amount / count:,.0f}" if count > 0 else "-"
+
+    marginal = "-"
+    if previous is not None and sample.pending - previous.pending > 0:
+        delta = (sample.rss_kib - previous.rss_kib) * 1024
+        marginal = f"{delta / (sample.pending - previous.pending):,.0f}"
+    return _row(
+        (
+            f"{sample.day:.0f}",
+            f"{sample.decided:,}",
+            f"{sample.rss_kib / 1024:,.0f}",
+            f"{sample.growth_kib / 1024:,.0f}",
+            f"{sample.store_bytes / 2**20:,.1f}",
+            f"{sample.cards:,}",
+            f"{sample.terminals:,}",
+            f"{sample.pending:,}",
+            per(growth, sample.cards),
+            per(growth, sample.terminals),
+            per(growth, sample.pending),
+            marginal,
+            per(sample.store_bytes, sample.pending),
+        )
+    )
+
+
+def format_summary(report: MemoryReport) -> str:
+    return (
+        f"{report.transactions:,} transactions and {report.labels:,} chargebacks in "
+        f"{report.seconds:,.0f} s; idle detector {report.baseline_kib / 1024:,.0f} MiB, "
+        f"peak RSS {report.peak_kib / 1024:,.0f} MiB"
+    )
