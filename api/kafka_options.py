@@ -59,7 +59,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import typer
 from aiokafka.helpers import create_ssl_context
 
 ENV_VAR = "FRAUDSTREAM_KAFKA_EXTRA_CONFIG"
@@ -165,19 +164,15 @@ SSL_PROPERTIES = frozenset(
 )
 
 
-class KafkaConfigError(typer.BadParameter, ValueError):
+class KafkaConfigError(ValueError):
     """``FRAUDSTREAM_KAFKA_EXTRA_CONFIG`` cannot be used by the review service.
 
     The message is one line that names the variable and the property, and never holds a
-    secret. It is a ``typer.BadParameter`` so that ``fraudstream api`` prints that line
-    and exits instead of showing a traceback, and a ``ValueError`` for everyone else.
+    secret (``fraudstream api`` prints it and exits).
     """
 
     def __init__(self, message: str) -> None:
         super().__init__(f"{ENV_VAR}: {message}")
-
-    def format_message(self) -> str:
-        return self.message
 
 
 Parse = Callable[[str, str], Any]

@@ -39,8 +39,15 @@ log = structlog.get_logger("fraudstream")
 
 
 def _settings() -> Settings:
+    from detector.kafka_config import check_durability
+
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
+    try:
+        check_durability(settings.kafka_extra_config)
+    except ValueError as error:
+        typer.echo(f"fraudstream: {error}", err=True)
+        raise typer.Exit(2) from None
     return settings
 
 
@@ -148,6 +155,7 @@ def api(
     import uvicorn
 
     from api.auth import KeyConfigError
+    from api.kafka_options import KafkaConfigError
     from api.main import create_app
 
     settings = _settings()
@@ -155,6 +163,9 @@ def api(
         application = create_app(settings, kafka=kafka)
     except KeyConfigError as error:
         raise typer.BadParameter(str(error), param_hint="FRAUDSTREAM_API_KEYS") from error
+    except KafkaConfigError as error:
+        typer.echo(f"fraudstream api: {error}", err=True)
+        raise typer.Exit(2) from None
     uvicorn.run(
         application,
         host=host or settings.api_host,

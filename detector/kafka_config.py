@@ -78,7 +78,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     Raises ``ValueError`` if the extra config lowers ``acks`` or disables idempotence.
     """
     extra = dict(settings.kafka_extra_config)
-    _check_durability(extra)
+    check_durability(extra)
     return {
         "bootstrap.servers": ",".join(settings.brokers),
         "enable.idempotence": True,
@@ -112,7 +112,8 @@ def admin_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _check_durability(extra: Mapping[str, Any]) -> None:
+def check_durability(extra: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` (one line naming the variable) if ``extra`` weakens producers."""
     for key in ("acks", "request.required.acks"):
         if key in extra and str(extra[key]).strip().lower() not in ("all", "-1"):
             raise ValueError(

@@ -62,3 +62,14 @@ def test_replay_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["replay", str(tmp_path / "nope.csv")])
     assert result.exit_code != 0
     assert "Invalid value" in result.output and "nope.csv" in result.output
+
+
+def test_a_kafka_config_that_weakens_producers_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FRAUDSTREAM_KAFKA_EXTRA_CONFIG", '{"acks": "1"}')
+    result = runner.invoke(app, ["detect"])
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert "FRAUDSTREAM_KAFKA_EXTRA_CONFIG" in line and "acks=1" in line
+    assert "Traceback" not in result.output
