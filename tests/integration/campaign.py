@@ -71,6 +71,7 @@ class CampaignConfig:
     settle_timeout: float = 180.0  # for the last process to decide everything
     customers: int = 2000
     terminals: int = 4000
+    log_level: str = "WARNING"  # the detector's (its log is kept in the work folder)
 
 
 @dataclass
@@ -385,7 +386,12 @@ def analyse(
             if any(body.get(k) != first_body.get(k) for k in VERDICT):
                 verdict_changed.append(identity)
             if len(examples) < 5:
-                examples.append(f"changed {identity}:\n  {first!r}\n  {value!r}")
+                was = run_of(versions[0][0], versions[0][1])
+                examples.append(
+                    f"changed {identity}, published by process {was} at "
+                    f"{versions[0][:2]} then by process {run} at {(partition, offset)}:\n"
+                    f"  {first!r}\n  {value!r}"
+                )
         if differs:
             changed.append(identity)
     decided = set(by_tx)
@@ -428,7 +434,7 @@ def run_campaign(
     log = workdir / "detector.log"
     env = {
         "FRAUDSTREAM_SNAPSHOT_INTERVAL_SECONDS": f"{config.snapshot_interval:g}",
-        "FRAUDSTREAM_LOG_LEVEL": "WARNING",
+        "FRAUDSTREAM_LOG_LEVEL": config.log_level,
     }
     rng = random.Random(config.seed)
     crashes: list[Crash] = []
@@ -525,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         "--bootstrap-servers", help="use this broker instead of starting a local one"
     )
     parser.add_argument("--workdir", type=Path, help="keep logs and snapshots here")
+    parser.add_argument("--log-level", default="WARNING", help="the detector's log level")
     args = parser.parse_args(argv)
     config = CampaignConfig(
         kills=args.kills,
@@ -534,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         max_interval=args.max_interval,
         snapshot_interval=args.snapshot_interval,
         settle_timeout=args.settle_timeout,
+        log_level=args.log_level,
     )
     with tempfile.TemporaryDirectory(prefix="fraudstream-campaign-") as scratch:
         workdir = args.workdir or Path(scratch)
