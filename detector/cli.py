@@ -359,6 +359,14 @@ def evaluate(
             "for offline analysis (see `fraudstream model-info`).",
         ),
     ] = None,
+    shards: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Shards of the model step, as a detector with this many workers runs "
+            "(default: what the settings run, see FRAUDSTREAM_MODEL_SHARDS).",
+        ),
+    ] = None,
 ) -> None:
     """Replay a dataset in event time through the production scoring core and measure it.
 
@@ -392,6 +400,8 @@ def evaluate(
         review_capacity=review_capacity, label_delay_days=label_delay, enabled=not no_labels
     )
     config = CoreConfig.from_settings(settings).evaluation()
+    if shards is not None:
+        config = dataclasses.replace(config, shards=shards)
     reader = read_dataset(file, limit=limit)
     out = scores_out.open("w", newline="") if scores_out else None
     try:

@@ -73,18 +73,22 @@ from detector.scoring import (
     Rejected,
     RoutedLabel,
     Scored,
+    ShardSummary,
     TerminalIn,
     TerminalOut,
     TerminalState,
     card_step,
     ensure_models,
     expire_parked,
-    model_statuses,
+    merge_statuses,
     model_step,
     new_model_state,
     parked_until,
+    shard_of,
+    summarize,
     terminal_key,
     terminal_step,
+    to_shards,
 )
 from detector.settings import Settings
 from detector.telemetry import METRICS, DetectorMetrics, MetricsServerError, metrics_port, serve
@@ -94,7 +98,6 @@ log = structlog.get_logger(__name__)
 
 Event = Transaction | Label
 Message = KafkaSinkMessage[bytes | None, bytes | None]
-MODEL_KEY = "model"
 T = TypeVar("T")
 X = TypeVar("X")
 V = TypeVar("V")
@@ -365,20 +368,26 @@ class _TerminalLogic(StatefulBatchLogic[Stamped[TerminalIn], Stamped[TerminalOut
         return _freeze(self.state)
 
 
-ModelItem = Stamped[ModelOut | ModelStatus]
+ModelItem = Stamped[ModelOut | ShardSummary]
+# A model step input routed to its shard: (shard, item)
+ShardIn = tuple[int, Stamped[ModelIn]]
+# What the model step and the status merge hand on to the outputs
+Outcome = Stamped[ModelOut | ModelStatus]
 
 
 @dataclass
 class _ModelSnapshot:
-    """The model step's state and when it was taken (wall clock, epoch seconds)."""
+    """A model shard's state, its index, and when it was taken (wall clock, seconds)."""
 
     state: ModelState
+    shard: int
     taken_at: float
 
 
-class _ModelLogic(StatefulBatchLogic[Stamped[ModelIn], ModelItem, Snapshot]):
-    """The model step, plus the models' status every ``interval`` seconds, at the end,
-    and at once after a control message is applied (so that the change shows).
+class _ModelLogic(StatefulBatchLogic[ShardIn, ModelItem, Snapshot]):
+    """One shard of the model step, plus a summary of its models every ``interval``
+    seconds, at the end, and at once after a control message is applied (so that the
+    change shows); ``_StatusLogic`` merges the shards' summaries into the models' status.
 
     Each batch is handled in the order its records were read (see ``in_arrival_order``).
     Built on resume, it first reads back the decisions published since its snapshot
@@ -394,18 +403,28 @@ class _ModelLogic(StatefulBatchLogic[Stamped[ModelIn], ModelItem, Snapshot]):
     ) -> None:
         self.config = config
         self.interval = timedelta(seconds=interval)
+        self.shard: int | None = None  # known from the snapshot, or the first item
         if snapshot is not None:
             restored = _thaw(snapshot, _ModelSnapshot)
             self.state = ensure_models(restored.state, config)
+            self.shard = restored.shard
             self.published = read_back(restored.taken_at)
         else:
             self.state = new_model_state(config)
             self.published = read_back(None)
         self.next_status = datetime.now(UTC)
 
-    def on_batch(self, values: list[Stamped[ModelIn]]) -> tuple[list[ModelItem], bool]:
+    def on_batch(self, values: list[ShardIn]) -> tuple[list[ModelItem], bool]:
+        if self.shard is None:
+            self.shard = values[0][0]
+            log.info("model shard started", shard=self.shard, of=self.config.shards)
+        if self.published and self.config.shards > 1:  # this shard's transactions only
+            shards, mine = self.config.shards, self.shard
+            self.published = {
+                k: v for k, v in self.published.items() if shard_of(k[1], shards) == mine
+            }
         out: list[ModelItem] = []
-        for value in in_arrival_order(values):
+        for value in in_arrival_order([value for _, value in values]):
             out.extend(self._one(value))
         return out, StatefulBatchLogic.RETAIN
 
@@ -431,13 +450,12 @@ class _ModelLogic(StatefulBatchLogic[Stamped[ModelIn], ModelItem, Snapshot]):
 
     def _status(self) -> tuple[list[ModelItem], bool]:
         self.next_status = datetime.now(UTC) + self.interval
-        now = time.time()
         try:
-            statuses = model_statuses(self.state)
+            summary = summarize(self.state, self.shard or 0)
         except Exception as error:  # a status is not worth stopping the flow for
             _internal("model_status", error)
-            statuses = []
-        return [(s, now, 0, None) for s in statuses], StatefulBatchLogic.RETAIN
+            return [], StatefulBatchLogic.RETAIN
+        return [(summary, time.time(), 0, None)], StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[ModelItem], bool]:
         return self._status()
@@ -449,7 +467,82 @@ class _ModelLogic(StatefulBatchLogic[Stamped[ModelIn], ModelItem, Snapshot]):
         return self.next_status
 
     def snapshot(self) -> Snapshot:
-        return _freeze(_ModelSnapshot(self.state, time.time()))
+        return _freeze(_ModelSnapshot(self.state, self.shard or 0, time.time()))
+
+
+class _StatusLogic(StatefulBatchLogic[ShardSummary, Stamped[ModelStatus], None]):
+    """The models' status over every shard: each shard's latest summary, merged."""
+
+    def __init__(self, _: None) -> None:
+        self.latest: dict[int, ShardSummary] = {}
+
+    def on_batch(self, values: list[ShardSummary]) -> tuple[list[Stamped[ModelStatus]], bool]:
+        for summary in values:
+            self.latest[summary.shard] = summary
+        try:
+            statuses = merge_statuses([self.latest[k] for k in sorted(self.latest)])
+        except Exception as error:  # a status is not worth stopping the flow for
+            _internal("model_status", error)
+            return [], StatefulBatchLogic.RETAIN
+        now = time.time()
+        return [(status, now, 0, None) for status in statuses], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> None:
+        return None  # every shard sends its summary again within an interval
+
+
+def shard_keys(shards: int, settings: Settings) -> list[str]:
+    """The keys of the model step's shards, one per worker as far as they go.
+
+    Bytewax sends a key to the worker its hash picks, and two shards on one worker would
+    score in turn, not side by side: each shard's key is chosen among candidates so that
+    shard ``i`` lands on worker ``i`` modulo the cluster's workers. Where keys land is
+    learned from Bytewax itself, by a small dataflow run in this process.
+    """
+    workers = max(len(settings.cluster), 1) * settings.workers
+    if shards == 1 or workers == 1:
+        return [f"model-{i}" for i in range(shards)]
+    landing = _where_keys_land([f"model-{i}" for i in range(64 * workers)], workers)
+    keys: list[str] = []
+    for shard in range(shards):
+        wanted = shard % workers
+        key = next((k for k, w in landing.items() if w == wanted and k not in keys), None)
+        keys.append(key if key is not None else f"model-shard-{shard}")
+    return keys
+
+
+def _where_keys_land(keys: list[str], workers: int) -> dict[str, int]:
+    """The worker Bytewax sends each of ``keys`` to, in a cluster of ``workers``."""
+    from bytewax.testing import TestingSource, cluster_main
+
+    landed: dict[str, int] = {}
+
+    class _Where(StatelessSinkPartition[str]):
+        def __init__(self, worker: int) -> None:
+            self.worker = worker
+
+        def write_batch(self, items: list[str]) -> None:
+            for key in items:
+                landed[key] = self.worker
+
+    class _Sink(DynamicSink[str]):
+        def build(self, step_id: str, worker_index: int, worker_count: int) -> _Where:
+            return _Where(worker_index)
+
+    probe = Dataflow("fraudstream_shard_probe")
+    keyed = op.key_on("key", op.input("keys", probe, TestingSource(keys)), _same)
+    landed_on = op.stateful_map("land", keyed, _land)
+    op.output("where", op.key_rm("rm", landed_on), _Sink())
+    cluster_main(probe, [], 0, worker_count_per_proc=workers)
+    return landed
+
+
+def _same(key: str) -> str:
+    return key
+
+
+def _land(state: None, key: str) -> tuple[None, str]:
+    return None, key
 
 
 class _ReadBack:
@@ -495,7 +588,7 @@ class _Router:
     def __init__(self, metrics: DetectorMetrics) -> None:
         self.metrics = metrics
 
-    def __call__(self, value: ModelItem) -> list[tuple[str, Message]]:
+    def __call__(self, value: Outcome) -> list[tuple[str, Message]]:
         try:
             return self._route(value)
         except Exception as error:  # an outcome that cannot be published: dead-letter it
@@ -509,7 +602,7 @@ class _Router:
             _log_dead_letter(self.metrics, "route_outputs", dead)
             return [("dead_letters", _dead_letter_message(dead))]
 
-    def _route(self, value: ModelItem) -> list[tuple[str, Message]]:
+    def _route(self, value: Outcome) -> list[tuple[str, Message]]:
         item, received, _, _ = value
         if isinstance(item, Scored):
             tx = item.transaction
@@ -621,11 +714,22 @@ def build_flow(
 
     # Control messages skip the card and terminal steps: they are for the models alone.
     model_in: Stream[Stamped[ModelIn]] = op.merge("model_in", terminal_ok, controls)
-    by_model = op.key_on("key_by_model", model_in, _model_key)
+    by_shard: KeyedStream[ShardIn] = op.flat_map(
+        "key_by_shard", model_in, partial(_to_shards, shard_keys(config.shards, settings))
+    )
     model_logic = partial(
         _ModelLogic, config, settings.status_interval_seconds, read_back or _nothing_published
     )
-    model_out = op.key_rm("model_out", op.stateful_batch("model", by_model, model_logic))
+    shards_out = op.key_rm("model_out", op.stateful_batch("model", by_shard, model_logic))
+    # (Scored | Learned | ControlApplied | Rejected | ShardSummary, received, seq, None)
+    summaries = op.filter_map("shard_summaries", shards_out, _summary_or_none)
+    statuses = op.key_rm(
+        "status_out",
+        op.stateful_batch("status", op.key_on("key_status", summaries, _status_key), _StatusLogic),
+    )
+    model_out: Stream[Outcome] = op.merge(
+        "model_and_status", op.filter("model_outcomes", shards_out, _not_summary), statuses
+    )
     # (Scored | Learned | ControlApplied | Rejected | ModelStatus, received)
     errors.append(op.filter_map("model_rejections", model_out, to_dead_letter))
 
@@ -648,8 +752,24 @@ def build_flow(
     return flow
 
 
-def _model_key(_: Stamped[ModelIn]) -> str:
-    return MODEL_KEY
+def _to_shards(keys: list[str], value: Stamped[ModelIn]) -> list[tuple[str, ShardIn]]:
+    item, received, seq, origin = value
+    return [
+        (keys[shard], (shard, (routed, received, seq, origin)))
+        for shard, routed in to_shards(item, len(keys))
+    ]
+
+
+def _summary_or_none(value: ModelItem) -> ShardSummary | None:
+    return value[0] if isinstance(value[0], ShardSummary) else None
+
+
+def _not_summary(value: ModelItem) -> bool:
+    return not isinstance(value[0], ShardSummary)
+
+
+def _status_key(_: ShardSummary) -> str:
+    return "status"
 
 
 def in_arrival_order(values: list[Stamped[X]]) -> list[Stamped[X]]:

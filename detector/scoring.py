@@ -20,6 +20,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +50,7 @@ from models import (
     CardProfile,
     HybridScore,
     HybridScorer,
+    LabelledOutcome,
     PendingFeatures,
     QualityTracker,
     TerminalProfile,
@@ -76,6 +79,7 @@ class CoreConfig:
     classifier: str = "logreg"
     challengers: tuple[str, ...] = ()
     quality_window: int = 5000
+    shards: int = 1
 
     @property
     def model_kinds(self) -> tuple[str, ...]:
@@ -105,6 +109,7 @@ class CoreConfig:
             classifier=settings.classifier,
             challengers=tuple(settings.challengers),
             quality_window=settings.quality_window,
+            shards=settings.shards,
         )
 
 
@@ -150,12 +155,19 @@ class RoutedLabel:
 
 @dataclass(slots=True)
 class LabelToLearn:
-    """Features recorded at scoring time and the truth about them (-> model step)."""
+    """Features recorded at scoring time and the truth about them (-> model step).
+
+    With several model shards, ``weight`` is what the label weighs in the shard that
+    learns it and ``home`` marks the copy of a label its transaction's shard learns
+    (see ``to_shards``).
+    """
 
     transaction_id: str
     is_fraud: bool
     source: str
     features: dict[str, float]
+    weight: float = 1.0
+    home: bool = True
 
 
 @dataclass(slots=True)
@@ -577,7 +589,8 @@ def model_step(
     if isinstance(item, Featured):
         return state, [_score(state, item, config)]
     if isinstance(item, LabelToLearn):
-        return state, [_learn(state, item)]
+        learned = _learn(state, item)
+        return state, [learned] if learned is not None else []
     return state, [apply_control(state, item, origin=origin)]
 
 
@@ -620,11 +633,17 @@ def _score(state: ModelState, item: Featured, config: CoreConfig) -> Scored:
     )
 
 
-def _learn(state: ModelState, item: LabelToLearn) -> Learned:
-    """Every model learns every label, from the features recorded at scoring time."""
+def _learn(state: ModelState, item: LabelToLearn) -> Learned | None:
+    """Every model learns every label, from the features recorded at scoring time.
+
+    Only the copy of a label in its transaction's own shard (``home``) counts it and
+    reports it learned: a fraud is learned by every shard, but learned once.
+    """
     for slot in state.models.values():
-        slot.scorer.learn_one(item.features, item.is_fraud)
+        slot.scorer.learn_one(item.features, item.is_fraud, w=item.weight)
         slot.quality.learn(item.transaction_id, item.is_fraud)
+    if not item.home:
+        return None
     state.labels_by_source[item.source] += 1
     if item.source != "presumed":
         state.last_label_at = time.time()
@@ -695,7 +714,7 @@ def new_model_slot(kind: str, config: CoreConfig) -> ModelSlot:
         scorer=HybridScorer(classifier=CLASSIFIERS[kind](), warmup_frauds=config.warmup_frauds),
         thresholds=in_force,
         quality=QualityTracker(
-            config.quality_window,
+            shard_window(config),
             horizon_days=config.label_horizon_days,
         ),
         window=window,
@@ -726,9 +745,110 @@ def ensure_models(state: ModelState, config: CoreConfig) -> ModelState:
             slot.thresholds = current if isinstance(current, Thresholds) else slot.window
             state.models[slot.name] = slot
     for slot in state.models.values():
-        if slot.quality.size != config.quality_window:
-            slot.quality.resize(config.quality_window)
+        if slot.quality.size != shard_window(config):
+            slot.quality.resize(shard_window(config))
     return state
+
+
+# --- shards of the model step ------------------------------------------------------------
+#
+# The model step can run as several shards, one per worker, each with models of its own:
+# a transaction is scored by the shard its id hashes to; a fraud label is learned by every
+# shard (frauds are rare and every model needs them all); a legitimate label only by its
+# transaction's shard, weighed by the number of shards, so that each shard's classifier
+# sees frauds and legitimate transactions in the proportion a single model would. Control
+# messages reach every shard, so thresholds and the deciding model are one policy; in
+# volume mode each shard keeps the shares over its own scores.
+
+
+def shard_window(config: CoreConfig) -> int:
+    """Labelled transactions in each shard's quality window: together, the configured."""
+    return -(-config.quality_window // config.shards)
+
+
+def shard_of(transaction_id: str, shards: int) -> int:
+    """The model shard that scores transaction ``transaction_id`` (stable everywhere)."""
+    if shards == 1:
+        return 0
+    return zlib.crc32(transaction_id.encode()) % shards
+
+
+def to_shards(item: ModelIn, shards: int) -> list[tuple[int, ModelIn]]:
+    """The shards an input of the model step goes to, with what each of them gets."""
+    if shards == 1:
+        return [(0, item)]
+    if isinstance(item, Featured):
+        return [(shard_of(item.transaction.transaction_id, shards), item)]
+    if isinstance(item, LabelToLearn):
+        home = shard_of(item.transaction_id, shards)
+        if not item.is_fraud:
+            return [(home, dataclasses.replace(item, weight=item.weight * shards))]
+        return [
+            (i, item if i == home else dataclasses.replace(item, home=False)) for i in range(shards)
+        ]
+    return [(i, item) for i in range(shards)]
+
+
+@dataclass(slots=True)
+class SlotSummary:
+    """What one shard knows of one model, for its status."""
+
+    name: str
+    transactions_scored: int
+    decisions: dict[str, int]
+    labels_learned: dict[str, int]
+    classifier_weight: float
+    outcomes: list[LabelledOutcome]
+    volume: bool
+    review: float
+    block: float
+    review_share: float | None
+    block_share: float | None
+
+
+@dataclass(slots=True)
+class ShardSummary:
+    """What one shard of the model step knows, for the models' status."""
+
+    shard: int
+    version: str
+    deciding: str
+    slots: list[SlotSummary]
+    labels_by_source: dict[str, int]
+    last_control_id: str | None
+    last_label_at: float | None
+
+
+def summarize(state: ModelState, shard: int = 0) -> ShardSummary:
+    """A shard's models as counters and quality windows (small, and picklable)."""
+    slots = []
+    for slot in state.models.values():
+        th = slot.thresholds
+        volume = isinstance(th, VolumeThresholds)
+        slots.append(
+            SlotSummary(
+                name=slot.name,
+                transactions_scored=slot.transactions_scored,
+                decisions=dict(slot.decisions),
+                labels_learned=slot.scorer.labels_learned,
+                classifier_weight=slot.scorer.classifier_weight(),
+                outcomes=slot.quality.window(),
+                volume=volume,
+                review=float(th.review),
+                block=float(th.block),
+                review_share=th.review_share if isinstance(th, VolumeThresholds) else None,
+                block_share=th.block_share if isinstance(th, VolumeThresholds) else None,
+            )
+        )
+    return ShardSummary(
+        shard=shard,
+        version=state.version,
+        deciding=state.deciding,
+        slots=slots,
+        labels_by_source=dict(state.labels_by_source),
+        last_control_id=state.last_control_id,
+        last_label_at=state.last_label_at,
+    )
 
 
 # --- status ----------------------------------------------------------------------------
@@ -736,7 +856,11 @@ def ensure_models(state: ModelState, config: CoreConfig) -> ModelState:
 
 def model_quality(tracker: QualityTracker) -> ModelQuality:
     """Quality figures over the tracker's window (``None`` where undefined)."""
-    window = tracker.window()
+    return quality_of(tracker.window())
+
+
+def quality_of(window: Sequence[LabelledOutcome]) -> ModelQuality:
+    """Quality figures over labelled outcomes (``None`` where undefined)."""
     n = len(window)
     frauds = sum(o.is_fraud for o in window)
     alerted = sum(o.alerted for o in window)
@@ -760,35 +884,55 @@ def model_quality(tracker: QualityTracker) -> ModelQuality:
 
 def model_statuses(state: ModelState, now: datetime | None = None) -> list[ModelStatus]:
     """One status per model, the deciding model first."""
+    return merge_statuses([summarize(state)], now)
+
+
+def merge_statuses(
+    summaries: Sequence[ShardSummary], now: datetime | None = None
+) -> list[ModelStatus]:
+    """One status per model over every shard, the deciding model first.
+
+    Counts add up; a fraud label, which every shard learns, counts once; the quality
+    figures are over the shards' windows together; the thresholds are the shards'
+    average (the same value under fixed thresholds).
+    """
     now = now or datetime.now(UTC)
-    last_label_at = (
-        datetime.fromtimestamp(state.last_label_at, UTC)
-        if state.last_label_at is not None
-        else None
-    )
-    order = [state.decider] + [s for s in state.models.values() if s.name != state.deciding]
+    first = summaries[0]
+    last = max((s.last_label_at for s in summaries if s.last_label_at is not None), default=None)
+    by_source: collections.Counter[str] = collections.Counter()
+    for summary in summaries:
+        by_source.update(summary.labels_by_source)
+    names = [first.deciding] + [s.name for s in first.slots if s.name != first.deciding]
     out = []
-    for slot in order:
-        th = slot.thresholds
-        volume = isinstance(th, VolumeThresholds)
+    for name in names:
+        slots = [slot for summary in summaries for slot in summary.slots if slot.name == name]
+        head = slots[0]
+        decisions: collections.Counter[str] = collections.Counter()
+        outcomes: list[LabelledOutcome] = []
+        for slot in slots:
+            decisions.update(slot.decisions)
+            outcomes.extend(slot.outcomes)
         out.append(
             ModelStatus(
-                model_name=slot.name,
-                model_version=state.version,
-                deciding=slot.name == state.deciding,
-                transactions_scored=slot.transactions_scored,
-                decisions=dict(slot.decisions),
-                labels_learned=slot.scorer.labels_learned,
-                labels_by_source=dict(state.labels_by_source),
-                classifier_weight=slot.scorer.classifier_weight(),
-                quality=model_quality(slot.quality),
-                threshold_mode="volume" if volume else "fixed",
-                review_threshold=float(th.review),
-                block_threshold=float(th.block),
-                review_share=th.review_share if isinstance(th, VolumeThresholds) else None,
-                block_share=th.block_share if isinstance(th, VolumeThresholds) else None,
-                last_control_id=state.last_control_id,
-                last_label_at=last_label_at,
+                model_name=name,
+                model_version=first.version,
+                deciding=name == first.deciding,
+                transactions_scored=sum(slot.transactions_scored for slot in slots),
+                decisions=dict(decisions),
+                labels_learned={
+                    "fraud": max(slot.labels_learned["fraud"] for slot in slots),
+                    "legit": sum(slot.labels_learned["legit"] for slot in slots),
+                },
+                labels_by_source=dict(by_source),
+                classifier_weight=sum(slot.classifier_weight for slot in slots) / len(slots),
+                quality=quality_of(outcomes),
+                threshold_mode="volume" if head.volume else "fixed",
+                review_threshold=sum(slot.review for slot in slots) / len(slots),
+                block_threshold=sum(slot.block for slot in slots) / len(slots),
+                review_share=head.review_share,
+                block_share=head.block_share,
+                last_control_id=first.last_control_id,
+                last_label_at=datetime.fromtimestamp(last, UTC) if last is not None else None,
                 emitted_at=now,
             )
         )
@@ -810,12 +954,31 @@ class ScoringCore:
         self.config = config or CoreConfig()
         self.cards: dict[str, CardState] = {}
         self.terminals: dict[str, TerminalState] = {}
-        self.model: ModelState = new_model_state(self.config)
+        # the model step's shards (one unless ``config.shards`` says more)
+        self.shards: list[ModelState] = [
+            new_model_state(self.config) for _ in range(self.config.shards)
+        ]
+
+    @property
+    def model(self) -> ModelState:
+        """The model step's state (the first shard's, with several)."""
+        return self.shards[0]
+
+    @model.setter
+    def model(self, state: ModelState) -> None:
+        self.shards[0] = state
+
+    def _model_step(self, item: ModelIn) -> list[ModelOut]:
+        out: list[ModelOut] = []
+        for shard, routed in to_shards(item, self.config.shards):
+            self.shards[shard], shard_out = model_step(self.shards[shard], routed, self.config)
+            out.extend(shard_out)
+        # Every shard applies a control message alike: one outcome says it.
+        return out[:1] if isinstance(item, Control) else out
 
     def process(self, event: Transaction | Label | Control) -> list[ModelOut | Rejected]:
         if isinstance(event, Control):
-            self.model, out = model_step(self.model, event, self.config)
-            return list(out)
+            return list(self._model_step(event))
         card_id = event.card_id
         self.cards[card_id], card_out = card_step(self.cards.get(card_id), event, self.config)
         results: list[ModelOut | Rejected] = []
@@ -831,8 +994,7 @@ class ScoringCore:
                 if isinstance(routed, Rejected):
                     results.append(routed)
                     continue
-                self.model, out = model_step(self.model, routed, self.config)
-                results.extend(out)
+                results.extend(self._model_step(routed))
         return results
 
     def apply(self, control: Control) -> ControlApplied | Rejected:
@@ -843,7 +1005,7 @@ class ScoringCore:
 
     def statuses(self) -> list[ModelStatus]:
         """What the dataflow would publish on ``model-status`` now."""
-        return model_statuses(self.model)
+        return merge_statuses([summarize(state, i) for i, state in enumerate(self.shards)])
 
     def score(self, tx: Transaction) -> Scored:
         """Score one transaction; raises if the core rejects it (a duplicate)."""

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     addresses: str | None = Field(
         None, description="host:port of every detector process, ';'-separated (a cluster)."
     )
+    model_shards: int = Field(
+        0,
+        ge=0,
+        description="Shards of the model step, each scoring its share of transactions on a "
+        "worker of its own; 0: one per worker of the detector (processes x workers).",
+    )
     status_interval_seconds: float = Field(
         5.0, gt=0, description="How often the model's status is published."
     )
@@ -199,6 +205,11 @@ class Settings(BaseSettings):
     def cluster(self) -> list[str]:
         """host:port of every process of a detector cluster; empty for a single process."""
         return [a.strip() for a in (self.addresses or "").split(";") if a.strip()]
+
+    @property
+    def shards(self) -> int:
+        """Shards of the model step in force (see ``model_shards``)."""
+        return self.model_shards or max(len(self.cluster), 1) * self.workers
 
     @property
     def recovery_path(self) -> Path:
