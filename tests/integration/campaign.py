@@ -48,11 +48,12 @@ REPO = Path(__file__).resolve().parent.parent.parent
 JARS_CACHE = REPO / ".fraudstream" / "kafka" / "libs"
 # A crash publishes again what the killed process published since its last committed
 # snapshot. Under a steady stream that is about one snapshot interval of decisions. But
-# a restarted process first catches up with what arrived while it was down (2 to 4 s of
-# traffic on two cores: imports, snapshot, read-back, consumer start) and decides it in
-# one epoch (up to a Kafka poll, kafka_batch_size per partition); a kill right after
-# that epoch is published, before its snapshot is committed, publishes it all again.
-# The margin is that restart (4 s) plus the snapshot commit lag (one more interval).
+# a restarted process first catches up with what arrived while it was down (its first
+# decision comes 3.5 to 6 s after its start on two cores: imports, snapshot, read-back,
+# consumer start) and decides it in one epoch (up to a Kafka poll, kafka_batch_size per
+# partition); a kill right after that epoch is published, before its snapshot is
+# committed, publishes it all again. The margin is about that restart plus the commit
+# lag. (A backlog of more than one poll, kafka_batch_size x partitions, may exceed it.)
 DEFAULT_MARGIN_SECONDS = 5.0
 
 Identity = tuple[str, str]  # (card_id, transaction_id)
