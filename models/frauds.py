@@ -41,6 +41,10 @@ class ConfirmedFrauds(base.Base):
     def __len__(self) -> int:
         return len(self._frauds)
 
+    def held(self) -> dict[str, float]:
+        """The frauds held: transaction id -> time of the transaction (a copy)."""
+        return dict(self._frauds)
+
     def record(self, transaction_id: str, ts: float, *, is_fraud: bool) -> None:
         if is_fraud:
             self._frauds[transaction_id] = ts

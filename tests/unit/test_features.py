@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import pytest
 
@@ -151,6 +152,32 @@ def test_late_transaction_ignores_what_came_after_it() -> None:
     assert x["card_mean_amount"] == 10.0
     assert x["card_hours_since_last"] == 1.0
     assert x["card_new_terminal"] == 1.0  # t2 was used only later
+
+
+def test_a_late_transaction_takes_its_place_in_time() -> None:
+    card = card_with([(T0, 10.0, "t1"), (T0 - 2 * DAY, 30.0, "t2")])  # the second is late
+    assert card.last_seen == T0
+    x = card.features(T0 + HOUR, 20.0, "t2")
+    assert (x["card_history_tx"], x["card_tx_24h"], x["card_tx_1h"]) == (2.0, 1.0, 1.0)
+    assert x["card_hours_since_last"] == 1.0  # since the latest transaction, not the last to come
+    assert x["card_mean_amount"] == 20.0
+    assert x["card_new_terminal"] == 0.0
+
+
+def test_max_events_bounds_every_window() -> None:
+    card = card_with([(T0 + i * 60, float(i + 1), "t1") for i in range(5)], max_events=3)
+    x = card.features(T0 + 300, 8.0, "t1")
+    assert (x["card_tx_1h"], x["card_tx_24h"], x["card_tx_7d"]) == (3.0, 3.0, 3.0)
+    assert x["card_amount_24h"] == 3.0 + 4.0 + 5.0
+
+
+def test_card_state_survives_pickling() -> None:
+    card = card_with([(T0 - DAY, 12.34, "t1"), (T0 - HOUR + 0.25, 1 / 3, "t2")])
+    card.record_label("tx", T0 - DAY, is_fraud=True)
+    restored = pickle.loads(pickle.dumps(card))
+    assert restored.features(T0, 5.0, "t2") == card.features(T0, 5.0, "t2")
+    assert restored.features(T0 - 2 * HOUR, 5.0, "t2") == card.features(T0 - 2 * HOUR, 5.0, "t2")
+    assert pickle.dumps(restored) == pickle.dumps(card)
 
 
 # --- TerminalProfile -----------------------------------------------------------------

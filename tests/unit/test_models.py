@@ -87,11 +87,16 @@ class Driver:
 
 def _card_learn(card: CardProfile, i: int) -> None:
     x, fraud = DATA[i % len(DATA)]
-    card.observe(T0 + i * 3000.0, x["amount"], f"t{i % 5 if not fraud else 100 + i}")
+    late = 2 * DAY if i % 11 == 10 else 0.0  # now and then a transaction arrives late
+    terminal = f"t{i % 5 if not fraud else 100 + i}"
+    card.observe(T0 + i * 3000.0 - late, x["amount"], terminal, transaction_id=f"tx{i}")
+    if fraud:
+        card.record_label(f"tx{i}", T0 + i * 3000.0 - late, is_fraud=True)
 
 
 def _card_probe(card: CardProfile) -> Any:
-    return [card.features(T0 + k * DAY, 10.0 * (k + 1), f"t{k}") for k in range(0, 30, 3)]
+    features = [card.features(T0 + k * DAY, 10.0 * (k + 1), f"t{k}") for k in range(0, 30, 3)]
+    return features, [card.knows(f"tx{i}") for i in range(0, 400, 7)], card.ids_held
 
 
 def _terminal_learn(terminal: TerminalProfile, i: int) -> None:
@@ -140,7 +145,10 @@ def _surprise_probe(detector: TailSurprise) -> Any:
 
 DRIVERS = [
     Driver(
-        "CardProfile", lambda: CardProfile(history_days=7, max_events=50), _card_learn, _card_probe
+        "CardProfile",
+        lambda: CardProfile(history_days=7, max_events=50, label_horizon_days=3),
+        _card_learn,
+        _card_probe,
     ),
     Driver(
         "TerminalProfile", lambda: TerminalProfile(history_days=3), _terminal_learn, _terminal_probe
