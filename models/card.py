@@ -119,6 +119,9 @@ class CardProfile(base.Base):
     same for a card with one transaction a month as for one with hundreds. Pickled, a
     month of a typical card (60 transactions) takes under 1 KB.
 
+    A late transaction takes its place in time: what is forgotten is decided by the
+    latest transaction, and the features of a late one count only what came before it.
+
     Parameters
     ----------
     history_days
