@@ -28,6 +28,7 @@ transaction decided again gets the very same decision (``detector.published``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import pickle
@@ -35,6 +36,7 @@ import signal
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,6 +79,7 @@ from detector.scoring import (
     TerminalIn,
     TerminalOut,
     TerminalState,
+    card_idle,
     card_step,
     ensure_models,
     expire_parked,
@@ -86,6 +89,7 @@ from detector.scoring import (
     parked_until,
     shard_of,
     summarize,
+    terminal_idle,
     terminal_key,
     terminal_step,
     to_shards,
@@ -93,6 +97,8 @@ from detector.scoring import (
 from detector.settings import Settings
 from detector.telemetry import METRICS, DetectorMetrics, MetricsServerError, metrics_port, serve
 from detector.validation import parse_control, parse_event
+from detector.waiting import PURGE_MARGIN_SECONDS, StoredPending, waiting_store
+from models import PendingFeatures
 
 log = structlog.get_logger(__name__)
 
@@ -267,13 +273,20 @@ class _CardLogic(StatefulLogic[Stamped[Event], Stamped[CardOut], Snapshot]):
     """``card_step`` for one card; counts the cards and parked labels of this worker.
 
     A label that waits for its transaction wakes the card when it has waited
-    ``label_park_seconds``; a card with nothing left that can matter leaves the state.
+    ``label_park_seconds``; the card also wakes every ``IDLE_CHECK_SECONDS`` and leaves
+    the state (and the recovery store) once nothing of it can matter any more, as of the
+    latest event time this worker has seen (``card_idle``).
     """
 
     def __init__(
-        self, config: CoreConfig, metrics: DetectorMetrics, snapshot: Snapshot | None
+        self,
+        config: CoreConfig,
+        metrics: DetectorMetrics,
+        watermark: Watermark,
+        snapshot: Snapshot | None,
     ) -> None:
         self.config = config
+        self.watermark = watermark
         self.state = _thaw(snapshot, CardState) if snapshot is not None else None
         self.sizes = metrics.state.worker()
         if self.state is not None:
@@ -287,6 +300,8 @@ class _CardLogic(StatefulLogic[Stamped[Event], Stamped[CardOut], Snapshot]):
             parked = 0
         else:
             parked = len(self.state.parked)
+        if isinstance(event, Transaction):
+            self.watermark.advance(event.epoch_seconds)
         try:
             self.state, out = card_step(
                 self.state, event, self.config, origin=origin, received=received
@@ -300,8 +315,9 @@ class _CardLogic(StatefulLogic[Stamped[Event], Stamped[CardOut], Snapshot]):
     def notify_at(self) -> datetime | None:
         if self.state is None:
             return None
+        check = time.time() + IDLE_CHECK_SECONDS
         until = parked_until(self.state, self.config)
-        return datetime.fromtimestamp(until, UTC) if until is not None else None
+        return datetime.fromtimestamp(min(check, until or check), UTC)
 
     def on_notify(self) -> tuple[list[Stamped[CardOut]], bool]:
         if self.state is None:
@@ -310,7 +326,7 @@ class _CardLogic(StatefulLogic[Stamped[Event], Stamped[CardOut], Snapshot]):
         expired = expire_parked(self.state, time.time(), self.config)
         self.sizes.parked -= before - len(self.state.parked)
         out: list[Stamped[CardOut]] = [(r, time.time(), 0, None) for r in expired]
-        if self.state.empty:
+        if self.state.empty or card_idle(self.state, self.watermark.event_time, self.config):
             self.sizes.cards -= 1
             return out, StatefulLogic.DISCARD
         return out, StatefulLogic.RETAIN
@@ -323,18 +339,28 @@ class _CardLogic(StatefulLogic[Stamped[Event], Stamped[CardOut], Snapshot]):
 class _TerminalLogic(StatefulBatchLogic[Stamped[TerminalIn], Stamped[TerminalOut], Snapshot]):
     """``terminal_step`` for one terminal, in the order the records were read (the card
     step hands on its batch grouped by card); counts terminals and kept features, and
-    measures the delay of the labels it passes on to learn."""
+    measures the delay of the labels it passes on to learn.
+
+    Every ``IDLE_CHECK_SECONDS`` it also presumes legitimate what has waited long enough
+    as of the latest event time this worker has seen, so that a terminal gone quiet does
+    too, and leaves the state once nothing of it can matter (``terminal_idle``).
+    """
 
     def __init__(
-        self, config: CoreConfig, metrics: DetectorMetrics, snapshot: Snapshot | None
+        self,
+        config: CoreConfig,
+        metrics: DetectorMetrics,
+        watermark: Watermark,
+        snapshot: Snapshot | None,
     ) -> None:
         self.config = config
         self.metrics = metrics
+        self.watermark = watermark
         self.state = _thaw(snapshot, TerminalState) if snapshot is not None else None
         self.sizes = metrics.state.worker()
         if self.state is not None:
             self.sizes.terminals += 1
-            self.sizes.pending += len(self.state.pending)
+            self.sizes.pending += _in_memory(self.state.pending)
 
     def on_batch(
         self, values: list[Stamped[TerminalIn]]
@@ -346,25 +372,52 @@ class _TerminalLogic(StatefulBatchLogic[Stamped[TerminalIn], Stamped[TerminalOut
 
     def _one(self, value: Stamped[TerminalIn]) -> list[Stamped[TerminalOut]]:
         item, received, seq, origin = value
+        if not isinstance(item, RoutedLabel):
+            self.watermark.advance(item.transaction.epoch_seconds)
         if self.state is None:
             self.sizes.terminals += 1
             before = 0
         else:
-            before = len(self.state.pending)
+            before = _in_memory(self.state.pending)
         try:
             self.state, out = terminal_step(self.state, item, self.config)
         except Exception as error:
             out = [_internal_rejection("terminal_state", error, item, origin)]
         if self.state is not None:
-            self.sizes.pending += len(self.state.pending) - before
+            self.sizes.pending += _in_memory(self.state.pending) - before
         if isinstance(item, RoutedLabel) and out and isinstance(out[0], LabelToLearn):
             label = item.label
             delay = label.labeled_at.timestamp() - item.transaction_time
             self.metrics.label_delay_observed(label.source, delay)
         return [(o, received, seq, None) for o in out]
 
+    def notify_at(self) -> datetime:
+        return datetime.fromtimestamp(time.time() + IDLE_CHECK_SECONDS, UTC)
+
+    def on_notify(self) -> tuple[list[Stamped[TerminalOut]], bool]:
+        if self.state is None:
+            return [], StatefulBatchLogic.RETAIN
+        now = self.watermark.event_time
+        pending = self.state.pending
+        if isinstance(pending, StoredPending):
+            _purge_waiting(pending, now)
+        before = _in_memory(pending)
+        presumed: list[Stamped[TerminalOut]] = [
+            (LabelToLearn(tx_id, False, "presumed", x), time.time(), 0, None)
+            for tx_id, x in pending.expire(now)
+        ]
+        self.sizes.pending += _in_memory(pending) - before
+        if terminal_idle(self.state, now, self.config):
+            self.sizes.terminals -= 1
+            self.sizes.pending -= _in_memory(pending)
+            return presumed, StatefulBatchLogic.DISCARD
+        return presumed, StatefulBatchLogic.RETAIN
+
     def snapshot(self) -> Snapshot:
         assert self.state is not None
+        pending = self.state.pending
+        if isinstance(pending, StoredPending):
+            pending.store.commit()  # the rows this snapshot refers to are on disk first
         return _freeze(self.state)
 
 
@@ -658,6 +711,7 @@ def build_flow(
     tail: bool = True,
     metrics: DetectorMetrics = METRICS,
     read_back: Callable[[float | None], Published] | None = None,
+    waiting: Path | None = None,
 ) -> Dataflow:
     """The fraudstream dataflow; ``source`` and ``sinks`` default to Kafka.
 
@@ -665,9 +719,16 @@ def build_flow(
     catch-up) instead of waiting for new records. The flow updates ``metrics`` (by
     default the process's, which ``run`` serves). ``read_back`` gives a resumed model
     step the decisions published since its snapshot (``run`` reads them from Kafka).
+    ``waiting`` is the file of this process's features waiting for labels (see
+    ``detector.waiting``); without it they stay in memory.
     """
     config = CoreConfig.from_settings(settings)
+    if waiting is not None:
+        config = dataclasses.replace(config, waiting_store=str(waiting))
+        store = waiting_store(waiting, config.waiting_cache_mb)
+        metrics.state.stored_pending = lambda: store.rows
     flow = Dataflow("fraudstream")
+    watermark = Watermark()  # the event time each worker has reached: for idle state
     errors: list[Stream[DeadLetter]] = []
     if source is None:
         kafka_in = kop.input(
@@ -694,7 +755,7 @@ def build_flow(
     by_card = op.key_on("key_by_card", events, _card_key)
     card_out = op.key_rm(
         "card_out",
-        _keyed_state("card_state", by_card, partial(_CardLogic, config, metrics)),
+        _keyed_state("card_state", by_card, partial(_CardLogic, config, metrics, watermark)),
     )
     # (CardFeatured | RoutedLabel | Rejected, received)
     to_dead_letter = partial(_rejected_to_dead_letter, settings)
@@ -704,7 +765,9 @@ def build_flow(
     by_terminal = op.key_on("key_by_terminal", card_ok, _terminal_key)
     terminal_out = op.key_rm(
         "terminal_out",
-        op.stateful_batch("terminal_state", by_terminal, partial(_TerminalLogic, config, metrics)),
+        op.stateful_batch(
+            "terminal_state", by_terminal, partial(_TerminalLogic, config, metrics, watermark)
+        ),
     )
     # (Featured | LabelToLearn | Rejected, received)
     errors.append(op.filter_map("terminal_rejections", terminal_out, to_dead_letter))
@@ -770,6 +833,41 @@ def _not_summary(value: ModelItem) -> bool:
 
 def _status_key(_: ShardSummary) -> str:
     return "status"
+
+
+def _in_memory(pending: object) -> int:
+    """Waiting features held in keyed state (those on disk are counted by their store)."""
+    return len(pending) if isinstance(pending, PendingFeatures) else 0
+
+
+# How often an idle card or terminal checks whether it can leave the state (wall clock).
+IDLE_CHECK_SECONDS = 60.0
+
+
+class Watermark(threading.local):
+    """The latest transaction time (event time) each worker thread of a flow has seen."""
+
+    event_time = float("-inf")
+
+    def advance(self, event_time: float) -> None:
+        if event_time > self.event_time:
+            self.event_time = event_time
+
+
+# When each store was last purged (wall clock), so that a worker purges once a minute.
+_last_purge: dict[Path, float] = {}
+
+
+def _purge_waiting(pending: StoredPending, now: float) -> None:
+    """Delete the waiting features past the label horizon (and a margin), now and then."""
+    path = pending.store_path
+    if time.time() - _last_purge.get(path, 0.0) < IDLE_CHECK_SECONDS or now == float("-inf"):
+        return
+    _last_purge[path] = time.time()
+    cutoff = now - pending.horizon_days * 86400.0 - PURGE_MARGIN_SECONDS
+    gone = pending.store.purge_before(cutoff)
+    if gone:
+        log.info("waiting features purged", rows=gone, rows_left=pending.store.rows)
 
 
 def in_arrival_order(values: list[Stamped[X]]) -> list[Stamped[X]]:
@@ -1016,6 +1114,20 @@ def store_created_at(settings: Settings) -> float | None:
     return float(row[0]) if row and row[0] is not None else None
 
 
+def waiting_path(settings: Settings) -> Path:
+    """This process's store of features waiting for labels: beside its recovery
+    snapshots, whose state refers to it; without recovery, a fresh one in the home."""
+    name = f"waiting-{settings.process_id or 0}.sqlite3"
+    if settings.recovery:
+        settings.recovery_path.mkdir(parents=True, exist_ok=True)
+        return settings.recovery_path / name
+    path = settings.home / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (path, path.with_name(name + "-wal"), path.with_name(name + "-shm")):
+        stale.unlink(missing_ok=True)  # no snapshot refers to it: start afresh
+    return path
+
+
 def _exit_on_signal(signum: int, _frame: object) -> None:
     # Bytewax has no graceful stop: end the process at once. Outputs are flushed batch
     # by batch and offsets live in the last snapshot, so a restart resumes from there
@@ -1046,7 +1158,11 @@ def start_metrics(settings: Settings) -> str | None:
 
 def run(settings: Settings) -> None:
     """Run the detector until stopped (blocks); SIGINT and SIGTERM stop it."""
-    flow = build_flow(settings, read_back=_ReadBack(settings) if settings.recovery else None)
+    flow = build_flow(
+        settings,
+        read_back=_ReadBack(settings) if settings.recovery else None,
+        waiting=waiting_path(settings),
+    )
     metrics_url = start_metrics(settings)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _exit_on_signal)

@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from detector import __version__
@@ -44,6 +45,7 @@ from detector.decision import Thresholds, VolumeThresholds
 from detector.metrics import average_precision, roc_auc
 from detector.reasons import explain
 from detector.settings import Settings
+from detector.waiting import StoredPending
 from models import (
     CLASSIFIERS,
     FEATURES,
@@ -80,6 +82,9 @@ class CoreConfig:
     challengers: tuple[str, ...] = ()
     quality_window: int = 5000
     shards: int = 1
+    # The detector's store of features waiting for labels (None: in memory)
+    waiting_store: str | None = None
+    waiting_cache_mb: int = 256
 
     @property
     def model_kinds(self) -> tuple[str, ...]:
@@ -110,6 +115,7 @@ class CoreConfig:
             challengers=tuple(settings.challengers),
             quality_window=settings.quality_window,
             shards=settings.shards,
+            waiting_cache_mb=settings.waiting_cache_mb,
         )
 
 
@@ -315,7 +321,7 @@ class TerminalState:
     """Per-terminal state: volume, confirmed frauds, features waiting for labels."""
 
     profile: TerminalProfile
-    pending: PendingFeatures
+    pending: PendingFeatures | StoredPending
 
 
 @dataclass
@@ -533,9 +539,49 @@ def _unknown(parked: Parked, config: CoreConfig, *, waited: bool = False) -> Rej
     )
 
 
+def card_idle(state: CardState, now: float, config: CoreConfig) -> bool:
+    """Nothing of the card can still matter at event time ``now``: no label waits, and
+    its last transaction is older than its history and the label horizon."""
+    last = state.profile.last_seen
+    keep = max(config.card_history_days, config.label_horizon_days) * DAY
+    return not state.parked and (last is None or last < now - keep)
+
+
+def terminal_idle(state: TerminalState, now: float, config: CoreConfig) -> bool:
+    """Nothing of the terminal can still matter at event time ``now``: no transaction in
+    its history window, and none that may still get a label (see ``StoredPending``)."""
+    last = state.profile.last_seen
+    if last is not None and last >= now - config.terminal_history_days * DAY:
+        return False
+    pending = state.pending
+    if isinstance(pending, StoredPending):
+        return pending.idle(now)
+    return len(pending) == 0
+
+
 def terminal_key(item: TerminalIn) -> str:
     """The terminal a card step's output belongs to."""
     return item.terminal_id if isinstance(item, RoutedLabel) else item.transaction.terminal_id
+
+
+def new_pending(terminal_id: str, config: CoreConfig) -> PendingFeatures | StoredPending:
+    """Where a terminal's scored features wait for their labels: on disk in the
+    detector's store (``config.waiting_store``), else in memory (offline replays)."""
+    if config.waiting_store is not None:
+        return StoredPending(
+            terminal_id,
+            FEATURES,
+            Path(config.waiting_store),
+            config.waiting_cache_mb,
+            horizon_days=config.label_horizon_days,
+            presume_legit_days=config.presume_legit_days,
+        )
+    return PendingFeatures(
+        FEATURES,
+        horizon_days=config.label_horizon_days,
+        max_entries=config.pending_max_per_terminal,
+        presume_legit_days=config.presume_legit_days,
+    )
 
 
 def terminal_step(
@@ -543,13 +589,7 @@ def terminal_step(
 ) -> tuple[TerminalState, list[TerminalOut]]:
     if state is None:
         state = TerminalState(
-            TerminalProfile(config.terminal_history_days),
-            PendingFeatures(
-                FEATURES,
-                horizon_days=config.label_horizon_days,
-                max_entries=config.pending_max_per_terminal,
-                presume_legit_days=config.presume_legit_days,
-            ),
+            TerminalProfile(config.terminal_history_days), new_pending(terminal_key(item), config)
         )
     if isinstance(item, RoutedLabel):
         label = item.label

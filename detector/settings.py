@@ -129,6 +129,12 @@ class Settings(BaseSettings):
         description="How long a label waits for a transaction not seen yet before it is "
         "dead-lettered as unknown_transaction.",
     )
+    waiting_cache_mb: int = Field(
+        256,
+        ge=1,
+        description="RAM (MiB per worker) for the features waiting for a label; the rest "
+        "stay on local disk beside the recovery snapshots.",
+    )
     pending_max_per_terminal: int = Field(
         100_000, ge=100, description="Most scored transactions per terminal awaiting a label."
     )

@@ -73,7 +73,7 @@ import bisect
 import itertools
 import socket
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -176,6 +176,8 @@ class StateSizes:
         self._local = threading.local()
         self._slots: list[_WorkerSizes] = []
         self._lock = threading.Lock()
+        # Features waiting for labels in an on-disk store: its row count, read at scrape
+        self.stored_pending: Callable[[], int] | None = None
 
     def worker(self) -> _WorkerSizes:
         """The calling thread's slot."""
@@ -194,7 +196,7 @@ class StateSizes:
         return (
             sum(s.cards for s in slots),
             sum(s.terminals for s in slots),
-            sum(s.pending for s in slots),
+            sum(s.pending for s in slots) + (self.stored_pending() if self.stored_pending else 0),
             sum(s.parked for s in slots),
         )
 

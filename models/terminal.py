@@ -120,5 +120,10 @@ class TerminalProfile(base.Base):
         self._labelled[bucket] = self._labelled.get(bucket, 0) + 1
 
     @property
+    def last_seen(self) -> float | None:
+        """Start of the latest hour with a transaction (event time), if any is kept."""
+        return max(self._volume) * BUCKET if self._volume else None
+
+    @property
     def frauds_held(self) -> int:
         return len(self._frauds)

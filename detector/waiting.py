@@ -1,0 +1,253 @@
+"""Features waiting for a label, on local disk: RAM bounded by a budget, whatever the traffic.
+
+A label may come 45 days after its transaction (a chargeback), and the model must then
+learn from the features the transaction had when it was scored. At production volume
+those features do not fit in memory (100 transactions a second for 45 days is 389
+million vectors), and kept in a terminal's keyed state they would be snapshotted again
+with every new transaction of that terminal. So the detector keeps them in an embedded
+SQLite database beside its recovery snapshots, one per process, with a page cache of
+``WAITING_CACHE_MB``: what does not fit lives on disk.
+
+The terminal's keyed state keeps only a small handle (``StoredPending``): how far it has
+presumed transactions legitimate, and which transactions of the not yet presumed days
+already have a label. Everything else is derived from the rows, which are only ever
+written (the same row again after a replay) or deleted once older than the label
+horizon, so a crash and resume from a snapshot neither loses a waiting vector nor learns
+a label twice:
+
+- rows are committed before a snapshot of the terminal is handed to Bytewax, so a
+  snapshot never refers to a row that is not on disk;
+- a label does not delete its row (a replayed label finds it again), and the set of
+  labelled transactions travels in the snapshot;
+- presuming transactions legitimate moves a frontier that travels in the snapshot, so a
+  resumed terminal presumes again exactly what its restored models have not learned.
+"""
+
+from __future__ import annotations
+
+import array
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+DAY = 86400.0
+# Rows are deleted this long after they leave the label horizon: a resumed detector may
+# still look up a row a little past the horizon of the run that crashed.
+PURGE_MARGIN_SECONDS = DAY
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS waiting (
+    terminal TEXT NOT NULL,
+    transaction_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    features BLOB NOT NULL,
+    PRIMARY KEY (terminal, transaction_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS waiting_by_time ON waiting (terminal, ts);
+"""
+
+
+class WaitingStore:
+    """One process's waiting features: an SQLite file, a connection per worker thread.
+
+    Parameters
+    ----------
+    path
+        The database file (created if missing).
+    cache_mb
+        Page cache per connection: the RAM the waiting features may hold.
+    """
+
+    def __init__(self, path: Path, cache_mb: int) -> None:
+        self.path = path
+        self.cache_mb = cache_mb
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            db = self._connect()
+            self.rows = int(db.execute("SELECT COUNT(*) FROM waiting").fetchone()[0])
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level="DEFERRED")
+        # WAL: readers never block the writer. NORMAL: a committed write survives the
+        # process being killed (the OS has it); a power loss may lose the last ones.
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA cache_size=-{self.cache_mb * 1024}")
+        db.executescript(_SCHEMA)
+        db.commit()
+        self._connections.append(db)
+        self._local.db = db
+        return db
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            with self._lock:
+                db = self._connect()
+        return db
+
+    def put(self, terminal: str, transaction_id: str, ts: float, values: bytes) -> None:
+        """Keep a transaction's features (again, after a replay: the same row)."""
+        db = self._db
+        cursor = db.execute(
+            "INSERT OR IGNORE INTO waiting VALUES (?, ?, ?, ?)",
+            (terminal, transaction_id, ts, values),
+        )
+        if cursor.rowcount:
+            with self._lock:
+                self.rows += 1
+        else:
+            db.execute(
+                "UPDATE waiting SET ts = ?, features = ? WHERE terminal = ? AND transaction_id = ?",
+                (ts, values, terminal, transaction_id),
+            )
+
+    def get(self, terminal: str, transaction_id: str) -> tuple[float, bytes] | None:
+        row = self._db.execute(
+            "SELECT ts, features FROM waiting WHERE terminal = ? AND transaction_id = ?",
+            (terminal, transaction_id),
+        ).fetchone()
+        return (float(row[0]), bytes(row[1])) if row is not None else None
+
+    def between(self, terminal: str, after: float, upto: float) -> list[tuple[str, bytes]]:
+        """A terminal's transactions with ``after < ts <= upto``, oldest first."""
+        return [
+            (str(tx), bytes(values))
+            for tx, values in self._db.execute(
+                "SELECT transaction_id, features FROM waiting "
+                "WHERE terminal = ? AND ts > ? AND ts <= ? ORDER BY ts, transaction_id",
+                (terminal, after, upto),
+            )
+        ]
+
+    def count(self, terminal: str, since: float) -> int:
+        """A terminal's transactions at or after ``since``."""
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM waiting WHERE terminal = ? AND ts >= ?", (terminal, since)
+        ).fetchone()
+        return int(row[0])
+
+    def purge_before(self, ts: float) -> int:
+        """Delete every row older than ``ts``; how many went."""
+        db = self._db
+        gone = db.execute("DELETE FROM waiting WHERE ts < ?", (ts,)).rowcount
+        db.commit()
+        if gone:
+            with self._lock:
+                self.rows -= gone
+        return int(gone)
+
+    def commit(self) -> None:
+        """Make this thread's writes durable (before a snapshot refers to them)."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is not None and db.in_transaction:
+            db.commit()
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+
+
+_stores: dict[Path, WaitingStore] = {}
+_stores_lock = threading.Lock()
+
+
+def waiting_store(path: Path, cache_mb: int) -> WaitingStore:
+    """This process's store at ``path`` (opened once, shared by its worker threads)."""
+    with _stores_lock:
+        store = _stores.get(path)
+        if store is None:
+            store = _stores[path] = WaitingStore(path, cache_mb)
+        return store
+
+
+class StoredPending:
+    """A terminal's waiting features, kept in a ``WaitingStore``: the part of the
+    terminal's keyed state that stays small (it pickles without the store).
+
+    The same interface as ``models.PendingFeatures`` (its RAM twin, which the offline
+    replay uses): ``record``, ``get``, ``mark_labelled``, ``expire`` and ``len``.
+    """
+
+    def __init__(
+        self,
+        terminal: str,
+        names: Sequence[str],
+        store_path: Path,
+        cache_mb: int,
+        horizon_days: float = 45.0,
+        presume_legit_days: float = 0.0,
+    ) -> None:
+        self.terminal = terminal
+        self.names = tuple(names)
+        self.store_path = store_path
+        self.cache_mb = cache_mb
+        self.horizon_days = horizon_days
+        self.presume_legit_days = presume_legit_days
+        self.latest = float("-inf")  # the latest transaction time recorded
+        self.presumed_until = float("-inf")  # transactions up to here were presumed
+        # labelled transactions not yet past ``presumed_until``: id -> time
+        self.labelled: dict[str, float] = {}
+        self.recorded = 0  # transactions recorded (an upper bound of those waiting)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k != "_store"}
+
+    @property
+    def store(self) -> WaitingStore:
+        store: WaitingStore | None = self.__dict__.get("_store")
+        if store is None:
+            store = self.__dict__["_store"] = waiting_store(self.store_path, self.cache_mb)
+        return store
+
+    def __len__(self) -> int:
+        return self.recorded
+
+    def record(self, transaction_id: str, ts: float, features: dict[str, float]) -> None:
+        get = features.get
+        values = array.array("d", [get(name, 0.0) for name in self.names]).tobytes()
+        self.store.put(self.terminal, transaction_id, ts, values)
+        self.latest = max(self.latest, ts)
+        self.recorded += 1
+
+    def get(self, transaction_id: str) -> dict[str, float] | None:
+        row = self.store.get(self.terminal, transaction_id)
+        if row is None or row[0] < self.latest - self.horizon_days * DAY:
+            return None
+        return self._features(row[1])
+
+    def mark_labelled(self, transaction_id: str) -> None:
+        row = self.store.get(self.terminal, transaction_id)
+        if row is not None and row[0] > self.presumed_until:
+            self.labelled[transaction_id] = row[0]
+
+    def expire(self, now: float) -> list[tuple[str, dict[str, float]]]:
+        """The transactions presumed legitimate as of ``now`` (each once)."""
+        if self.presume_legit_days <= 0:
+            return []
+        upto = now - self.presume_legit_days * DAY
+        if upto <= self.presumed_until:
+            return []
+        rows = self.store.between(self.terminal, self.presumed_until, upto)
+        presumed = [(tx, self._features(v)) for tx, v in rows if tx not in self.labelled]
+        self.presumed_until = upto
+        self.labelled = {tx: ts for tx, ts in self.labelled.items() if ts > upto}
+        return presumed
+
+    def idle(self, now: float) -> bool:
+        """Nothing of this terminal can still be learned as of ``now``."""
+        return self.latest < now - self.horizon_days * DAY and not self.labelled
+
+    def _features(self, values: bytes) -> dict[str, float]:
+        return dict(zip(self.names, array.array("d", values), strict=True))

@@ -1,0 +1,210 @@
+"""Features waiting for labels on disk: the store, its crash consistency, and the flow on it."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bytewax.testing import TestingSink, TestingSource, run_main
+
+from detector.contracts import Decision, Label, ModelStatus
+from detector.dataflow import Sinks, build_flow
+from detector.telemetry import DetectorMetrics
+from detector.waiting import StoredPending, WaitingStore
+from models import PendingFeatures
+from tests.unit.test_dataflow import (
+    Feed,
+    SinkMessage,
+    _comparable,
+    _feed_of,
+    _scored_by_core,
+    _simulated_events,
+    settings,
+    tx,
+    values,
+)
+
+DAY = 86400.0
+NAMES = ("a", "b")
+
+
+def stored(path: Path, terminal: str = "t1", presume: float = 1.0) -> StoredPending:
+    return StoredPending(terminal, NAMES, path, 8, horizon_days=10.0, presume_legit_days=presume)
+
+
+def test_the_stored_twin_behaves_as_the_one_in_memory(tmp_path: Path) -> None:
+    disk = stored(tmp_path / "w.sqlite3")
+    ram = PendingFeatures(NAMES, horizon_days=10.0, presume_legit_days=1.0)
+    for store in (disk, ram):
+        for i in range(20):
+            store.record(f"tx{i}", i * 0.25 * DAY, {"a": float(i), "b": -float(i)})
+        store.mark_labelled("tx3")
+    assert disk.get("tx7") == ram.get("tx7") == {"a": 7.0, "b": -7.0}
+    assert disk.get("nope") is ram.get("nope") is None
+    for now in (0.5 * DAY, 2 * DAY, 2 * DAY, 6 * DAY):
+        assert disk.expire(now) == ram.expire(now)
+    # Beyond the horizon, nothing is found.
+    disk.record("late", 30 * DAY, {"a": 1.0})
+    assert disk.get("tx0") is None
+
+
+def test_the_state_pickles_small_and_without_the_store(tmp_path: Path) -> None:
+    pending = stored(tmp_path / "w.sqlite3")
+    for i in range(5000):
+        pending.record(f"tx{i}", float(i), {"a": 1.0, "b": 2.0})
+    assert len(pickle.dumps(pending)) < 600, "the vectors are in the store, not the state"
+    again: StoredPending = pickle.loads(pickle.dumps(pending))
+    assert again.get("tx42") == {"a": 1.0, "b": 2.0}
+
+
+def test_a_resumed_terminal_neither_loses_a_vector_nor_learns_a_label_twice(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "w.sqlite3"
+    pending = stored(path)
+    for i in range(10):
+        pending.record(f"tx{i}", i * 3600.0, {"a": float(i), "b": 0.0})
+    pending.store.commit()
+    snapshot = pickle.dumps(pending)  # the last snapshot before the crash
+    # After it: more transactions, a label, and a presumption that the crash loses.
+    for i in range(10, 20):
+        pending.record(f"tx{i}", i * 3600.0, {"a": float(i), "b": 0.0})
+    pending.mark_labelled("tx2")
+    first = pending.expire(2 * DAY)
+    assert [tx for tx, _ in first] == [f"tx{i}" for i in range(20) if i != 2]
+    pending.store.close()  # the process dies; the uncommitted rows may be gone
+
+    resumed: StoredPending = pickle.loads(snapshot)
+    resumed.__dict__["_store"] = WaitingStore(path, 8)  # the next process's store
+    for i in range(10, 20):  # the transactions after the snapshot are read again
+        resumed.record(f"tx{i}", i * 3600.0, {"a": float(i), "b": 0.0})
+    resumed.mark_labelled("tx2")  # and so is the label
+    again = resumed.expire(2 * DAY)
+    assert again == first, "what the restored models never learned is presumed again"
+    assert resumed.expire(3 * DAY) == [], "and only once"
+    assert resumed.get("tx15") == {"a": 15.0, "b": 0.0}
+
+
+def test_rows_past_the_horizon_are_purged(tmp_path: Path) -> None:
+    store = WaitingStore(tmp_path / "w.sqlite3", 8)
+    for i in range(100):
+        store.put("t", f"tx{i}", float(i), b"x")
+    store.commit()
+    assert store.rows == 100
+    assert store.purge_before(40.0) == 40
+    assert store.rows == 60 and store.get("t", "tx39") is None
+
+
+def run_on_disk(
+    messages: list[Any], config: Any, path: Path, metrics: DetectorMetrics | None = None
+) -> list[Decision]:
+    decisions: list[SinkMessage] = []
+    sinks = Sinks(
+        decisions=TestingSink(decisions),
+        alerts=TestingSink([]),
+        dead_letters=TestingSink([]),
+        model_status=TestingSink([]),
+    )
+    flow = build_flow(
+        config,
+        source=TestingSource(messages, batch_size=100),
+        sinks=sinks,
+        waiting=path,
+        metrics=metrics or DetectorMetrics(),
+    )
+    run_main(flow)
+    return [Decision.model_validate_json(v) for v in values(decisions)]
+
+
+def test_the_flow_on_the_disk_store_decides_as_the_core(tmp_path: Path) -> None:
+    events = _simulated_events(1500)
+    config = settings(threshold_mode="fixed", status_interval_seconds=3600.0)
+    flow = {
+        d.transaction_id: d for d in run_on_disk(_feed_of(events).messages, config, tmp_path / "w")
+    }
+    core = _scored_by_core(events, config)
+    assert {k: _comparable(v) for k, v in flow.items()} == {
+        k: _comparable(v) for k, v in core.items()
+    }
+
+
+def test_quiet_cards_and_terminals_leave_the_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import detector.dataflow as dataflow
+
+    monkeypatch.setattr(dataflow, "IDLE_CHECK_SECONDS", 0.2)
+    feed = Feed()
+    for i in range(20):  # twenty cards and terminals, then silence from them
+        feed.transaction(tx(f"old{i}", f"card{i}", f"term{i}", 10.0, minutes=i))
+    # Much later (past every horizon), one busy card at one terminal.
+    for i in range(5):
+        feed.transaction(tx(f"new{i}", "busy", "term-busy", 10.0, minutes=100 * 24 * 60 + i))
+    metrics = DetectorMetrics()
+    config = settings(status_interval_seconds=3600.0, presume_legit_days=14.0)
+    messages: list[Any] = [*feed.messages, TestingSource.PAUSE(timedelta(seconds=1.5))]
+    decisions = run_on_disk(messages, config, tmp_path / "w", metrics)
+    assert len(decisions) == 25
+    cards, terminals, _pending, _parked = metrics.state.totals()
+    assert (cards, terminals) == (1, 1), "only the busy card and terminal remain"
+
+
+def test_a_quiet_terminal_presumes_its_transactions_legitimate_on_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import detector.dataflow as dataflow
+
+    monkeypatch.setattr(dataflow, "IDLE_CHECK_SECONDS", 0.2)
+    feed = Feed()
+    for i in range(5):  # five transactions at a terminal that then goes quiet
+        feed.transaction(tx(f"quiet{i}", f"card{i}", "term-quiet", 10.0, minutes=i))
+    # Traffic elsewhere moves event time on by 20 days.
+    feed.transaction(tx("elsewhere", "card-x", "term-x", 10.0, minutes=20 * 24 * 60))
+    statuses: list[SinkMessage] = []
+    sinks = Sinks(
+        decisions=TestingSink([]),
+        alerts=TestingSink([]),
+        dead_letters=TestingSink([]),
+        model_status=TestingSink(statuses),
+    )
+    config = settings(status_interval_seconds=0.1, presume_legit_days=14.0)
+    messages: list[Any] = [*feed.messages, TestingSource.PAUSE(timedelta(seconds=1.5))]
+    flow = build_flow(
+        config,
+        source=TestingSource(messages, batch_size=100),
+        sinks=sinks,
+        waiting=tmp_path / "w",
+        metrics=DetectorMetrics(),
+    )
+    run_main(flow)
+
+    last = ModelStatus.model_validate_json(values(statuses)[-1])
+    assert last.labels_by_source.get("presumed") == 5
+
+
+def test_labels_join_the_features_on_disk(tmp_path: Path) -> None:
+    feed = Feed()
+    first = tx("t1", "card1", "term1", 10.0, minutes=0)
+    feed.transaction(first)
+    feed.raw(
+        Label(
+            transaction_id="t1",
+            card_id="card1",
+            label="fraud",
+            source="analyst",
+            labeled_at=first.timestamp + timedelta(days=30),
+        )
+        .model_dump_json()
+        .encode(),
+        topic="labels",
+        key=b"card1",
+    )
+    feed.transaction(tx("t2", "card1", "term1", 10.0, minutes=31 * 24 * 60))
+    config = settings(status_interval_seconds=3600.0)
+    metrics = DetectorMetrics()
+    decisions = run_on_disk(feed.messages, config, tmp_path / "w", metrics)
+    assert [d.transaction_id for d in decisions] == ["t1", "t2"]
+    assert metrics.state.totals()[2] == 2, "both vectors wait on disk"
