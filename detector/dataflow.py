@@ -604,9 +604,11 @@ class _ReadBack:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        # Outputs of the epoch after a snapshot may be written a little before it is
-        # taken: read from a margin of two epochs earlier.
-        self.margin = 2 * settings.snapshot_interval_seconds + 5.0
+        # Bytewax takes a key's snapshot when its epoch closes, before it lets the key
+        # see the next epoch's items, so every decision to publish again was published
+        # after the snapshot was taken; the margin covers clocks, and costs only a few
+        # more decisions to read.
+        self.margin = 2 * settings.snapshot_interval_seconds + 30.0
 
     def __call__(self, taken_at: float | None) -> Published:
         settings = self.settings

@@ -136,7 +136,10 @@ class Settings(BaseSettings):
         "stay on local disk beside the recovery snapshots.",
     )
     pending_max_per_terminal: int = Field(
-        100_000, ge=100, description="Most scored transactions per terminal awaiting a label."
+        100_000,
+        ge=100,
+        description="Most scored transactions per terminal awaiting a label in memory "
+        "(offline replays; the detector keeps them on disk).",
     )
     card_history_days: float = Field(
         30.0, gt=0, description="How far back a card's transactions are kept for features."
