@@ -56,6 +56,8 @@ STATE_GAUGES = (
     "fraudstream_state_pending_labels",
     "fraudstream_state_parked_labels",
 )
+MARGINAL_MIN_LABELS = 1000
+MARGINAL_MIN_SHARE = 0.05
 _GAUGE = re.compile(r"^(fraudstream_state_[a-z_]+) ([0-9.eE+-]+)$", re.MULTILINE)
 
 
@@ -300,7 +302,10 @@ def format_sample(sample: MemorySample, previous: MemorySample | None) -> str:
         return f"{amount / count:,.0f}" if count > 0 else "-"
 
     marginal = "-"
-    if previous is not None and sample.pending - previous.pending > 0:
+    # Only while the waiting labels grow clearly: else noise in RSS dominates.
+    if previous is not None and sample.pending - previous.pending >= max(
+        MARGINAL_MIN_LABELS, previous.pending * MARGINAL_MIN_SHARE
+    ):
         delta = (sample.rss_kib - previous.rss_kib) * 1024
         marginal = f"{delta / (sample.pending - previous.pending):,.0f}"
     return _row(
