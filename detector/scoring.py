@@ -293,18 +293,16 @@ ModelOut = Scored | Learned | ControlApplied | Rejected
 class CardState:
     """Per-card state: the feature history and the transactions it may still be asked of."""
 
+    # the card's history and the ids of its transactions over the label horizon (which
+    # drop duplicates and tell a late label which terminal its transaction used)
     profile: CardProfile
-    # transaction id -> (event time, terminal id): drops duplicates, routes late labels
-    seen: collections.OrderedDict[str, tuple[float, str]] = field(
-        default_factory=collections.OrderedDict
-    )
     # labels that arrived before their transaction, by transaction id
     parked: collections.OrderedDict[str, Parked] = field(default_factory=collections.OrderedDict)
 
     @property
     def empty(self) -> bool:
         """Nothing left that can matter: no history, no label waiting."""
-        return not self.seen and not self.parked and len(self.profile) == 0
+        return not self.parked and self.profile.ids_held == 0 and len(self.profile) == 0
 
 
 @dataclass(slots=True)
@@ -439,12 +437,18 @@ def card_step(
     """One event of a card; ``origin`` and ``received`` (its Kafka record and that
     record's time) go with a label that has to wait, and into dead letters."""
     if state is None:
-        state = CardState(CardProfile(config.card_history_days, config.card_history_max))
+        state = CardState(
+            CardProfile(
+                config.card_history_days,
+                config.card_history_max,
+                label_horizon_days=config.label_horizon_days,
+            )
+        )
     if isinstance(event, Label):
         return state, _route_label(state, Parked(event, received, origin), config)
 
     tx = event
-    if tx.transaction_id in state.seen:
+    if state.profile.knows(tx.transaction_id) is not None:
         return state, [
             Rejected(
                 RejectReason.DUPLICATE,
@@ -455,14 +459,7 @@ def card_step(
         ]
     ts = tx.epoch_seconds
     features = state.profile.features(ts, tx.amount, tx.terminal_id)
-    state.profile.observe(ts, tx.amount, tx.terminal_id)
-    state.seen[tx.transaction_id] = (ts, tx.terminal_id)
-    horizon = ts - config.label_horizon_days * DAY
-    while state.seen:
-        first_ts = next(iter(state.seen.values()))[0]
-        if first_ts >= horizon and len(state.seen) <= config.card_history_max:
-            break
-        state.seen.popitem(last=False)
+    state.profile.observe(ts, tx.amount, tx.terminal_id, transaction_id=tx.transaction_id)
     out: list[CardOut] = [CardFeatured(tx, features)]
     if state.parked:
         out.extend(_release_parked(state, tx, ts, config))
@@ -471,7 +468,7 @@ def card_step(
 
 def _route_label(state: CardState, parked: Parked, config: CoreConfig) -> list[CardOut]:
     label = parked.label
-    known = state.seen.get(label.transaction_id)
+    known = state.profile.knows(label.transaction_id)
     if known is not None:
         state.profile.record_label(label.transaction_id, known[0], is_fraud=label.label == "fraud")
         return [RoutedLabel(label, known[1], known[0], parked.origin)]
