@@ -1078,7 +1078,7 @@ def recovery_config(settings: Settings) -> RecoveryConfig | None:
     path.mkdir(parents=True, exist_ok=True)
     processes = max(len(settings.cluster), 1)
     if processes == 1:
-        if not any(path.iterdir()):
+        if not any(path.glob("part-*.sqlite3")):
             init_db_dir(path, 1)
             _mark_created(path / "part-0.sqlite3")
             log.info("recovery store created", path=str(path))
@@ -1160,6 +1160,7 @@ def start_metrics(settings: Settings) -> str | None:
 
 def run(settings: Settings) -> None:
     """Run the detector until stopped (blocks); SIGINT and SIGTERM stop it."""
+    recovery = recovery_config(settings)  # first: the store's folder also holds the waiting
     flow = build_flow(
         settings,
         read_back=_ReadBack(settings) if settings.recovery else None,
@@ -1182,5 +1183,5 @@ def run(settings: Settings) -> None:
         process_id=settings.process_id,
         addresses=addresses,
         epoch_interval=timedelta(seconds=settings.snapshot_interval_seconds),
-        recovery_config=recovery_config(settings),
+        recovery_config=recovery,
     )
