@@ -1160,7 +1160,7 @@ def start_metrics(settings: Settings) -> str | None:
 
 def run(settings: Settings) -> None:
     """Run the detector until stopped (blocks); SIGINT and SIGTERM stop it."""
-    recovery = recovery_config(settings)  # first: the store's folder also holds the waiting
+    recovery = recovery_config(settings)  # before the waiting features land in its folder
     flow = build_flow(
         settings,
         read_back=_ReadBack(settings) if settings.recovery else None,
