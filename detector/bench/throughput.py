@@ -309,6 +309,14 @@ def _mib(kib: int) -> str:
     return f"{kib / 1024:,.0f}"
 
 
+def _decided(runs: Sequence[RunResult]) -> str:
+    """decided/expected of each run (once, with xN, when every run says the same)."""
+    each = [f"{r.decided:,}/{r.expected:,}" + (f" +{r.extra} dup" if r.extra else "") for r in runs]
+    if len(set(each)) == 1:
+        return each[0] + (f" x{len(runs)}" if len(runs) > 1 else "")
+    return " ".join(each)
+
+
 def format_report(report: BenchReport, processes: Sequence[int]) -> str:
     """The table: one row per system, best of its runs, with the spread of the others."""
     header = (
@@ -345,10 +353,7 @@ def format_report(report: BenchReport, processes: Sequence[int]) -> str:
                 f"{min(r.wall_seconds for r in runs):.1f}",
                 " / ".join(_mib(p) for p in peaks),
                 f"{max(stores) / 2**20:,.1f} MiB" if stores else "-",
-                " ".join(
-                    f"{r.decided:,}/{r.expected:,}" + (f" +{r.extra} dup" if r.extra else "")
-                    for r in runs
-                ),
+                _decided(runs),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
