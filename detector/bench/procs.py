@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from detector.settings import Settings
 log = structlog.get_logger("fraudstream.bench")
 
 SAMPLE_SECONDS = 0.5
+_BACKTRACE_FRAME = re.compile(r"^\s+(\d+: |at )")
+_FAILURE = re.compile(r"panicked at|Traceback|Error\b|\berror\b")
 STOP_SECONDS = 20.0
 
 
@@ -92,11 +95,20 @@ class Child:
             return None
         return f"{self.name} exited with code {code}; its log ends:\n{self.log_tail()}"
 
-    def log_tail(self, chars: int = 3000) -> str:
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of the log, without the frames of Rust backtraces (Bytewax panics)."""
         try:
-            return self.log_file.read_text(errors="replace")[-chars:]
+            text = self.log_file.read_text(errors="replace")
         except OSError:
             return ""
+        lines = [line for line in text.splitlines() if not _BACKTRACE_FRAME.match(line)]
+        tail = "\n".join(lines)[-chars:]
+        # The first failure is the cause; what a cluster prints after it is the fallout.
+        first = next((i for i, line in enumerate(lines) if _FAILURE.search(line)), None)
+        if first is None:
+            return tail
+        cause = "\n".join(lines[first : first + 8])[:chars]
+        return tail if cause in tail else f"{cause}\n...\n{tail}"
 
     def stop(self) -> None:
         """Read the peak RSS one last time, then SIGINT (both systems stop at once on it)."""
@@ -122,8 +134,11 @@ def plain_loop_args(group_id: str) -> list[str]:
 
 
 def alive_check(children: Sequence[Child]) -> str | None:
-    for child in children:
-        reason = child.died()
-        if reason:
-            return reason
-    return None
+    """None while every process runs; else what each dead one said (in a cluster, the
+    first to die takes the others down, so every log matters).
+    """
+    if all(child.process.poll() is None for child in children):
+        return None
+    time.sleep(1.0)  # let the others of a cluster end too, and their logs be written
+    reasons = [reason for child in children if (reason := child.died())]
+    return "\n".join(reasons) or None
