@@ -162,9 +162,6 @@ class HybridScorer(base.Estimator):
             classifier.clone() if classifier is not None else _default_classifier()
         )
         self._labels = {"fraud": 0, "legit": 0}
-        # The labels by class as weighed (see ``learn_one``): what the classifier's
-        # weight in the score follows.
-        self._weighed = {"fraud": 0.0, "legit": 0.0}
         self.n_scored_unlabelled = 0
 
     @property
@@ -188,7 +185,7 @@ class HybridScorer(base.Estimator):
     def classifier_weight(self) -> float:
         # A classifier that has seen one class only knows nothing: it weighs nothing until
         # both have arrived, then grows with the scarcer of the two (usually frauds).
-        n = min(self._weighed["fraud"], self._weighed["legit"])
+        n = min(self._labels["fraud"], self._labels["legit"])
         return n / (n + self.warmup_frauds) if n else 0.0
 
     def predict_parts(self, x: dict[str, float]) -> HybridScore:
@@ -211,13 +208,7 @@ class HybridScorer(base.Estimator):
             self._detector.learn_one(view)
         self.n_scored_unlabelled += 1
 
-    def learn_one(self, x: dict[str, float], y: bool, w: float = 1.0) -> None:
-        """Learn the truth about a transaction from the features it had when scored.
-
-        ``w`` weighs the label (on top of ``fraud_weight``): a model that learns one in
-        ``n`` legitimate labels, as a shard of the detector does, weighs each by ``n``.
-        """
-        label = "fraud" if y else "legit"
-        self._classifier.learn_one(x, bool(y), w=(self.fraud_weight if y else 1.0) * w)
-        self._labels[label] += 1
-        self._weighed[label] += w
+    def learn_one(self, x: dict[str, float], y: bool) -> None:
+        """Learn the truth about a transaction from the features it had when scored."""
+        self._classifier.learn_one(x, bool(y), w=self.fraud_weight if y else 1.0)
+        self._labels["fraud" if y else "legit"] += 1
