@@ -413,8 +413,9 @@ class _TerminalLogic(StatefulBatchLogic[Stamped[TerminalIn], Stamped[TerminalOut
             return presumed, StatefulBatchLogic.DISCARD
         return presumed, StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> Snapshot:
-        assert self.state is not None
+    def snapshot(self) -> Snapshot | None:  # type: ignore[override]
+        if self.state is None:  # its first item failed before it had any state
+            return None
         pending = self.state.pending
         if isinstance(pending, StoredPending):
             pending.store.commit()  # the rows this snapshot refers to are on disk first
@@ -727,7 +728,7 @@ def build_flow(
     config = CoreConfig.from_settings(settings)
     if waiting is not None:
         config = dataclasses.replace(config, waiting_store=str(waiting))
-        store = waiting_store(waiting, config.waiting_cache_mb)
+        store = waiting_store(waiting, config.waiting_cache_mb, shared=settings.workers > 1)
         metrics.state.stored_pending = lambda: store.rows
     flow = Dataflow("fraudstream")
     watermark = Watermark()  # the event time each worker has reached: for idle state
@@ -846,14 +847,24 @@ def _in_memory(pending: object) -> int:
 IDLE_CHECK_SECONDS = 60.0
 
 
-class Watermark(threading.local):
-    """The latest transaction time (event time) each worker thread of a flow has seen."""
+class Watermark:
+    """The latest transaction time (event time) each worker thread of a flow has seen.
 
-    event_time = float("-inf")
+    Kept by thread id: Bytewax's workers are threads Python did not start, whose
+    ``threading.local`` values do not last from one call into Python to the next.
+    """
+
+    def __init__(self) -> None:
+        self._by_thread: dict[int, float] = {}
+
+    @property
+    def event_time(self) -> float:
+        return self._by_thread.get(threading.get_ident(), float("-inf"))
 
     def advance(self, event_time: float) -> None:
-        if event_time > self.event_time:
-            self.event_time = event_time
+        thread = threading.get_ident()
+        if event_time > self._by_thread.get(thread, float("-inf")):
+            self._by_thread[thread] = event_time
 
 
 # When each store was last purged (wall clock), so that a worker purges once a minute.

@@ -173,26 +173,26 @@ class StateSizes:
     """
 
     def __init__(self) -> None:
-        self._local = threading.local()
-        self._slots: list[_WorkerSizes] = []
+        # By thread id: Bytewax's workers are threads Python did not start, whose
+        # ``threading.local`` values do not last from one call into Python to the next.
+        self._slots: dict[int, _WorkerSizes] = {}
         self._lock = threading.Lock()
         # Features waiting for labels in an on-disk store: its row count, read at scrape
         self.stored_pending: Callable[[], int] | None = None
 
     def worker(self) -> _WorkerSizes:
         """The calling thread's slot."""
-        slot: _WorkerSizes | None = getattr(self._local, "slot", None)
+        thread = threading.get_ident()
+        slot = self._slots.get(thread)
         if slot is None:
-            slot = _WorkerSizes()
             with self._lock:
-                self._slots.append(slot)
-            self._local.slot = slot
+                slot = self._slots.setdefault(thread, _WorkerSizes())
         return slot
 
     def totals(self) -> tuple[int, int, int, int]:
         """(cards, terminals, pending labels, parked labels) over this process's workers."""
         with self._lock:
-            slots = list(self._slots)
+            slots = list(self._slots.values())
         return (
             sum(s.cards for s in slots),
             sum(s.terminals for s in slots),

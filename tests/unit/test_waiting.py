@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from detector.contracts import Decision, Label, ModelStatus
+from detector.contracts import Decision, Label, ModelStatus, Transaction
 from detector.dataflow import Sinks, build_flow
 from detector.telemetry import DetectorMetrics
 from detector.waiting import StoredPending, WaitingStore
@@ -208,3 +208,34 @@ def test_labels_join_the_features_on_disk(tmp_path: Path) -> None:
     decisions = run_on_disk(feed.messages, config, tmp_path / "w", metrics)
     assert [d.transaction_id for d in decisions] == ["t1", "t2"]
     assert metrics.state.totals()[2] == 2, "both vectors wait on disk"
+
+
+def test_two_worker_threads_share_the_store(tmp_path: Path) -> None:
+    # Bytewax's workers are threads Python did not start: each keeps its own connection
+    # from one call to the next (a lost one would hold its write lock on the others).
+    from bytewax.testing import cluster_main
+
+    from detector.contracts import DeadLetter
+
+    events = _simulated_events(1500)
+    config = settings(threshold_mode="fixed", status_interval_seconds=3600.0, workers=2)
+    decisions: list[SinkMessage] = []
+    dead: list[SinkMessage] = []
+    sinks = Sinks(
+        decisions=TestingSink(decisions),
+        alerts=TestingSink([]),
+        dead_letters=TestingSink(dead),
+        model_status=TestingSink([]),
+    )
+    metrics = DetectorMetrics()
+    flow = build_flow(
+        config,
+        source=TestingSource(_feed_of(events).messages, batch_size=100),
+        sinks=sinks,
+        waiting=tmp_path / "w",
+        metrics=metrics,
+    )
+    cluster_main(flow, [], 0, worker_count_per_proc=2)
+    assert [DeadLetter.model_validate_json(v).error for v in values(dead)] == []
+    assert len(values(decisions)) == sum(isinstance(e, Transaction) for e in events)
+    assert metrics.state.totals()[2] == len(values(decisions)), "every vector waits on disk"
