@@ -1130,7 +1130,8 @@ def store_created_at(settings: Settings) -> float | None:
 def waiting_path(settings: Settings) -> Path:
     """This process's store of features waiting for labels: beside its recovery
     snapshots, whose state refers to it; without recovery, a fresh one in the home."""
-    name = f"waiting-{settings.process_id or 0}.sqlite3"
+    # Not "*.sqlite3": Bytewax takes every such file in the folder for a recovery partition.
+    name = f"waiting-{settings.process_id or 0}.db"
     if settings.recovery:
         settings.recovery_path.mkdir(parents=True, exist_ok=True)
         return settings.recovery_path / name
