@@ -462,7 +462,7 @@ class _ModelLogic(StatefulBatchLogic[ShardIn, ModelItem, Snapshot]):
             restored = _thaw(snapshot, _ModelSnapshot)
             self.state = ensure_models(restored.state, config)
             self.shard = restored.shard
-            self.published = read_back(restored.taken_at)
+            self.published = self._own(read_back(restored.taken_at))
         else:
             self.state = new_model_state(config)
             self.published = read_back(None)
@@ -472,15 +472,18 @@ class _ModelLogic(StatefulBatchLogic[ShardIn, ModelItem, Snapshot]):
         if self.shard is None:
             self.shard = values[0][0]
             log.info("model shard started", shard=self.shard, of=self.config.shards)
-        if self.published and self.config.shards > 1:  # this shard's transactions only
-            shards, mine = self.config.shards, self.shard
-            self.published = {
-                k: v for k, v in self.published.items() if shard_of(k[1], shards) == mine
-            }
+            self.published = self._own(self.published)
         out: list[ModelItem] = []
         for value in in_arrival_order([value for _, value in values]):
             out.extend(self._one(value))
         return out, StatefulBatchLogic.RETAIN
+
+    def _own(self, published: Published) -> Published:
+        """Of the decisions published, those of this shard's transactions."""
+        shards, mine = self.config.shards, self.shard
+        if shards == 1 or not published:
+            return published
+        return {k: v for k, v in published.items() if shard_of(k[1], shards) == mine}
 
     def _one(self, value: Stamped[ModelIn]) -> list[ModelItem]:
         item, received, seq, origin = value
