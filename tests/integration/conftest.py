@@ -62,18 +62,23 @@ def require_broker_tools(broker: LocalBroker) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
-    """The session's local broker (skipped when an external broker is configured)."""
+def running(broker: LocalBroker) -> Iterator[LocalBroker]:
+    """``broker``, started for a fixture and stopped after it (skipped when an external
+    broker is configured, or when Java or Maven is missing)."""
     if os.environ.get(EXTERNAL_ENV):
         pytest.skip(f"{EXTERNAL_ENV} is set: tests use that broker, not a local one")
-    broker = local_broker(tmp_path_factory.mktemp("kafka-session"))
     require_broker_tools(broker)
     broker.start(wait=120)
     try:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """The session's local broker."""
+    yield from running(local_broker(tmp_path_factory.mktemp("kafka-session")))
 
 
 @pytest.fixture(scope="session")
@@ -132,15 +137,7 @@ def local_sasl_broker(home: Path) -> LocalBroker:
 @pytest.fixture(scope="session")
 def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     """A local broker with a SASL listener (``sasl_bootstrap``, ``sasl.client_config()``)."""
-    if os.environ.get(EXTERNAL_ENV):
-        pytest.skip(f"{EXTERNAL_ENV} is set: tests use that broker, not a local one")
-    broker = local_sasl_broker(tmp_path_factory.mktemp("kafka-sasl"))
-    require_broker_tools(broker)
-    broker.start(wait=120)
-    try:
-        yield broker
-    finally:
-        broker.stop()
+    yield from running(local_sasl_broker(tmp_path_factory.mktemp("kafka-sasl")))
 
 
 @pytest.fixture
