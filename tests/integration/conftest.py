@@ -107,14 +107,33 @@ def local_broker_factory() -> Callable[[Path], LocalBroker]:
     return make
 
 
+def own_topics(settings: Settings) -> Settings:
+    """A copy of ``settings`` whose topic names are new (the topics are not created)."""
+    suffix = uuid.uuid4().hex[:10]
+    return settings.model_copy(
+        update={field: f"{getattr(settings, field)}-{suffix}" for field in TOPIC_FIELDS}
+    )
+
+
 @pytest.fixture
 def unique_topics(kafka_settings: Settings) -> Settings:
     """A copy of ``kafka_settings`` whose topics are new and this test's own."""
-    suffix = uuid.uuid4().hex[:10]
-    update = {field: f"{getattr(kafka_settings, field)}-{suffix}" for field in TOPIC_FIELDS}
-    settings = kafka_settings.model_copy(update=update)
+    settings = own_topics(kafka_settings)
     create_topics(settings)
     return settings
+
+
+@pytest.fixture
+def own_broker(
+    tmp_path: Path, local_broker_factory: Callable[[Path], LocalBroker]
+) -> Iterator[LocalBroker]:
+    """A started broker of this test alone (it may stop and start it again mid-test)."""
+    broker = local_broker_factory(tmp_path / "broker")
+    try:
+        broker.start(wait=120)
+        yield broker
+    finally:
+        broker.stop(timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -140,16 +159,13 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroke
     yield from running(local_sasl_broker(tmp_path_factory.mktemp("kafka-sasl")))
 
 
-@pytest.fixture
-def sasl_settings(sasl_broker: LocalBroker) -> Settings:
-    """Settings for the SASL listener, with its credentials and topics of this test's own."""
-    assert sasl_broker.sasl is not None
-    suffix = uuid.uuid4().hex[:10]
-    settings = Settings(
-        bootstrap_servers=sasl_broker.sasl_bootstrap,
-        kafka_extra_config=sasl_broker.sasl.client_config(),
-        home=sasl_broker.home,
-    )
-    return settings.model_copy(
-        update={field: f"{getattr(settings, field)}-{suffix}" for field in TOPIC_FIELDS}
+def sasl_settings_of(broker: LocalBroker) -> Settings:
+    """Settings for ``broker``'s SASL listener, with its credentials and new topic names."""
+    assert broker.sasl is not None
+    return own_topics(
+        Settings(
+            bootstrap_servers=broker.sasl_bootstrap,
+            kafka_extra_config=broker.sasl.client_config(),
+            home=broker.home,
+        )
     )

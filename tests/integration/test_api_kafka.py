@@ -152,19 +152,6 @@ def test_alert_in_verdict_out_and_control(served: tuple[FastAPI, TestClient]) ->
     assert 'fraudstream_api_alerts_ingested_total{outcome="invalid"} 1.0' in metrics
 
 
-@pytest.fixture
-def own_broker(
-    tmp_path: Path, local_broker_factory: Callable[[Path], LocalBroker]
-) -> Iterator[LocalBroker]:
-    """A broker of this test alone: it is stopped and started again mid-test."""
-    broker = local_broker_factory(tmp_path / "broker")
-    try:
-        broker.start(wait=120)
-        yield broker
-    finally:
-        broker.stop(timeout=10)
-
-
 def decide(client: TestClient, alert_id: str, label: str) -> None:
     response = client.post(
         f"/api/alerts/{alert_id}/verdict", json={"label": label}, headers={"X-API-Key": ANALYST}

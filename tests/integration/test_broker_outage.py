@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -107,19 +106,6 @@ class Client:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-@pytest.fixture
-def own_broker(
-    tmp_path: Path, local_broker_factory: Callable[[Path], LocalBroker]
-) -> Iterator[LocalBroker]:
-    """A broker of this test alone: it is stopped and started again mid-test."""
-    broker = local_broker_factory(tmp_path / "broker")
-    try:
-        broker.start(wait=120)
-        yield broker
-    finally:
-        broker.stop(timeout=10)
 
 
 def test_an_outage_logs_one_lost_one_back_and_a_few_lines_instead_of_a_flood(

@@ -24,7 +24,7 @@ from detector.publishing import publish
 from detector.settings import Settings
 from detector.simulator import SimulationConfig, simulate
 from detector.topics import create_topics
-from tests.integration.conftest import TOPIC_FIELDS
+from tests.integration.conftest import sasl_settings_of
 from tests.integration.kafka_io import consume_all
 from tests.integration.processes import detector_process, wait_until
 from tests.integration.test_api_kafka import alert_ids, review_settings, wait_for
@@ -43,20 +43,6 @@ class Detected:
     created: dict[str, str]
     process: subprocess.Popen[bytes]
     log: Path
-
-
-def sasl_settings_of(broker: LocalBroker) -> Settings:
-    """The SASL listener with its credentials, and topics of their own."""
-    assert broker.sasl is not None
-    suffix = uuid.uuid4().hex[:10]
-    settings = Settings(
-        bootstrap_servers=broker.sasl_bootstrap,
-        kafka_extra_config=broker.sasl.client_config(),
-        home=broker.home,
-    )
-    return settings.model_copy(
-        update={field: f"{getattr(settings, field)}-{suffix}" for field in TOPIC_FIELDS}
-    )
 
 
 @pytest.fixture(scope="module")
