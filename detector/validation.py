@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pydantic import ValidationError
 
 from detector.contracts import Control, Label, RejectReason, Transaction
 
 
-def _describe(error: ValidationError) -> str:
+def describe_errors(
+    errors: Sequence[Mapping[str, Any]], *, limit: int = 5, whole: str = "record"
+) -> str:
+    """The one readable form of pydantic validation errors: ``where: what; ...``.
+
+    ``errors`` is ``ValidationError.errors()`` (or FastAPI's ``RequestValidationError``);
+    at most ``limit`` problems are named, then how many more there are.
+    """
     parts = []
-    for item in error.errors(include_url=False)[:5]:
-        where = ".".join(str(p) for p in item["loc"]) or "record"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
+    for item in errors[:limit]:
+        where = ".".join(str(p) for p in item.get("loc", ())) or whole
+        parts.append(f"{where}: {item.get('msg', 'invalid')}")
+    text = "; ".join(parts)
+    return f"{text} (and {len(errors) - limit} more)" if len(errors) > limit else text
+
+
+def _describe(error: ValidationError) -> str:
+    return describe_errors(error.errors(include_url=False))
 
 
 def parse_event(
