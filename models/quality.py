@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import collections
 import typing
+from typing import Protocol
 
-__all__ = ["LabelledOutcome", "QualityTracker"]
+__all__ = ["LabelledOutcome", "PendingScores", "QualityTracker", "ScoreBook"]
 
 DAY = 86400.0
 
@@ -28,6 +29,66 @@ class LabelledOutcome(typing.NamedTuple):
     is_fraud: bool
 
 
+class ScoreBook(Protocol):
+    """Where decision-time scores wait for their labels: in memory (``PendingScores``),
+    or, in the detector, on local disk (``detector.waiting.StoredScores``)."""
+
+    def put(self, transaction_id: str, ts: float, score: float, alerted: bool) -> None:
+        """Keep what the model said about a transaction (again after a replay)."""
+
+    def take(self, transaction_id: str) -> tuple[float, bool] | None:
+        """The kept score and alert of a transaction, if it is still kept."""
+
+    def __len__(self) -> int:
+        """Scores kept."""
+
+
+class PendingScores:
+    """Decision-time scores in memory, oldest first, until the label horizon.
+
+    A score is handed out once (``take`` forgets it). At most ``max_pending`` are kept:
+    the oldest go first.
+    """
+
+    # Expiry scans the oldest scores only every so many records: cheap on the hot path.
+    EXPIRE_EVERY = 1024
+
+    def __init__(self, horizon_days: float = 45.0, max_pending: int = 2_000_000) -> None:
+        self.horizon = horizon_days * DAY
+        self.max_pending = max_pending
+        # transaction id -> (event time, score, alerted); oldest first
+        self._pending: collections.OrderedDict[str, tuple[float, float, bool]] = (
+            collections.OrderedDict()
+        )
+        self._until_expiry = self.EXPIRE_EVERY
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def put(self, transaction_id: str, ts: float, score: float, alerted: bool) -> None:
+        self._pending[transaction_id] = (ts, score, alerted)
+        self._until_expiry -= 1
+        if self._until_expiry <= 0:
+            self._until_expiry = self.EXPIRE_EVERY
+            self._expire()
+
+    def take(self, transaction_id: str) -> tuple[float, bool] | None:
+        entry = self._pending.pop(transaction_id, None)
+        return None if entry is None else (entry[1], entry[2])
+
+    def _expire(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        # Scores arrive about in event-time order: the newest entry tells the time.
+        horizon = next(reversed(pending.values()))[0] - self.horizon
+        while pending:
+            tx_id, (ts, _score, _alerted) = next(iter(pending.items()))
+            if ts >= horizon and len(pending) <= self.max_pending:
+                break
+            del pending[tx_id]
+
+
 class QualityTracker:
     """Decision-time scores awaiting their labels, and the window of the last labelled.
 
@@ -38,7 +99,9 @@ class QualityTracker:
     horizon_days
         How long, in event time, a score waits for its label (the label horizon).
     max_pending
-        Most scores waiting for a label; the oldest go first.
+        Most scores waiting for a label in memory; the oldest go first.
+    scores
+        Where the scores wait (default: in memory, ``PendingScores``).
 
     A transaction counts once in the window: a second label (a verdict changed, a
     chargeback after a presumed-legitimate label) updates its truth in place.
@@ -62,26 +125,25 @@ class QualityTracker:
 
     """
 
-    # Expiry scans the oldest scores only every so many records: cheap on the hot path.
-    EXPIRE_EVERY = 1024
+    EXPIRE_EVERY = PendingScores.EXPIRE_EVERY
 
     def __init__(
-        self, window: int = 5000, horizon_days: float = 45.0, max_pending: int = 2_000_000
+        self,
+        window: int = 5000,
+        horizon_days: float = 45.0,
+        max_pending: int = 2_000_000,
+        scores: ScoreBook | None = None,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         self.size = window
-        self.horizon = horizon_days * DAY
-        self.max_pending = max_pending
-        # transaction id -> (event time, score, alerted); oldest first
-        self._pending: collections.OrderedDict[str, tuple[float, float, bool]] = (
-            collections.OrderedDict()
+        self._pending: ScoreBook = (
+            scores if scores is not None else PendingScores(horizon_days, max_pending)
         )
         # transaction id -> (score, alerted, is fraud); the order labels first arrived in
         self._window: collections.OrderedDict[str, tuple[float, bool, bool]] = (
             collections.OrderedDict()
         )
-        self._until_expiry = self.EXPIRE_EVERY
 
     def __len__(self) -> int:
         return len(self._window)
@@ -93,30 +155,14 @@ class QualityTracker:
 
     def record(self, transaction_id: str, ts: float, score: float, alerted: bool) -> None:
         """Remember what the model said about a transaction it just scored."""
-        self._pending[transaction_id] = (ts, score, alerted)
-        self._until_expiry -= 1
-        if self._until_expiry <= 0:
-            self._until_expiry = self.EXPIRE_EVERY
-            self._expire()
-
-    def _expire(self) -> None:
-        pending = self._pending
-        if not pending:
-            return
-        # Scores arrive about in event-time order: the newest entry tells the time.
-        horizon = next(reversed(pending.values()))[0] - self.horizon
-        while pending:
-            tx_id, (ts, _score, _alerted) = next(iter(pending.items()))
-            if ts >= horizon and len(pending) <= self.max_pending:
-                break
-            del pending[tx_id]
+        self._pending.put(transaction_id, ts, score, alerted)
 
     def learn(self, transaction_id: str, is_fraud: bool) -> bool:
         """Count a label; False when the transaction's score is no longer (or never was) kept."""
-        entry = self._pending.pop(transaction_id, None)
+        entry = self._pending.take(transaction_id)
         window = self._window
         if entry is not None:
-            window[transaction_id] = (entry[1], entry[2], is_fraud)
+            window[transaction_id] = (entry[0], entry[1], is_fraud)
             if len(window) > self.size:
                 window.popitem(last=False)
             return True
