@@ -26,12 +26,13 @@ RUN python -m venv /opt/fraudstream \
 
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone: this layer is rebuilt only when they change.
-COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+# Dependencies first, the locked versions from requirements.txt alone (hash-checked, wheels
+# only): this layer is rebuilt only when the lock changes.
+COPY requirements.txt ./
+RUN pip install --require-hashes --only-binary :all: -r requirements.txt
 
 # Then the packages themselves (their web page and migrations are package data).
+COPY pyproject.toml README.md ./
 COPY detector ./detector
 COPY models ./models
 COPY api ./api

@@ -24,11 +24,14 @@ system-run:
 
 install: $(INSTALLED)
 
-$(INSTALLED): pyproject.toml
+# The locked versions (requirements-dev.txt: runtime and dev group, hash-checked), then
+# fraudstream itself, editable, with nothing more. README, Development, "Locked versions".
+$(INSTALLED): pyproject.toml requirements-dev.txt
 	@test -n "$(PYTHON)" || { echo "fraudstream needs Python 3.11 or 3.12 (Bytewax 0.21 supports up to 3.12); set PYTHON=..."; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
-	$(BIN)/python -m pip install --quiet -e . --group dev
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
 # Apache Kafka jars from Maven Central (needs Java 17+ and Maven), cached in .fraudstream/.
