@@ -242,10 +242,10 @@ def simulate(
     """
     import itertools
 
-    from detector.datasets import write_jsonl
-    from detector.publishing import publish, start_time_for_live
-    from detector.simulator import SimulationConfig
-    from detector.simulator import simulate as run_simulation
+    from detector.replay.datasets import write_jsonl
+    from detector.replay.publishing import publish, start_time_for_live
+    from detector.replay.simulator import SimulationConfig
+    from detector.replay.simulator import simulate as run_simulation
 
     settings = _settings()
     seed = seed if seed is not None else random.SystemRandom().randrange(1_000_000)
@@ -298,8 +298,8 @@ def replay(
     Reads the Fraud Detection Handbook's CSV (TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID,
     TERMINAL_ID, TX_AMOUNT, TX_FRAUD, ...) or files in the Transaction contract.
     """
-    from detector.datasets import read_dataset
-    from detector.publishing import publish
+    from detector.replay.datasets import read_dataset
+    from detector.replay.publishing import publish
 
     settings = _settings()
     reader = read_dataset(file, limit=limit)
@@ -380,10 +380,10 @@ def evaluate(
     import json
     from datetime import date
 
-    from detector.datasets import read_dataset
-    from detector.evaluation import DEFAULT_TEST_WEEKS, LabelPolicy
-    from detector.evaluation import evaluate as run_evaluation
-    from detector.metrics import format_table
+    from detector.replay.datasets import read_dataset
+    from detector.replay.evaluation import DEFAULT_TEST_WEEKS, LabelPolicy
+    from detector.replay.evaluation import evaluate as run_evaluation
+    from detector.replay.handbook import format_table
     from detector.scoring import CoreConfig
 
     settings = _settings()

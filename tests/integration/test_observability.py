@@ -44,8 +44,8 @@ import yaml
 
 from detector.broker import find_free_ports
 from detector.contracts import Label, Transaction
+from detector.replay.simulator import SimulationConfig, simulate
 from detector.settings import Settings
-from detector.simulator import SimulationConfig, simulate
 from tests.integration.kafka_io import produce
 from tests.integration.processes import detector_process, service_env, wait_until
 from tests.integration.test_api_kafka import ADMIN, ANALYST, KEYS

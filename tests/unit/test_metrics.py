@@ -8,7 +8,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from detector.metrics import ScoredTransaction, WeekReport, evaluate_week, format_table
+from detector.replay.handbook import ScoredTransaction, WeekReport, evaluate_week, format_table
 from models.ranking import average_precision, roc_auc
 
 # --- AUC ROC ---------------------------------------------------------------------------
