@@ -11,7 +11,7 @@ import structlog
 import typer
 
 from detector import __version__
-from detector.logs import configure_logging
+from detector.local.logs import configure_logging
 from detector.settings import Settings
 
 app = typer.Typer(
@@ -65,7 +65,7 @@ def broker_start(
 
     The first start fetches the Kafka jars from Maven Central into FRAUDSTREAM_HOME.
     """
-    from detector.broker import LocalBroker
+    from detector.local.broker import LocalBroker
 
     broker = LocalBroker.from_settings(_settings())
     started = broker.start(wait=wait)
@@ -75,7 +75,7 @@ def broker_start(
 @broker_app.command("fetch")
 def broker_fetch() -> None:
     """Fetch the Apache Kafka jars from Maven Central into the cache (once)."""
-    from detector.broker import LocalBroker
+    from detector.local.broker import LocalBroker
 
     libs = LocalBroker.from_settings(_settings()).fetch_jars()
     typer.echo(f"Kafka jars in {libs}")
@@ -84,7 +84,7 @@ def broker_fetch() -> None:
 @broker_app.command("stop")
 def broker_stop() -> None:
     """Stop the local broker that fraudstream started (a clean shutdown)."""
-    from detector.broker import LocalBroker
+    from detector.local.broker import LocalBroker
 
     stopped = LocalBroker.from_settings(_settings()).stop()
     typer.echo("broker stopped" if stopped else "no broker of ours was running")
@@ -93,7 +93,7 @@ def broker_stop() -> None:
 @broker_app.command("status")
 def broker_status() -> None:
     """Say whether a broker is reachable and whether fraudstream manages it."""
-    from detector.broker import LocalBroker
+    from detector.local.broker import LocalBroker
 
     status = LocalBroker.from_settings(_settings()).status()
     typer.echo(
@@ -113,7 +113,7 @@ def topics_create(
     ] = None,
 ) -> None:
     """Create fraudstream's topics; existing topics are left as they are."""
-    from detector.topics import create_topics
+    from detector.local.topics import create_topics
 
     settings = _settings()
     for topic, outcome in create_topics(settings, partitions=partitions).items():
@@ -616,7 +616,7 @@ def up(
     A broker already reachable at the bootstrap address is reused; one started here is
     stopped on exit. Ctrl-C stops everything cleanly.
     """
-    from detector.up import run_system
+    from detector.local.up import run_system
 
     run_system(_settings(), simulate=simulate, rate=rate)
 

@@ -38,10 +38,10 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from detector.broker import LocalBroker, find_free_ports
+from detector.local.broker import LocalBroker, find_free_ports
+from detector.local.topics import create_topics
 from detector.replay.simulator import SimulationConfig, simulate
 from detector.settings import Settings
-from detector.topics import create_topics
 from tests.integration.processes import detector_process
 
 REPO = Path(__file__).resolve().parent.parent.parent

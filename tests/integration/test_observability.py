@@ -42,8 +42,8 @@ import httpx
 import pytest
 import yaml
 
-from detector.broker import find_free_ports
 from detector.contracts import Label, Transaction
+from detector.local.broker import find_free_ports
 from detector.replay.simulator import SimulationConfig, simulate
 from detector.settings import Settings
 from tests.integration.kafka_io import produce

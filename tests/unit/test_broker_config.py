@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.broker import (
+from detector.local.broker import (
     BrokerError,
     LocalBroker,
     SaslListener,

@@ -13,9 +13,9 @@ from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 from prometheus_client.parser import text_string_to_metric_families
 
-from detector.broker import find_free_ports
 from detector.contracts import ModelQuality, ModelStatus, RejectReason
 from detector.dataflow import Sinks, build_flow, start_metrics
+from detector.local.broker import find_free_ports
 from detector.settings import Settings
 from detector.telemetry import (
     LABEL_SOURCES,

@@ -29,14 +29,14 @@ from typing import IO, TYPE_CHECKING
 import structlog
 from confluent_kafka import KafkaException
 
-from detector.topics import new_admin, probe_config
+from detector.local.topics import new_admin, probe_config
 
 if TYPE_CHECKING:
     from detector.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
+DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
 MAVEN_COPY_DEPENDENCIES = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies"
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
@@ -160,7 +160,7 @@ def server_properties(
 
 def render_properties(properties: Mapping[str, str]) -> str:
     """Java properties text; backslashes escaped since Java reads them as escapes."""
-    lines = ["# Written by fraudstream (detector/broker.py); regenerated on every start."]
+    lines = ["# Written by fraudstream (detector/local/broker.py); regenerated on every start."]
     lines += [f"{key}={value.replace(chr(92), chr(92) * 2)}" for key, value in properties.items()]
     return "\n".join(lines) + "\n"
 
