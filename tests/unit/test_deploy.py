@@ -666,7 +666,7 @@ def test_detector_pods_take_their_process_id_addresses_and_recovery_partition(
     tmp_path: Path,
 ) -> None:
     from detector.dataflow import recovery_config
-    from detector.telemetry import metrics_port
+    from detector.metrics import metrics_port
 
     statefulset = _one("StatefulSet", "fraudstream-detector")
     processes = statefulset["spec"]["replicas"]
