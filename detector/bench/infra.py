@@ -23,7 +23,8 @@ from confluent_kafka.admin import AdminClient
 
 from detector.contracts import Transaction
 from detector.kafka_config import admin_config, consumer_config, producer_config
-from detector.local.broker import LocalBroker, find_free_ports
+from detector.local.broker import LocalBroker
+from detector.local.broker_config import find_free_ports
 from detector.local.topics import create_topics
 from detector.replay.datasets import read_dataset
 from detector.replay.progress import ProgressBar

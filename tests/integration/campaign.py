@@ -38,7 +38,8 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from detector.local.broker import LocalBroker, find_free_ports
+from detector.local.broker import LocalBroker
+from detector.local.broker_config import find_free_ports
 from detector.local.topics import create_topics
 from detector.replay.simulator import SimulationConfig, simulate
 from detector.settings import Settings

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from detector.local.broker import LocalBroker, SaslListener, find_free_ports
+from detector.local.broker import LocalBroker
+from detector.local.broker_config import SaslListener, find_free_ports
 from detector.local.topics import create_topics, wait_for_broker
 from detector.settings import Settings
 

@@ -18,7 +18,8 @@ from pydantic import SecretStr
 from api import review
 from api.main import create_app
 from detector.contracts import Control, Label
-from detector.local.broker import LocalBroker, find_free_ports
+from detector.local.broker import LocalBroker
+from detector.local.broker_config import find_free_ports
 from detector.local.topics import create_topics
 from detector.settings import Settings
 from tests.integration.kafka_io import produce

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from detector.contracts import Label
-from detector.local.broker import find_free_ports
+from detector.local.broker_config import find_free_ports
 from detector.replay.simulator import SimulationConfig, simulate
 from detector.settings import Settings
 from tests.integration.kafka_io import produce

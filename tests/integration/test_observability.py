@@ -43,7 +43,7 @@ import pytest
 import yaml
 
 from detector.contracts import Label, Transaction
-from detector.local.broker import find_free_ports
+from detector.local.broker_config import find_free_ports
 from detector.replay.simulator import SimulationConfig, simulate
 from detector.settings import Settings
 from tests.integration.kafka_io import produce

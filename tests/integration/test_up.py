@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from detector.contracts import Alert
-from detector.local.broker import find_free_ports
+from detector.local.broker_config import find_free_ports
 
 pytestmark = pytest.mark.slow
 

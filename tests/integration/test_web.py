@@ -31,7 +31,7 @@ from detector.contracts import (
     Transaction,
     alert_id_for,
 )
-from detector.local.broker import find_free_ports
+from detector.local.broker_config import find_free_ports
 from detector.settings import Settings
 from tests.factories import model_status
 from tests.integration.kafka_io import produce

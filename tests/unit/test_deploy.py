@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
-from detector.local.broker import find_free_ports
+from detector.local.broker_config import find_free_ports
 from detector.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

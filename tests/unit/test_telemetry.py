@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from detector.contracts import ModelQuality, ModelStatus, RejectReason
 from detector.dataflow import Sinks, build_flow, start_metrics
-from detector.local.broker import find_free_ports
+from detector.local.broker_config import find_free_ports
 from detector.metrics import (
     LABEL_SOURCES,
     DetectorMetrics,
