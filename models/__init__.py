@@ -1,6 +1,7 @@
 """River model code of fraudstream: feature state and scorers, pure Python, no I/O."""
 
-from models.card import CARD_FEATURES, CardProfile
+from models.card import CardProfile
+from models.card_features import CARD_FEATURES
 from models.hybrid import CLASSIFIERS, HybridScore, HybridScorer
 from models.pending import PendingFeatures
 from models.quality import LabelledOutcome, QualityTracker
