@@ -60,6 +60,7 @@ from confluent_kafka import KafkaError, Producer
 from detector import __version__
 from detector.contracts import Control, DeadLetter, Label, ModelStatus, RejectReason, Transaction
 from detector.kafka_config import consumer_config, producer_config
+from detector.metrics import METRICS, DetectorMetrics, MetricsServerError, metrics_port, serve
 from detector.published import Published, read_published
 from detector.scoring import (
     CardOut,
@@ -95,7 +96,6 @@ from detector.scoring import (
     to_shards,
 )
 from detector.settings import Settings
-from detector.telemetry import METRICS, DetectorMetrics, MetricsServerError, metrics_port, serve
 from detector.validation import parse_control, parse_event
 from detector.waiting import PURGE_MARGIN_SECONDS, StoredPending, waiting_store
 from models import PendingFeatures

@@ -2,7 +2,7 @@
 
 Every producer is idempotent and waits for ``acks=all``: a record the broker acknowledges
 is on every in-sync replica (at least ``min.insync.replicas`` of them, see
-``detector.topics``), and retries never duplicate or reorder it. A record that is not
+``detector.local.topics``), and retries never duplicate or reorder it. A record that is not
 delivered raises ``KafkaDeliveryError`` from the producer's ``poll`` or ``flush``, unless
 the caller checks its deliveries itself with a callback per record.
 
@@ -33,7 +33,7 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka.admin import AdminClient
 
-from detector.logs import RateLimiter
+from detector.local.logs import RateLimiter
 from detector.settings import Settings
 
 log = structlog.get_logger("fraudstream.kafka")

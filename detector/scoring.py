@@ -42,7 +42,6 @@ from detector.contracts import (
     alert_id_for,
 )
 from detector.decision import Thresholds, VolumeThresholds
-from detector.metrics import average_precision, roc_auc
 from detector.reasons import explain
 from detector.settings import Settings
 from detector.waiting import StoredPending
@@ -57,6 +56,7 @@ from models import (
     QualityTracker,
     TerminalProfile,
 )
+from models.ranking import average_precision, roc_auc
 
 DAY = 86400.0
 

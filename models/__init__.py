@@ -1,6 +1,14 @@
-"""River model code of fraudstream: feature state and scorers, pure Python, no I/O."""
+"""River model code of fraudstream: feature state and scorers, pure Python, no I/O.
 
-from models.card import CARD_FEATURES, CardProfile
+Data enters as plain values passed by the detector's scoring core (a transaction's time,
+amount, card and terminal; later its label) and leaves as return values: features
+(``CardProfile``, ``TerminalProfile``), scores (``HybridScorer``) and quality figures
+(``QualityTracker`` with ``ranking``). Nothing here imports the detector, Kafka or
+Bytewax; ``persistence`` saves and loads a model as bytes on a path the caller gives.
+"""
+
+from models.card import CardProfile
+from models.card_features import CARD_FEATURES
 from models.hybrid import CLASSIFIERS, HybridScore, HybridScorer
 from models.pending import PendingFeatures
 from models.quality import LabelledOutcome, QualityTracker

@@ -1,15 +1,25 @@
-"""What a card did before: the per-card feature state, and the transactions it knows."""
+"""What a card did before: the per-card feature state, and the transactions it knows.
+
+``CardProfile`` keeps the card's log and the counts and exact sums of its windows;
+``models.card_features`` turns those into the features of its next transaction.
+"""
 
 from __future__ import annotations
 
 import bisect
 import hashlib
-import math
 import typing
 from array import array
 
 from river import base
 
+from models.card_features import (
+    HOUR,
+    Aggregates,
+    bounded_amount,
+    card_features,
+    scaled_amount,
+)
 from models.frauds import ConfirmedFrauds
 from models.packing import (
     pack_amounts,
@@ -22,45 +32,9 @@ from models.packing import (
     unpack_uints,
 )
 
-__all__ = [
-    "CARD_FEATURES",
-    "MAX_AMOUNT",
-    "MIN_AMOUNT",
-    "CardProfile",
-    "bounded_amount",
-    "transaction_key",
-]
+__all__ = ["CardProfile", "transaction_key"]
 
-HOUR = 3600.0
 DAY = 86400.0
-# Amounts enter the sums and ratios clamped to this range: a subnormal amount (5e-324 is
-# a valid positive number) would make the next ratio infinite, and a huge one would
-# overflow the sums of squares. A cent and a trillion bound every real card payment.
-MIN_AMOUNT = 0.01
-MAX_AMOUNT = 1e12
-# Every double from MIN_AMOUNT up is a whole multiple of the unit in the last place of
-# MIN_AMOUNT, 2**-59, so amounts times 2**SCALE_BITS are integers and their sums (and
-# sums of squares) are kept exactly, as Python integers: a window that lets go of a
-# trillion keeps no rounding residue of it, and a feature depends only on which
-# transactions are in its window, not on the order they came and went in.
-SCALE_BITS = 53 - math.frexp(MIN_AMOUNT)[1]
-
-
-def bounded_amount(amount: float) -> float:
-    """``amount`` clamped to [MIN_AMOUNT, MAX_AMOUNT] (NaN counts as the minimum).
-
-    >>> bounded_amount(5e-324), bounded_amount(12.5), bounded_amount(1e308)
-    (0.01, 12.5, 1000000000000.0)
-
-    """
-    if not amount >= MIN_AMOUNT:  # also true for NaN
-        return MIN_AMOUNT
-    return min(amount, MAX_AMOUNT)
-
-
-def _scaled(amount: float) -> int:
-    """A bounded amount as the exact integer ``amount * 2**SCALE_BITS``."""
-    return int(math.ldexp(amount, SCALE_BITS))
 
 
 def transaction_key(transaction_id: str) -> int:
@@ -83,23 +57,6 @@ def transaction_key(transaction_id: str) -> int:
     ).digest()
     return int.from_bytes(digest, "little", signed=True) or 1
 
-
-CARD_FEATURES: tuple[str, ...] = (
-    "amount",
-    "log_amount",
-    "card_tx_1h",
-    "card_tx_24h",
-    "card_tx_7d",
-    "card_amount_24h",
-    "card_history_tx",
-    "card_mean_amount",
-    "card_amount_ratio",
-    "card_hours_since_last",
-    "card_new_terminal",
-    "card_amount_zscore",
-    "card_amount_ratio_7d",
-    "card_frauds_14d",
-)
 
 # The windows over the log, each from its oldest entry to the newest. The first three
 # keep exact sums of their amounts (and the history, of their squares).
@@ -226,37 +183,10 @@ class CardProfile(base.Base):
     def features(self, ts: float, amount: float, terminal_id: str) -> dict[str, float]:
         """Features of a transaction at ``ts``, from the history before it (not updated)."""
         amount = bounded_amount(amount)
-        agg = self._aggregates(ts, terminal_id)
-        n = agg.history
-        if n:
-            mean = agg.history_sum / (n << SCALE_BITS)
-            # Spread of the card's amounts, floored so that a card with identical amounts
-            # does not turn a one-cent difference into a huge z-score.
-            variance = (n * agg.history_squares - agg.history_sum**2) / (n * n << 2 * SCALE_BITS)
-            std = max(math.sqrt(variance), 0.1 * mean)
-        else:
-            mean, std = amount, 0.0
-        week_mean = agg.week_sum / (agg.week << SCALE_BITS) if agg.week else 0.0
-        return {
-            "amount": amount,
-            "log_amount": math.log1p(amount),
-            "card_tx_1h": float(agg.hour),
-            "card_tx_24h": float(agg.day),
-            "card_tx_7d": float(agg.week),
-            "card_amount_24h": agg.day_sum / (1 << SCALE_BITS),
-            "card_history_tx": float(n),
-            "card_mean_amount": mean,
-            "card_amount_ratio": amount / mean if mean > 0 else 1.0,
-            "card_hours_since_last": (
-                min((ts - agg.last) / HOUR, 24.0 * 30) if agg.last is not None else 24.0 * 30
-            ),
-            "card_new_terminal": (0.0 if agg.same_terminal else 1.0) if n else 0.0,
-            "card_amount_zscore": max(-20.0, min(20.0, (amount - mean) / std)) if std else 0.0,
-            "card_amount_ratio_7d": amount / week_mean if agg.week else 1.0,
-            "card_frauds_14d": float(self._frauds.count(ts, days=14)),
-        }
+        frauds = self._frauds.count(ts, days=14)
+        return card_features(ts, amount, self._aggregates(ts, terminal_id), frauds)
 
-    def _aggregates(self, ts: float, terminal_id: str) -> _Aggregates:
+    def _aggregates(self, ts: float, terminal_id: str) -> Aggregates:
         """The windows' counts and sums as seen from ``ts``, without changing them."""
         times = self._times
         n = len(times)
@@ -272,14 +202,14 @@ class CardProfile(base.Base):
         history_sum, week_sum, day_sum = self._sums
         history_squares = self._squares
         if history > first_history:
-            stale = list(map(_scaled, amounts[first_history:history]))
+            stale = list(map(scaled_amount, amounts[first_history:history]))
             history_sum -= sum(stale)
             history_squares -= sum(s * s for s in stale)
         if week > first_week:
-            week_sum -= sum(map(_scaled, amounts[first_week:week]))
+            week_sum -= sum(map(scaled_amount, amounts[first_week:week]))
         if day > first_day:
-            day_sum -= sum(map(_scaled, amounts[first_day:day]))
-        return _Aggregates(
+            day_sum -= sum(map(scaled_amount, amounts[first_day:day]))
+        return Aggregates(
             n - hour,
             n - day,
             day_sum,
@@ -292,7 +222,7 @@ class CardProfile(base.Base):
             times[-1] if history < n else None,
         )
 
-    def _scan(self, ts: float, terminal_id: str) -> _Aggregates:
+    def _scan(self, ts: float, terminal_id: str) -> Aggregates:
         """Aggregates from the log itself, ignoring what came after ``ts``."""
         times, amounts = self._times, self._amounts
         end = bisect.bisect_right(times, ts)
@@ -305,13 +235,13 @@ class CardProfile(base.Base):
             i = min(i, end)
             counts[w] = end - i
             if w in _SUMMED:
-                scaled = list(map(_scaled, amounts[i:end]))
+                scaled = list(map(scaled_amount, amounts[i:end]))
                 sums[w] = sum(scaled)
                 if w == _HISTORY:
                     squares = sum(s * s for s in scaled)
             if w == _HISTORY:
                 start = i
-        return _Aggregates(
+        return Aggregates(
             hour=counts[_HOUR],
             day=counts[_DAY],
             day_sum=sums[_DAY],
@@ -349,7 +279,7 @@ class CardProfile(base.Base):
         terminal = self._terminal_index(terminal_id)
         key = transaction_key(transaction_id) if transaction_id is not None else 0
         first, sums = self._first, self._sums
-        scaled = _scaled(amount)
+        scaled = scaled_amount(amount)
         if at == n:  # the usual case: the latest transaction, in every window
             times.append(ts)
             self._amounts.append(amount)
@@ -394,7 +324,7 @@ class CardProfile(base.Base):
         """Move ``window``'s oldest entry up to index ``upto``, out of its sums."""
         first = self._first[window]
         if window < len(self._sums):
-            scaled = list(map(_scaled, self._amounts[first:upto]))
+            scaled = list(map(scaled_amount, self._amounts[first:upto]))
             self._sums[window] -= sum(scaled)
             if window == _HISTORY:
                 self._squares -= sum(s * s for s in scaled)
@@ -481,25 +411,10 @@ class CardProfile(base.Base):
         self._keys = array("q", bytes(8 * self._first[_IDS]))
         self._keys.extend(unpack_int64(keys) if keys else array("q", bytes(8 * (n - first[_IDS]))))
         for w in _SUMMED:
-            scaled = list(map(_scaled, self._amounts[self._first[w] :]))
+            scaled = list(map(scaled_amount, self._amounts[self._first[w] :]))
             self._sums[w] = sum(scaled)
             if w == _HISTORY:
                 self._squares = sum(s * s for s in scaled)
         self._frauds = ConfirmedFrauds(self.history_days)
         for transaction_id, when in frauds.items():
             self._frauds.record(transaction_id, when, is_fraud=True)
-
-
-class _Aggregates(typing.NamedTuple):
-    """Counts and exact sums (scaled by 2**SCALE_BITS) of the windows as of one time."""
-
-    hour: int
-    day: int
-    day_sum: int
-    week: int
-    week_sum: int
-    history: int
-    history_sum: int
-    history_squares: int
-    same_terminal: bool
-    last: float | None

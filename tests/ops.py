@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from detector.broker import find_free_ports
+from detector.local.broker_config import find_free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from detector.broker import find_free_ports
+from detector.local.broker_config import find_free_ports
 
 SERVICE_USER = "postgres"
 SUPERUSER = "postgres"

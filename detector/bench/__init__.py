@@ -8,6 +8,10 @@
   state counts every few days of event time.
 - ``plain``: the plain loop itself (``python -m detector.bench.plain``).
 
+Data enters as Handbook transactions (``detector.replay.datasets``) pre-loaded into the
+topics of a broker of its own; it leaves as the decisions read back from Kafka, turned
+into a report. ``command`` holds the ``fraudstream bench`` command.
+
 Everything is measured from outside the systems (Kafka timestamps, ``/proc``, the disk,
 ``/metrics``), never from their internals. Nothing here asserts on time.
 """

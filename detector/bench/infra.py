@@ -21,13 +21,14 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from detector.broker import LocalBroker, find_free_ports
 from detector.contracts import Transaction
-from detector.datasets import read_dataset
 from detector.kafka_config import admin_config, consumer_config, producer_config
-from detector.progress import ProgressBar
+from detector.local.broker import LocalBroker
+from detector.local.broker_config import find_free_ports
+from detector.local.topics import create_topics
+from detector.replay.datasets import read_dataset
+from detector.replay.progress import ProgressBar
 from detector.settings import Settings
-from detector.topics import create_topics
 
 log = structlog.get_logger("fraudstream.bench")
 

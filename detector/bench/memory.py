@@ -41,10 +41,10 @@ from detector.bench.infra import (
     work_dir,
 )
 from detector.bench.procs import Child, detector_args, dir_bytes, settings_env
-from detector.broker import find_free_ports
-from detector.datasets import Record, read_dataset
-from detector.progress import ProgressBar
-from detector.publishing import PublishStats, publish
+from detector.local.broker_config import find_free_ports
+from detector.replay.datasets import Record, read_dataset
+from detector.replay.progress import ProgressBar
+from detector.replay.publishing import PublishStats, publish
 from detector.settings import Settings
 
 log = structlog.get_logger("fraudstream.bench")

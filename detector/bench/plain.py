@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, Producer
 
 from detector.contracts import Transaction
 from detector.kafka_config import consumer_config, producer_config
-from detector.logs import configure_logging
+from detector.local.logs import configure_logging
 from detector.scoring import CoreConfig, Scored, ScoringCore
 from detector.settings import Settings
 from detector.validation import parse_event

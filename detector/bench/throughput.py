@@ -42,7 +42,7 @@ from detector.bench.procs import (
     plain_loop_args,
     settings_env,
 )
-from detector.progress import ProgressBar
+from detector.replay.progress import ProgressBar
 from detector.scoring import CoreConfig, ScoringCore
 from detector.settings import Settings
 

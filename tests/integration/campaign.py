@@ -1,6 +1,6 @@
 """A crash campaign: a live stream, a detector killed with SIGKILL again and again.
 
-``run_campaign`` streams simulated transactions (``detector.simulator``) to the broker at
+``run_campaign`` streams simulated transactions (``detector.replay.simulator``) to the broker at
 ``rate`` per second, starts the detector process, kills it with SIGKILL ``kills`` times
 at seeded random intervals and restarts it each time, then stops the stream, lets the
 detector decide everything and reads every decision published. It counts:
@@ -38,10 +38,11 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from detector.broker import LocalBroker, find_free_ports
+from detector.local.broker import LocalBroker
+from detector.local.broker_config import find_free_ports
+from detector.local.topics import create_topics
+from detector.replay.simulator import SimulationConfig, simulate
 from detector.settings import Settings
-from detector.simulator import SimulationConfig, simulate
-from detector.topics import create_topics
 from tests.integration.processes import detector_process
 
 REPO = Path(__file__).resolve().parent.parent.parent

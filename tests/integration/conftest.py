@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from detector.broker import LocalBroker, SaslListener, find_free_ports
+from detector.local.broker import LocalBroker
+from detector.local.broker_config import SaslListener, find_free_ports
+from detector.local.topics import create_topics, wait_for_broker
 from detector.settings import Settings
-from detector.topics import create_topics, wait_for_broker
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent

@@ -17,10 +17,11 @@ from pydantic import SecretStr
 
 from api import review
 from api.main import create_app
-from detector.broker import LocalBroker, find_free_ports
 from detector.contracts import Control, Label
+from detector.local.broker import LocalBroker
+from detector.local.broker_config import find_free_ports
+from detector.local.topics import create_topics
 from detector.settings import Settings
-from detector.topics import create_topics
 from tests.integration.kafka_io import produce
 from tests.unit.test_api import make_alert, make_status
 

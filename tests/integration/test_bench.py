@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from detector.datasets import write_jsonl
+from detector.replay.datasets import write_jsonl
+from detector.replay.simulator import SimulationConfig, simulate
 from detector.settings import Settings
-from detector.simulator import SimulationConfig, simulate
 
 REPO = Path(__file__).resolve().parents[2]
 TRANSACTIONS = 2000

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import ConfigResource, ConfigSource
 
-from detector.broker import LocalBroker
 from detector.kafka_config import admin_config
-from detector.settings import Settings
-from detector.topics import (
+from detector.local.broker import LocalBroker
+from detector.local.topics import (
     BrokerUnavailableError,
     create_topics,
     min_insync_replicas,
     new_admin,
     wait_for_broker,
 )
+from detector.settings import Settings
 
 pytestmark = pytest.mark.integration
 

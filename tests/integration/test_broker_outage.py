@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from detector.broker import LocalBroker
+from detector.local.broker import LocalBroker
+from detector.local.topics import create_topics
 from detector.settings import Settings
-from detector.topics import create_topics
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ if mode == "plain":
     consumer = Consumer({"bootstrap.servers": bootstrap, **group})
 else:
     from detector.kafka_config import consumer_config, producer_config
-    from detector.logs import configure_logging
+    from detector.local.logs import configure_logging
     from detector.settings import Settings
 
     configure_logging("INFO", "json")

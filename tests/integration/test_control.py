@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from detector.contracts import Control, Decision, ModelStatus, ThresholdChange, Transaction
+from detector.replay.simulator import SimulationConfig, simulate
 from detector.settings import Settings
-from detector.simulator import SimulationConfig, simulate
 from tests.integration.kafka_io import consume_all, produce
 from tests.integration.processes import detector_process, wait_until
 

@@ -15,8 +15,8 @@ from bytewax.testing import run_main
 
 from detector.contracts import Alert, Decision, Label, ModelStatus, Transaction
 from detector.dataflow import build_flow, recovery_config
+from detector.replay.simulator import SimulationConfig, simulate
 from detector.settings import Settings
-from detector.simulator import SimulationConfig, simulate
 from tests.integration.kafka_io import consume_all, produce
 
 pytestmark = pytest.mark.slow

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from detector.broker import find_free_ports
 from detector.contracts import Label
+from detector.local.broker_config import find_free_ports
+from detector.replay.simulator import SimulationConfig, simulate
 from detector.settings import Settings
-from detector.simulator import SimulationConfig, simulate
 from tests.integration.kafka_io import produce
 from tests.integration.processes import detector_process, wait_until
 

@@ -39,5 +39,5 @@ def test_evaluation_notebook_runs_on_a_small_slice(monkeypatch: pytest.MonkeyPat
     images = [out for out in outputs if "image/png" in out.get("data", {})]
     assert len(images) >= 4
     text = "".join(out.get("text", "") for out in outputs if out.output_type == "stream")
-    assert "week start" in text  # the weekly table of detector.metrics.format_table
+    assert "week start" in text  # the weekly table of detector.replay.handbook.format_table
     assert "labels learned" in text

@@ -42,10 +42,10 @@ import httpx
 import pytest
 import yaml
 
-from detector.broker import find_free_ports
 from detector.contracts import Label, Transaction
+from detector.local.broker_config import find_free_ports
+from detector.replay.simulator import SimulationConfig, simulate
 from detector.settings import Settings
-from detector.simulator import SimulationConfig, simulate
 from tests.integration.kafka_io import produce
 from tests.integration.processes import detector_process, service_env, wait_until
 from tests.integration.test_api_kafka import ADMIN, ANALYST, KEYS

@@ -29,8 +29,8 @@ import pytest
 from confluent_kafka import KafkaError, Message, Producer
 
 from detector.contracts import DeadLetter, Decision, RejectReason
+from detector.replay.simulator import SimulationConfig, simulate
 from detector.settings import Settings
-from detector.simulator import SimulationConfig, simulate
 from tests.integration.kafka_io import consume_all
 from tests.integration.processes import detector_process, wait_until
 from tests.poison import (

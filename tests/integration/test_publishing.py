@@ -13,11 +13,11 @@ from confluent_kafka import Consumer, Message
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from detector.contracts import Label, Transaction
-from detector.datasets import Record
 from detector.kafka_config import admin_config, consumer_config
-from detector.publishing import PublishError, publish, start_time_for_live
+from detector.replay.datasets import Record
+from detector.replay.publishing import PublishError, publish, start_time_for_live
+from detector.replay.simulator import SimulationConfig, simulate
 from detector.settings import Settings
-from detector.simulator import SimulationConfig, simulate
 
 pytestmark = pytest.mark.integration
 

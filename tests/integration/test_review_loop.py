@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from detector.contracts import Decision, Label, Transaction
+from detector.replay.simulator import SimulationConfig, simulate
 from detector.settings import Settings
-from detector.simulator import SimulationConfig, simulate
 from tests.integration.kafka_io import consume_all, produce
 from tests.integration.processes import detector_process, wait_until
 from tests.integration.test_api_kafka import ANALYST, review_settings

@@ -17,13 +17,13 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from detector.broker import LocalBroker
 from detector.contracts import Alert, Decision, Transaction
 from detector.kafka_config import consumer_config
-from detector.publishing import publish
+from detector.local.broker import LocalBroker
+from detector.local.topics import create_topics
+from detector.replay.publishing import publish
+from detector.replay.simulator import SimulationConfig, simulate
 from detector.settings import Settings
-from detector.simulator import SimulationConfig, simulate
-from detector.topics import create_topics
 from tests.integration.conftest import sasl_settings_of
 from tests.integration.kafka_io import consume_all
 from tests.integration.processes import detector_process, wait_until

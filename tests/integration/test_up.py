@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer
 
-from detector.broker import find_free_ports
 from detector.contracts import Alert
+from detector.local.broker_config import find_free_ports
 
 pytestmark = pytest.mark.slow
 

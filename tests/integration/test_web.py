@@ -24,7 +24,6 @@ from playwright.sync_api import ConsoleMessage, Locator, Page, expect, sync_play
 from pydantic import SecretStr
 
 from api.main import create_app
-from detector.broker import find_free_ports
 from detector.contracts import (
     Alert,
     Label,
@@ -32,6 +31,7 @@ from detector.contracts import (
     Transaction,
     alert_id_for,
 )
+from detector.local.broker_config import find_free_ports
 from detector.settings import Settings
 from tests.factories import model_status
 from tests.integration.kafka_io import produce

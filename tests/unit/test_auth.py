@@ -216,7 +216,7 @@ def test_keys_new_prints_a_key_and_its_env_line() -> None:
 
 
 def test_up_makes_local_keys_only_when_none_is_configured(tmp_path: Path) -> None:
-    from detector.up import local_keys, page_url
+    from detector.local.up import local_keys, page_url
 
     keys = local_keys(Settings())
     assert keys is not None and keys.admin != keys.analyst

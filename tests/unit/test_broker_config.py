@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from detector.broker import (
+from detector.local.broker import LocalBroker
+from detector.local.broker_config import (
     BrokerError,
-    LocalBroker,
     SaslListener,
     find_free_ports,
     is_valid_cluster_id,

@@ -13,9 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detector.simulator import SimulationConfig, simulate
+from detector.replay.simulator import SimulationConfig, simulate
 from models import CardProfile
-from models.card import DAY, HOUR, MIN_AMOUNT, SCALE_BITS, bounded_amount, transaction_key
+from models.card import DAY, transaction_key
+from models.card_features import HOUR, MIN_AMOUNT, SCALE_BITS, bounded_amount
 from models.packing import (
     pack_amounts,
     pack_int64,

@@ -18,7 +18,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 from api.metrics import ApiMetrics, QueueGauges
-from detector.telemetry import DetectorMetrics
+from detector.metrics import DetectorMetrics
 from tests.ops import (
     DASHBOARDS_DIR,
     DATASOURCE_UID,

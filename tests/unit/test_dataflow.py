@@ -581,7 +581,7 @@ def test_a_cards_transactions_reach_the_model_in_the_cards_order() -> None:
 def _simulated_events(n: int) -> list[Transaction | Label]:
     import itertools
 
-    from detector.simulator import SimulationConfig, simulate
+    from detector.replay.simulator import SimulationConfig, simulate
 
     events: list[Transaction | Label] = []
     records = itertools.islice(simulate(SimulationConfig(n_customers=60, n_terminals=80)), n)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from detector.contracts import Transaction
-from detector.datasets import Record, read_dataset, write_jsonl
+from detector.replay.datasets import Record, read_dataset, write_jsonl
 
 HANDBOOK_CSV = """\
 TRANSACTION_ID,TX_DATETIME,CUSTOMER_ID,TERMINAL_ID,TX_AMOUNT,TX_FRAUD,TX_FRAUD_SCENARIO

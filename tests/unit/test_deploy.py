@@ -35,7 +35,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from detector.broker import find_free_ports
+from detector.local.broker_config import find_free_ports
 from detector.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -804,7 +804,7 @@ def test_detector_pods_take_their_process_id_addresses_and_recovery_partition(
     tmp_path: Path,
 ) -> None:
     from detector.dataflow import recovery_config
-    from detector.telemetry import metrics_port
+    from detector.metrics import metrics_port
 
     statefulset = _one("StatefulSet", "fraudstream-detector")
     processes = statefulset["spec"]["replicas"]

@@ -18,8 +18,8 @@ from datetime import time as dtime
 import pytest
 
 from detector.contracts import Label, Transaction
-from detector.datasets import Record
-from detector.evaluation import EvaluationResult, LabelPolicy, _LabelFeed, evaluate
+from detector.replay.datasets import Record
+from detector.replay.evaluation import EvaluationResult, LabelPolicy, _LabelFeed, evaluate
 
 DAY1 = date(2018, 7, 1)
 

@@ -21,9 +21,9 @@ from detector.kafka_config import (
     consumer_config,
     producer_config,
 )
-from detector.logs import RateLimiter
+from detector.local.logs import RateLimiter
+from detector.local.topics import min_insync_replicas, new_topics, topic_config
 from detector.settings import Settings
-from detector.topics import min_insync_replicas, new_topics, topic_config
 
 SASL = {
     "security.protocol": "SASL_PLAINTEXT",

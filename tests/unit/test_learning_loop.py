@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from detector.contracts import Label, Transaction
+from detector.replay.simulator import SimulationConfig, simulate
 from detector.scoring import CoreConfig, Scored, ScoringCore
-from detector.simulator import SimulationConfig, simulate
 
 
 def twin_card_history(last: datetime) -> list[Transaction]:

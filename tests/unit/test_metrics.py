@@ -8,14 +8,8 @@ from datetime import date, timedelta
 
 import pytest
 
-from detector.metrics import (
-    ScoredTransaction,
-    WeekReport,
-    average_precision,
-    evaluate_week,
-    format_table,
-    roc_auc,
-)
+from detector.replay.handbook import ScoredTransaction, WeekReport, evaluate_week, format_table
+from models.ranking import average_precision, roc_auc
 
 # --- AUC ROC ---------------------------------------------------------------------------
 

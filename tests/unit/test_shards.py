@@ -11,6 +11,7 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main
 
 from detector.contracts import Control, Decision, Label, ModelStatus, ThresholdChange, Transaction
 from detector.dataflow import Sinks, _where_keys_land, build_flow, shard_keys
+from detector.replay.simulator import SimulationConfig, simulate
 from detector.scoring import (
     CoreConfig,
     Featured,
@@ -22,7 +23,6 @@ from detector.scoring import (
     to_shards,
 )
 from detector.settings import Settings
-from detector.simulator import SimulationConfig, simulate
 from tests.unit.test_dataflow import Feed, values
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)

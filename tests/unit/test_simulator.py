@@ -9,8 +9,8 @@ from itertools import islice
 
 import pytest
 
-from detector.datasets import Record
-from detector.simulator import SimulationConfig, simulate
+from detector.replay.datasets import Record
+from detector.replay.simulator import SimulationConfig, simulate
 
 START = datetime(2018, 4, 1, tzinfo=UTC)
 

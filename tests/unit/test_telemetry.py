@@ -13,11 +13,10 @@ from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 from prometheus_client.parser import text_string_to_metric_families
 
-from detector.broker import find_free_ports
 from detector.contracts import ModelQuality, ModelStatus, RejectReason
 from detector.dataflow import Sinks, build_flow, start_metrics
-from detector.settings import Settings
-from detector.telemetry import (
+from detector.local.broker_config import find_free_ports
+from detector.metrics import (
     LABEL_SOURCES,
     DetectorMetrics,
     MetricsServerError,
@@ -25,6 +24,7 @@ from detector.telemetry import (
     metrics_port,
     serve,
 )
+from detector.settings import Settings
 from tests.factories import model_status
 from tests.unit.test_dataflow import Feed, ordinary_traffic
 
@@ -401,7 +401,7 @@ def test_start_metrics_serves_on_the_configured_address() -> None:
 def test_the_fast_histogram_exposes_what_a_client_histogram_would() -> None:
     from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-    from detector.telemetry import SCORE_BUCKETS, FastHistogram
+    from detector.metrics import SCORE_BUCKETS, FastHistogram
 
     values = [0.0, 0.05, 0.049, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0, 0.3333, 1.5]
     ours, theirs = CollectorRegistry(), CollectorRegistry()

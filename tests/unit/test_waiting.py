@@ -12,7 +12,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from detector.contracts import Decision, Label, ModelStatus, Transaction
 from detector.dataflow import Sinks, build_flow
-from detector.telemetry import DetectorMetrics
+from detector.metrics import DetectorMetrics
 from detector.waiting import StoredPending, WaitingStore
 from models import PendingFeatures
 from tests.unit.test_dataflow import (

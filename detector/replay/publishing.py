@@ -25,9 +25,9 @@ from datetime import UTC, datetime, timedelta
 from confluent_kafka import KafkaError, Message, Producer
 
 from detector.contracts import Label
-from detector.datasets import Record
 from detector.kafka_config import producer_config
-from detector.progress import ProgressBar
+from detector.replay.datasets import Record
+from detector.replay.progress import ProgressBar
 from detector.settings import Settings
 
 # Longest single sleep, so that a stop request or Ctrl-C is honoured promptly and the

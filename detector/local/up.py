@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from detector.broker import LocalBroker
+from detector.local.broker import LocalBroker
+from detector.local.topics import create_topics
 from detector.settings import Settings
-from detector.topics import create_topics
 
 log = structlog.get_logger("fraudstream.up")
 

@@ -1,8 +1,9 @@
 """A local single-node Apache Kafka broker (KRaft), run from its jars without Docker.
 
-The jars are fetched once with Maven from ``deploy/kafka/pom.xml`` into a cache folder;
-the broker runs detached from the calling process and is found again through its pid
-file, so ``start`` and ``stop`` may be called from different processes.
+``LocalBroker`` manages the broker's process: it fetches the jars once (``jars``),
+writes its configuration (``broker_config``), formats its storage, and runs the broker
+detached from the calling process. The broker is found again through its pid file, so
+``start`` and ``stop`` may be called from different processes.
 
 Optionally (``sasl=SaslListener(...)``) the broker also listens with SASL_PLAINTEXT and the
 PLAIN mechanism for one user, to try and test clients with credentials; the PLAINTEXT
@@ -11,9 +12,7 @@ listener stays, for the broker's own traffic and local tools.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import fcntl
 import os
 import re
 import shutil
@@ -21,69 +20,34 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import structlog
 from confluent_kafka import KafkaException
 
-from detector.topics import new_admin, probe_config
+from detector.local import jars
+from detector.local.broker_config import (
+    BrokerError,
+    SaslListener,
+    is_valid_cluster_id,
+    new_cluster_id,
+    render_properties,
+    server_properties,
+)
+from detector.local.jars import require, tail
+from detector.local.topics import new_admin, probe_config
 
 if TYPE_CHECKING:
     from detector.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
-MAVEN_COPY_DEPENDENCIES = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies"
+DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
-VERSION_MARKER = ".kafka-version"
-_TAIL_LINES = 40
-
-
-class BrokerError(RuntimeError):
-    """The local broker could not be set up, started or stopped."""
-
-
-@dataclass(frozen=True)
-class SaslListener:
-    """A SASL_PLAINTEXT listener on ``port`` accepting ``username`` with ``password`` (PLAIN)."""
-
-    port: int
-    username: str
-    password: str
-
-    NAME = "SASL_PLAINTEXT"
-
-    def __post_init__(self) -> None:
-        # Both end up quoted in a JAAS line, the user name also in a property key.
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.username):
-            raise ValueError(
-                f"SASL user name must be letters, digits, '_', '.' or '-': {self.username!r}"
-            )
-        if not re.fullmatch(r"[!#-\[\]-~]+", self.password):
-            raise ValueError("SASL password must be printable ASCII without spaces, '\"' or '\\'")
-
-    def jaas_config(self) -> str:
-        """The listener's JAAS line: its own login, and the one user it accepts."""
-        return (
-            "org.apache.kafka.common.security.plain.PlainLoginModule required "
-            f'username="{self.username}" password="{self.password}" '
-            f'user_{self.username}="{self.password}";'
-        )
-
-    def client_config(self) -> dict[str, str]:
-        """librdkafka properties (``FRAUDSTREAM_KAFKA_EXTRA_CONFIG``) to sign in here."""
-        return {
-            "security.protocol": "SASL_PLAINTEXT",
-            "sasl.mechanism": "PLAIN",
-            "sasl.username": self.username,
-            "sasl.password": self.password,
-        }
 
 
 @dataclass(frozen=True)
@@ -96,82 +60,6 @@ class BrokerStatus:
     bootstrap: str
     data_dir: Path
     log_file: Path
-
-
-def new_cluster_id() -> str:
-    """A KRaft cluster id: 22 URL-safe base64 characters of 16 random bytes."""
-    while True:
-        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode("ascii").rstrip("=")
-        # StorageTool would parse an id starting with '-' as an option.
-        if not cluster_id.startswith("-"):
-            return cluster_id
-
-
-def is_valid_cluster_id(value: str) -> bool:
-    return re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{21}", value) is not None
-
-
-def server_properties(
-    *,
-    host: str,
-    port: int,
-    controller_port: int,
-    data_dir: Path,
-    sasl: SaslListener | None = None,
-) -> dict[str, str]:
-    """``server.properties`` of a combined broker+controller node tuned for local use."""
-    listeners = [f"PLAINTEXT://{host}:{port}", f"CONTROLLER://{host}:{controller_port}"]
-    advertised = [f"PLAINTEXT://{host}:{port}"]
-    protocols = ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
-    sasl_properties: dict[str, str] = {}
-    if sasl is not None:
-        listeners.append(f"{sasl.NAME}://{host}:{sasl.port}")
-        advertised.append(f"{sasl.NAME}://{host}:{sasl.port}")
-        protocols.append(f"{sasl.NAME}:SASL_PLAINTEXT")
-        sasl_properties = {
-            "sasl.enabled.mechanisms": "PLAIN",
-            f"listener.name.{sasl.NAME.lower()}.plain.sasl.jaas.config": sasl.jaas_config(),
-        }
-    return {
-        "process.roles": "broker,controller",
-        "node.id": "1",
-        # A static quorum works unchanged from Kafka 3.7 to 4.x (no --standalone format).
-        "controller.quorum.voters": f"1@{host}:{controller_port}",
-        "listeners": ",".join(listeners),
-        "advertised.listeners": ",".join(advertised),
-        "controller.listener.names": "CONTROLLER",
-        # The broker talks to itself over PLAINTEXT, whatever the clients use.
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": ",".join(protocols),
-        **sasl_properties,
-        "log.dirs": str(data_dir),
-        "num.partitions": "1",
-        "auto.create.topics.enable": "false",
-        # One node: internal topics cannot have more than one replica.
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        # The defaults (50 partitions, 3 s delay) make every first group join slow.
-        "offsets.topic.num.partitions": "1",
-        "transaction.state.log.num.partitions": "1",
-        "group.initial.rebalance.delay.ms": "0",
-    }
-
-
-def render_properties(properties: Mapping[str, str]) -> str:
-    """Java properties text; backslashes escaped since Java reads them as escapes."""
-    lines = ["# Written by fraudstream (detector/broker.py); regenerated on every start."]
-    lines += [f"{key}={value.replace(chr(92), chr(92) * 2)}" for key, value in properties.items()]
-    return "\n".join(lines) + "\n"
-
-
-def find_free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Ports free on ``host`` right now (all held open together so they differ)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 class LocalBroker:
@@ -248,68 +136,11 @@ class LocalBroker:
 
     def jars_ready(self) -> bool:
         """Whether the cache holds a complete fetch of this Kafka version."""
-        marker = self.libs_dir / VERSION_MARKER
-        return (
-            marker.is_file()
-            and marker.read_text().strip() == self.version
-            and (self.libs_dir / f"kafka_2.13-{self.version}.jar").is_file()
-        )
+        return jars.jars_ready(self.libs_dir, self.version)
 
     def fetch_jars(self) -> Path:
         """Fetch the broker's jars with Maven unless the cache is complete; return it."""
-        if self.jars_ready():
-            return self.libs_dir
-        mvn = _require("mvn", "Maven (mvn), needed once to fetch the Kafka jars")
-        _require("java", "a Java runtime (java), needed by Maven and Kafka")
-        pom = self.deploy_dir / "pom.xml"
-        if not pom.is_file():
-            raise BrokerError(f"{pom} is missing: it lists the jars of the local broker")
-        self.libs_dir.parent.mkdir(parents=True, exist_ok=True)
-        # Tests and a dev shell may share the cache: one fetch at a time.
-        with _locked(self.libs_dir.parent / f".{self.libs_dir.name}.lock"):
-            if not self.jars_ready():
-                self._fetch_with_maven(mvn, pom)
-        return self.libs_dir
-
-    def _fetch_with_maven(self, mvn: str, pom: Path) -> None:
-        # Fetch into a staging folder and swap it in: an interrupted or failed fetch
-        # never leaves a half-filled cache, and jars of another version never mix in.
-        staging = self.libs_dir.with_name(f"{self.libs_dir.name}.partial-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        shutil.copy2(pom, staging / "pom.xml")
-        command = [
-            mvn, "-B", "-q", "-f", str(staging / "pom.xml"),
-            f"-Dkafka.version={self.version}", MAVEN_COPY_DEPENDENCIES,
-            f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
-        ]  # fmt: skip
-        log.info("fetching kafka jars with maven", version=self.version, cache=str(self.libs_dir))
-        started = time.monotonic()
-        try:
-            done = subprocess.run(
-                command, cwd=staging, capture_output=True, text=True, timeout=900, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise BrokerError("Maven did not fetch the Kafka jars within 15 minutes") from exc
-        if done.returncode != 0 or not (staging / f"kafka_2.13-{self.version}.jar").is_file():
-            shutil.rmtree(staging, ignore_errors=True)
-            raise BrokerError(
-                f"Maven could not fetch the jars of Kafka {self.version} "
-                f"(exit {done.returncode}):\n{_tail(done.stdout + done.stderr)}"
-            )
-        (staging / VERSION_MARKER).write_text(self.version + "\n")
-        if self.libs_dir.exists():
-            old = self.libs_dir.with_name(f"{self.libs_dir.name}.old-{os.getpid()}")
-            self.libs_dir.rename(old)
-            shutil.rmtree(old, ignore_errors=True)
-        staging.rename(self.libs_dir)
-        log.info(
-            "kafka jars fetched",
-            version=self.version,
-            jars=len(list(self.libs_dir.glob("*.jar"))),
-            seconds=round(time.monotonic() - started, 1),
-        )
+        return jars.fetch_jars(self.libs_dir, self.version, self.deploy_dir)
 
     # --- state ---------------------------------------------------------------------
 
@@ -377,7 +208,7 @@ class LocalBroker:
             log.info("kafka broker already running, reusing it", bootstrap=self.bootstrap)
             return False
         self._check_ports_free()
-        java = _require("java", "a Java runtime (java), needed to run Kafka")
+        java = require("java", "a Java runtime (java), needed to run Kafka")
         libs = self.fetch_jars()
         self._write_config()
         self._format_storage(java, libs)
@@ -451,7 +282,7 @@ class LocalBroker:
         if done.returncode != 0:
             raise BrokerError(
                 f"formatting {self.data_dir} failed (exit {done.returncode}):\n"
-                f"{_tail(done.stdout + done.stderr)}\n{self._log_tail()}"
+                f"{tail(done.stdout + done.stderr)}\n{self._logtail()}"
             )
 
     def _java_command(self, java: str, libs: Path, heap: str | None) -> list[str]:
@@ -484,11 +315,11 @@ class LocalBroker:
         while not self.is_reachable(timeout=1.0):
             if not self._running(pid):
                 self.pid_file.unlink(missing_ok=True)
-                raise BrokerError(f"the Kafka broker exited during startup\n{self._log_tail()}")
+                raise BrokerError(f"the Kafka broker exited during startup\n{self._logtail()}")
             if time.monotonic() >= deadline:
                 raise BrokerError(
                     f"the Kafka broker did not answer on {self.bootstrap} within {wait:g} s\n"
-                    f"{self._log_tail()}"
+                    f"{self._logtail()}"
                 )
             time.sleep(0.2)
 
@@ -522,20 +353,13 @@ class LocalBroker:
         command = _command_line(pid)
         return MAIN_CLASS in command and str(self.properties_file) in command
 
-    def _log_tail(self) -> str:
+    def _logtail(self) -> str:
         parts = []
         for path in (self.log_file, self.console_file):
             if path.is_file() and path.stat().st_size:
                 text = path.read_text(errors="replace")
-                parts.append(f"--- last lines of {path} ---\n{_tail(text)}")
+                parts.append(f"--- last lines of {path} ---\n{tail(text)}")
         return "\n".join(parts) or f"(no log in {self.logs_dir})"
-
-
-def _require(program: str, what: str) -> str:
-    path = shutil.which(program)
-    if path is None:
-        raise BrokerError(f"{what} was not found on PATH; install it and try again")
-    return path
 
 
 def _command_line(pid: int) -> list[str]:
@@ -584,17 +408,3 @@ def _initial_heap(heap: str | None) -> str:
         return "256m"
     scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[match.group(2).lower()]
     return heap if heap and int(match.group(1)) * scale < 256 * 2**20 else "256m"
-
-
-def _tail(text: str, lines: int = _TAIL_LINES) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[IO[str]]:
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield handle
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

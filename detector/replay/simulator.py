@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import count
 
 from detector.contracts import Transaction
-from detector.datasets import Record
+from detector.replay.datasets import Record
 
 SECONDS_PER_DAY = 86_400
 

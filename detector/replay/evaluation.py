@@ -10,7 +10,7 @@ they would in production:
 - **chargebacks**: every other transaction's true label arrives ``label_delay_days``
   after the transaction.
 
-The metrics follow the Fraud Detection Handbook's protocol (see ``detector.metrics``).
+The metrics follow the Fraud Detection Handbook's protocol (see ``detector.replay.handbook``).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from datetime import time as dtime
 from typing import IO, Any
 
 from detector.contracts import Label
-from detector.datasets import Record
-from detector.metrics import ScoredTransaction, WeekReport, evaluate_week
-from detector.progress import ProgressBar
+from detector.replay.datasets import Record
+from detector.replay.handbook import ScoredTransaction, WeekReport, evaluate_week
+from detector.replay.progress import ProgressBar
 from detector.scoring import CoreConfig, Learned, ModelState, Rejected, Scored, ScoringCore
 
 DAY = timedelta(days=1)
