@@ -52,7 +52,6 @@ NAMING_CONVENTION = {
 }
 
 
-
 class UtcDateTime(TypeDecorator[datetime]):
     """A timezone-aware datetime, stored in UTC, returned aware on every database.
 
