@@ -21,12 +21,12 @@ import structlog
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader
 
+from api.fields import KEY_NAME_MAX
 from detector.settings import Settings
 
 log = structlog.get_logger("fraudstream.api")
 
 API_KEY_HEADER = "X-API-Key"
-NAME_MAX = 64
 
 
 class Role(IntEnum):
@@ -85,8 +85,8 @@ def parse_entry(text: str, where: str) -> tuple[Role, str, str]:
     if len(key) < 16:
         raise KeyConfigError(f"{where}: the key must be at least 16 characters")
     name = parts[1].strip() if len(parts) == 3 else default_name(role, key)
-    if not name or len(name) > NAME_MAX:
-        raise KeyConfigError(f"{where}: the name must be 1 to {NAME_MAX} characters")
+    if not name or len(name) > KEY_NAME_MAX:
+        raise KeyConfigError(f"{where}: the name must be 1 to {KEY_NAME_MAX} characters")
     return role, name, key
 
 

@@ -48,6 +48,7 @@ ACTION_MAX = 32
 STATE_MAX = 8  # status, decision and label columns
 TOPIC_MAX = 255  # outbox topic and key
 NOTE_MAX = 2000
+KEY_NAME_MAX = 64  # the name an API key's holder is given in the keys' configuration
 ERROR_MAX = 2000  # the last delivery error kept with an outbox row
 
 # Counts: one page of a listing, one batch of verdicts, the furthest offset.
