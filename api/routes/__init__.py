@@ -14,6 +14,6 @@ from fastapi import APIRouter
 
 from api.routes import access, alerts, models
 
-routers: tuple[APIRouter, ...] = (alerts.router, access.router, models.router)
+routers: tuple[APIRouter, ...] = (alerts.router, access.router, alerts.queue, models.router)
 
 __all__ = ["routers"]

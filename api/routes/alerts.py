@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from enum import Enum
 from typing import Annotated
 
 from fastapi import HTTPException, Path, Query
@@ -12,7 +12,7 @@ from api import review
 from api.auth import Analyst, Role
 from api.deps import ReviewDep, SettingsDep
 from api.fields import NAME_MAX, OFFSET_MAX, PAGE_MAX, AlertDecision, AlertStatus
-from api.routes.common import api_router, errors
+from api.routes.common import Endpoint, api_router, errors
 from api.schemas import (
     NO_CONTROL,
     AlertDetail,
@@ -27,8 +27,8 @@ from api.schemas import (
 )
 from detector.contracts import LabelKind
 
-router = api_router()
-TAGS: list[str | Enum] = ["alerts"]
+router = api_router("alerts")
+queue = api_router("queue")
 
 AlertIdPath = Annotated[
     str,
@@ -42,6 +42,11 @@ AlertIdPath = Annotated[
 FilterText = Annotated[str | None, Query(min_length=1, max_length=NAME_MAX, pattern=NO_CONTROL)]
 
 
+def _change(path: str, summary: str) -> Callable[[Endpoint], Endpoint]:
+    """The route of a change to one alert: it answers the alert as it is now, or 404 / 409."""
+    return router.post(path, summary=summary, response_model=AlertItem, responses=errors(404, 409))
+
+
 def _utc(value: datetime | None, name: str) -> datetime | None:
     """``value`` in UTC (naive means UTC); one no calendar can hold is a 422, not a 500."""
     if value is None:
@@ -52,7 +57,7 @@ def _utc(value: datetime | None, name: str) -> datetime | None:
         raise HTTPException(422, f"{name} is out of range") from None
 
 
-@router.get("/alerts", tags=TAGS, summary="List alerts", response_model=AlertPage)
+@router.get("/alerts", summary="List alerts", response_model=AlertPage)
 def list_alerts(
     ctx: ReviewDep,
     status_: Annotated[
@@ -96,9 +101,7 @@ def list_alerts(
     return AlertPage(items=items, total=total)
 
 
-@router.post(
-    "/alerts/verdicts", tags=TAGS, summary="Decide several alerts", response_model=VerdictsOut
-)
+@router.post("/alerts/verdicts", summary="Decide several alerts", response_model=VerdictsOut)
 def decide_many(body: VerdictsIn, principal: Analyst, ctx: ReviewDep) -> VerdictsOut:
     """Up to 500 verdicts; each succeeds or fails on its own (see each result's ``status``).
 
@@ -109,7 +112,6 @@ def decide_many(body: VerdictsIn, principal: Analyst, ctx: ReviewDep) -> Verdict
 
 @router.get(
     "/alerts/{alert_id}",
-    tags=TAGS,
     summary="One alert with its context",
     response_model=AlertDetail,
     responses=errors(404),
@@ -130,7 +132,6 @@ def get_alert(alert_id: AlertIdPath, ctx: ReviewDep) -> AlertDetail:
 
 @router.get(
     "/alerts/{alert_id}/history",
-    tags=TAGS,
     summary="An alert's audit trail",
     response_model=list[Event],
     responses=errors(404),
@@ -140,13 +141,7 @@ def alert_history(alert_id: AlertIdPath, ctx: ReviewDep) -> list[Event]:
     return review.history(ctx, alert_id=alert_id)
 
 
-@router.post(
-    "/alerts/{alert_id}/claim",
-    tags=TAGS,
-    summary="Claim an alert",
-    response_model=AlertItem,
-    responses=errors(404, 409),
-)
+@_change("/alerts/{alert_id}/claim", "Claim an alert")
 def claim(
     alert_id: AlertIdPath, principal: Analyst, ctx: ReviewDep, settings: SettingsDep
 ) -> AlertItem:
@@ -156,26 +151,14 @@ def claim(
     return review.claim(ctx, alert_id=alert_id, actor=principal.name, ttl=ttl)
 
 
-@router.post(
-    "/alerts/{alert_id}/release",
-    tags=TAGS,
-    summary="Release a claim",
-    response_model=AlertItem,
-    responses=errors(404, 409),
-)
+@_change("/alerts/{alert_id}/release", "Release a claim")
 def release(alert_id: AlertIdPath, principal: Analyst, ctx: ReviewDep) -> AlertItem:
     """Give the alert back to the queue. Only the holder may, or an admin."""
     force = principal.role >= Role.admin
     return review.release(ctx, alert_id=alert_id, actor=principal.name, force=force)
 
 
-@router.post(
-    "/alerts/{alert_id}/verdict",
-    tags=TAGS,
-    summary="Decide an alert",
-    response_model=AlertItem,
-    responses=errors(404, 409),
-)
+@_change("/alerts/{alert_id}/verdict", "Decide an alert")
 def decide(alert_id: AlertIdPath, body: VerdictIn, principal: Analyst, ctx: ReviewDep) -> AlertItem:
     """Record fraud or legit; the label goes to the detector through the outbox (it is
     stored even while Kafka is down, and delivered once it is back).
@@ -194,19 +177,13 @@ def decide(alert_id: AlertIdPath, body: VerdictIn, principal: Analyst, ctx: Revi
     )
 
 
-@router.post(
-    "/alerts/{alert_id}/reopen",
-    tags=TAGS,
-    summary="Reopen a decided alert",
-    response_model=AlertItem,
-    responses=errors(404, 409),
-)
+@_change("/alerts/{alert_id}/reopen", "Reopen a decided alert")
 def reopen(alert_id: AlertIdPath, principal: Analyst, ctx: ReviewDep) -> AlertItem:
     """Put a decided alert back in the queue; its next verdict, if different, is a change."""
     return review.reopen(ctx, alert_id=alert_id, actor=principal.name)
 
 
-@router.get("/queue/stats", tags=["queue"], summary="Queue figures", response_model=QueueStats)
+@queue.get("/queue/stats", summary="Queue figures", response_model=QueueStats)
 def queue_stats(ctx: ReviewDep) -> QueueStats:
     """Open and claimed alerts, the oldest open alert's age, recent verdicts, the outbox."""
     return review.queue_stats(ctx)

@@ -3,7 +3,8 @@ error answers it documents in OpenAPI (every one is ``{"detail": "..."}``)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends
 
@@ -19,6 +20,8 @@ _DESCRIPTIONS = {
     422: "The request is malformed: a bad parameter or body.",
 }
 AUTH = (401, 403)
+# A route function, as a decorator of routes hands it back.
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -26,11 +29,12 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorOut, "description": _DESCRIPTIONS[code]} for code in codes}
 
 
-def api_router() -> APIRouter:
-    """A router under ``/api`` whose every route needs at least a viewer's key (routes
-    needing more ask for it)."""
+def api_router(tag: str) -> APIRouter:
+    """A router under ``/api``, documented under ``tag``, whose every route needs at least
+    a viewer's key (routes needing more ask for it)."""
     return APIRouter(
         prefix="/api",
+        tags=[tag],
         dependencies=[Depends(require(Role.viewer))],
         responses=errors(*AUTH, 422),
     )

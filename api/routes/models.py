@@ -4,16 +4,16 @@ deciding model (sent to the detector on the control topic)."""
 from __future__ import annotations
 
 import uuid
-from enum import Enum
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import HTTPException, Path, Query, status
 
 from api import review
-from api.auth import Admin
+from api.auth import Admin, Principal
 from api.deps import ReviewDep, SettingsDep
 from api.fields import NAME_MAX, OFFSET_MAX, PAGE_MAX
-from api.routes.common import api_router, errors
+from api.routes.common import Endpoint, api_router, errors
 from api.schemas import (
     NO_CONTROL,
     ControlAccepted,
@@ -24,12 +24,11 @@ from api.schemas import (
 )
 from detector.contracts import Control, ThresholdChange
 
-router = api_router()
-TAGS: list[str | Enum] = ["models"]
+router = api_router("models")
 ModelNamePath = Annotated[str, Path(min_length=1, max_length=NAME_MAX, pattern=NO_CONTROL)]
 
 
-@router.get("/models", tags=TAGS, summary="Model status", response_model=list[ModelInfo])
+@router.get("/models", summary="Model status", response_model=list[ModelInfo])
 def list_models(ctx: ReviewDep, settings: SettingsDep) -> list[ModelInfo]:
     """The latest status of every model the detector reported (deciding and challengers)."""
     return review.model_statuses(ctx, interval=settings.status_interval_seconds)
@@ -37,7 +36,6 @@ def list_models(ctx: ReviewDep, settings: SettingsDep) -> list[ModelInfo]:
 
 @router.get(
     "/models/{model_name}",
-    tags=TAGS,
     summary="One model's status",
     response_model=ModelInfo,
     responses=errors(404),
@@ -48,39 +46,38 @@ def get_model(model_name: ModelNamePath, ctx: ReviewDep, settings: SettingsDep) 
     return review.get_model_status(ctx, model_name=model_name, interval=interval)
 
 
-def _send(ctx: review.Context, control: Control) -> ControlAccepted:
+def _control(path: str, summary: str) -> Callable[[Endpoint], Endpoint]:
+    """The route of an admin's change: accepted (202) once stored and queued."""
+    return router.put(
+        path,
+        summary=summary,
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=ControlAccepted,
+    )
+
+
+def _send(ctx: review.Context, principal: Principal, **change: Any) -> ControlAccepted:
+    """Record ``change`` (an action and its arguments) as the principal's, and queue it."""
+    control = Control(
+        control_id=str(uuid.uuid4()),
+        requested_by=principal.name,
+        requested_at=ctx.now(),
+        **change,
+    )
     review.record_control(ctx, control=control)
     return ControlAccepted(control_id=control.control_id, action=control.action)
 
 
-@router.put(
-    "/models/thresholds",
-    tags=TAGS,
-    summary="Change the decision thresholds",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=ControlAccepted,
-)
+@_control("/models/thresholds", "Change the decision thresholds")
 def set_thresholds(body: ThresholdsIn, principal: Admin, ctx: ReviewDep) -> ControlAccepted:
     """Send new thresholds to the running detector (admin). Fixed mode takes scores,
     volume mode shares of traffic. Accepted means stored and queued for the control
     topic; the model's status reports ``last_control_id`` once applied."""
-    control = Control(
-        control_id=str(uuid.uuid4()),
-        action="set_thresholds",
-        thresholds=ThresholdChange.model_validate(body.model_dump()),
-        requested_by=principal.name,
-        requested_at=ctx.now(),
-    )
-    return _send(ctx, control)
+    thresholds = ThresholdChange.model_validate(body.model_dump())
+    return _send(ctx, principal, action="set_thresholds", thresholds=thresholds)
 
 
-@router.put(
-    "/models/deciding",
-    tags=TAGS,
-    summary="Choose the deciding model",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=ControlAccepted,
-)
+@_control("/models/deciding", "Choose the deciding model")
 def set_deciding(body: DecidingModelIn, principal: Admin, ctx: ReviewDep) -> ControlAccepted:
     """Make another model decide (admin); it must be one the detector reports in
     ``GET /api/models``, else 422."""
@@ -91,19 +88,10 @@ def set_deciding(body: DecidingModelIn, principal: Admin, ctx: ReviewDep) -> Con
             f"unknown model {body.model_name!r}: known models are "
             f"{', '.join(known) if known else 'none yet (no model status received)'}",
         )
-    control = Control(
-        control_id=str(uuid.uuid4()),
-        action="set_deciding_model",
-        model_name=body.model_name,
-        requested_by=principal.name,
-        requested_at=ctx.now(),
-    )
-    return _send(ctx, control)
+    return _send(ctx, principal, action="set_deciding_model", model_name=body.model_name)
 
 
-@router.get(
-    "/control/history", tags=TAGS, summary="Admin changes", response_model=list[ControlEvent]
-)
+@router.get("/control/history", summary="Admin changes", response_model=list[ControlEvent])
 def control_history(
     principal: Admin,
     ctx: ReviewDep,
