@@ -12,14 +12,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Annotated
 
 import structlog
-from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import APIKeyHeader
+from fastapi import HTTPException, Request, status
 
 from api.fields import KEY_NAME_MAX
 from detector.settings import Settings
@@ -147,12 +144,6 @@ class KeyRing:
         return found
 
 
-_api_key_header = APIKeyHeader(
-    name=API_KEY_HEADER,
-    auto_error=False,
-    description="An API key of role viewer, analyst or admin.",
-)
-
 UNAUTHORIZED = {"WWW-Authenticate": "APIKey"}
 
 
@@ -173,26 +164,3 @@ def identify(keyring: KeyRing, key: str | None) -> Principal:
     if principal is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key", headers=UNAUTHORIZED)
     return principal
-
-
-def require(role: Role) -> Callable[..., Principal]:
-    """A dependency: the caller's principal, if their key is valid and of ``role`` or higher."""
-
-    def dependency(
-        request: Request, key: Annotated[str | None, Depends(_api_key_header)]
-    ) -> Principal:
-        principal = identify(keyring_of(request), key)
-        if principal.role < role:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                f"this needs the {role.name} role; {principal.name} is {principal.role.name}",
-            )
-        return principal
-
-    dependency.__name__ = f"require_{role.name}"
-    return dependency
-
-
-Viewer = Annotated[Principal, Depends(require(Role.viewer))]
-Analyst = Annotated[Principal, Depends(require(Role.analyst))]
-Admin = Annotated[Principal, Depends(require(Role.admin))]

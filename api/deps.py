@@ -1,19 +1,51 @@
-"""The FastAPI dependencies of the routes: the database session, the settings and the
-review context of a request (its session, its time, the outbox topics and the observer
-that counts changes and wakes the outbox relay)."""
+"""The FastAPI dependencies of the routes: the caller (the holder of a valid key of a
+role), the database session, the settings and the review context of a request (its
+session, its time, the outbox topics and the observer that counts changes and wakes the
+outbox relay)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session
 
+from api.auth import API_KEY_HEADER, Principal, Role, identify, keyring_of
 from api.bridge import Bridge
 from api.metrics import ApiMetrics
 from api.review import Context, Topics
 from detector.settings import Settings
+
+_api_key_header = APIKeyHeader(
+    name=API_KEY_HEADER,
+    auto_error=False,
+    description="An API key of role viewer, analyst or admin.",
+)
+
+
+def require(role: Role) -> Callable[..., Principal]:
+    """A dependency: the caller's principal, if their key is valid and of ``role`` or higher."""
+
+    def dependency(
+        request: Request, key: Annotated[str | None, Depends(_api_key_header)]
+    ) -> Principal:
+        principal = identify(keyring_of(request), key)
+        if principal.role < role:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"this needs the {role.name} role; {principal.name} is {principal.role.name}",
+            )
+        return principal
+
+    dependency.__name__ = f"require_{role.name}"
+    return dependency
+
+
+Viewer = Annotated[Principal, Depends(require(Role.viewer))]
+Analyst = Annotated[Principal, Depends(require(Role.analyst))]
+Admin = Annotated[Principal, Depends(require(Role.admin))]
 
 
 def get_session(request: Request) -> Iterator[Session]:

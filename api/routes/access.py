@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.auth import Viewer
+from api.deps import Viewer
 from api.routes.common import api_router
 from api.schemas import Me
 

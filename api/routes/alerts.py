@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import HTTPException, Path, Query
 
 from api import review
-from api.auth import Analyst, Role
-from api.deps import ReviewDep, SettingsDep
+from api.auth import Role
+from api.deps import Analyst, ReviewDep, SettingsDep
 from api.fields import NAME_MAX, OFFSET_MAX, PAGE_MAX, AlertDecision, AlertStatus
 from api.routes.common import Endpoint, api_router, errors
 from api.schemas import (

@@ -8,7 +8,8 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends
 
-from api.auth import Role, require
+from api.auth import Role
+from api.deps import require
 from api.schemas import ErrorOut
 
 _DESCRIPTIONS = {

@@ -10,8 +10,8 @@ from typing import Annotated, Any
 from fastapi import HTTPException, Path, Query, status
 
 from api import review
-from api.auth import Admin, Principal
-from api.deps import ReviewDep, SettingsDep
+from api.auth import Principal
+from api.deps import Admin, ReviewDep, SettingsDep
 from api.fields import NAME_MAX, OFFSET_MAX, PAGE_MAX
 from api.routes.common import Endpoint, api_router, errors
 from api.schemas import (
