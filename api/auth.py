@@ -12,21 +12,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Annotated
 
 import structlog
-from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import APIKeyHeader
+from fastapi import HTTPException, Request, status
 
+from api.fields import KEY_NAME_MAX
 from detector.settings import Settings
 
 log = structlog.get_logger("fraudstream.api")
 
 API_KEY_HEADER = "X-API-Key"
-NAME_MAX = 64
 
 
 class Role(IntEnum):
@@ -85,8 +82,8 @@ def parse_entry(text: str, where: str) -> tuple[Role, str, str]:
     if len(key) < 16:
         raise KeyConfigError(f"{where}: the key must be at least 16 characters")
     name = parts[1].strip() if len(parts) == 3 else default_name(role, key)
-    if not name or len(name) > NAME_MAX:
-        raise KeyConfigError(f"{where}: the name must be 1 to {NAME_MAX} characters")
+    if not name or len(name) > KEY_NAME_MAX:
+        raise KeyConfigError(f"{where}: the name must be 1 to {KEY_NAME_MAX} characters")
     return role, name, key
 
 
@@ -147,12 +144,6 @@ class KeyRing:
         return found
 
 
-_api_key_header = APIKeyHeader(
-    name=API_KEY_HEADER,
-    auto_error=False,
-    description="An API key of role viewer, analyst or admin.",
-)
-
 UNAUTHORIZED = {"WWW-Authenticate": "APIKey"}
 
 
@@ -173,26 +164,3 @@ def identify(keyring: KeyRing, key: str | None) -> Principal:
     if principal is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key", headers=UNAUTHORIZED)
     return principal
-
-
-def require(role: Role) -> Callable[..., Principal]:
-    """A dependency: the caller's principal, if their key is valid and of ``role`` or higher."""
-
-    def dependency(
-        request: Request, key: Annotated[str | None, Depends(_api_key_header)]
-    ) -> Principal:
-        principal = identify(keyring_of(request), key)
-        if principal.role < role:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                f"this needs the {role.name} role; {principal.name} is {principal.role.name}",
-            )
-        return principal
-
-    dependency.__name__ = f"require_{role.name}"
-    return dependency
-
-
-Viewer = Annotated[Principal, Depends(require(Role.viewer))]
-Analyst = Annotated[Principal, Depends(require(Role.analyst))]
-Admin = Annotated[Principal, Depends(require(Role.admin))]

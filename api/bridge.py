@@ -40,6 +40,7 @@ from api.kafka_options import aiokafka_options
 from api.metrics import ApiMetrics
 from detector.contracts import Alert, ModelStatus
 from detector.settings import Settings
+from detector.validation import describe_errors
 
 log = structlog.get_logger("fraudstream.api")
 
@@ -65,11 +66,7 @@ def _error_text(error: BaseException) -> str:
 def _invalid_text(error: Exception) -> str:
     """A short reason for a skipped record (without the record, which may be huge)."""
     if isinstance(error, ValidationError):
-        details = error.errors()
-        if not details:
-            return "invalid"
-        where = ".".join(str(p) for p in details[0]["loc"])
-        return f"{error.error_count()} error(s), first: {where} {details[0]['msg']}"[:300]
+        return describe_errors(error.errors(include_url=False), limit=1)[:300] or "invalid"
     if isinstance(error, StatementError):
         return f"{type(error.orig or error).__name__}: {error.orig or error}"[:300]
     return _error_text(error)[:300]
@@ -102,7 +99,7 @@ def store_records(
             if topic == settings.topic_alerts:
                 alert = Alert.model_validate_json(value or b"")
                 with session_maker() as session:
-                    new = review.ingest_alert(session, alert, now=now)
+                    new = review.ingest_alert(review.Context(session).at(now), alert=alert)
                 if new:
                     counts.alerts_new += 1
                 else:
@@ -110,7 +107,7 @@ def store_records(
             elif topic == settings.topic_model_status:
                 status = ModelStatus.model_validate_json(value or b"")
                 with session_maker() as session:
-                    review.ingest_status(session, status, now=now)
+                    review.ingest_status(review.Context(session).at(now), status=status)
                 counts.statuses += 1
         except (OperationalError, InterfaceError):
             raise  # the database is unreachable: the batch is read again later
@@ -395,12 +392,13 @@ class Bridge:
         with self.sessions() as session:
             return [
                 (row.id, row.topic, row.key, row.value)
-                for row in review.pending_outbox(session, RELAY_BATCH)
+                for row in review.pending_outbox(review.Context(session), limit=RELAY_BATCH)
             ]
 
     def _settle(self, sent: list[int], failed: list[int], error: str) -> None:
         with self.sessions() as session:
+            ctx = review.Context(session, clock=_now)
             if sent:
-                review.mark_sent(session, sent, _now())
+                review.mark_sent(ctx, ids=sent)
             if failed:
-                review.mark_failed(session, failed, error)
+                review.mark_failed(ctx, ids=failed, error=error)

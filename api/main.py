@@ -48,10 +48,11 @@ from api.bridge import Bridge
 from api.db import make_engine, session_factory, upgrade
 from api.kafka_options import IGNORED, aiokafka_options
 from api.metrics import UNMATCHED_ROUTE, ApiMetrics, QueueGauges
-from api.routes import router
-from api.schemas import ErrorOut
+from api.routes import routers
+from api.schemas import ERROR_STATUS, ErrorOut
 from detector import __version__
 from detector.settings import Settings
+from detector.validation import describe_errors
 
 log = structlog.get_logger("fraudstream.api")
 
@@ -87,11 +88,6 @@ SWAGGER_REDIRECT = "/docs/oauth2-redirect"
 INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
 # Longer static paths cannot name one of the page's files.
 STATIC_PATH_MAX = 255
-STATUS_ERRORS: dict[type[review.ReviewError], int] = {
-    review.NotFound: 404,
-    review.Conflict: 409,
-    review.Invalid: 422,
-}
 
 
 def _now() -> datetime:
@@ -246,17 +242,15 @@ def _route_template(scope: Scope) -> str:
 
 
 def _validation_message(error: RequestValidationError) -> str:
-    """One readable line per problem: ``where: what``."""
-    parts = []
-    for item in error.errors()[:10]:
-        where = ".".join(str(p) for p in item.get("loc", ()))
-        what = (
-            "must not contain control characters"
-            if item.get("type") == "string_pattern_mismatch"
-            else str(item.get("msg", "invalid"))
-        )
-        parts.append(f"{where}: {what}" if where else what)
-    return "; ".join(parts) or "invalid request"
+    """One readable line per problem: ``where: what``. Every pattern of the API refuses
+    control characters (``NO_CONTROL``), so a mismatch says that rather than the pattern."""
+    problems = [
+        {**item, "msg": "must not contain control characters"}
+        if item.get("type") == "string_pattern_mismatch"
+        else item
+        for item in error.errors()
+    ]
+    return describe_errors(problems, limit=10, whole="request") or "invalid request"
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -279,9 +273,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(review.ReviewError)
     async def review_error(_request: Request, error: Exception) -> JSONResponse:
-        code = next((c for t, c in STATUS_ERRORS.items() if isinstance(error, t)), 400)
-        message = error.message if isinstance(error, review.ReviewError) else str(error)
-        return JSONResponse({"detail": message}, status_code=code)
+        if not isinstance(error, review.ReviewError):
+            return JSONResponse({"detail": str(error)}, status_code=400)
+        code = ERROR_STATUS[error.kind] if error.kind is not None else 400
+        return JSONResponse({"detail": error.message}, status_code=code)
 
     @app.exception_handler(DBAPIError)
     async def database_error(_request: Request, error: Exception) -> JSONResponse:
@@ -295,7 +290,7 @@ def _queue_reader(app: FastAPI) -> Callable[[], QueueGauges]:
         if sessions is None:
             raise RuntimeError("the database is not open yet")
         with sessions() as session:
-            stats = review.queue_stats(session, app.state.clock())
+            stats = review.queue_stats(review.Context(session, clock=app.state.clock))
         return QueueGauges(
             open_alerts=stats.open,
             oldest_open_age_seconds=stats.oldest_open_age_seconds,
@@ -381,7 +376,8 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
     app.add_middleware(ObserveRequests, metrics=app.state.metrics)
     _install_error_handlers(app)
     _install_docs(app)
-    app.include_router(router)
+    for router in routers:
+        app.include_router(router)
 
     @app.get("/health", tags=["ops"], summary="Liveness")
     def health() -> dict[str, str]:

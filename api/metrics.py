@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import get_args
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from detector.contracts import Control
+from api.fields import CONTROL_ACTIONS, LABELS
 
 log = structlog.get_logger("fraudstream.api")
 
@@ -121,9 +120,9 @@ class ApiMetrics:
             self.alerts_ingested.labels(outcome)
         for outcome in ("stored", "invalid"):
             self.statuses_ingested.labels(outcome)
-        for label in ("fraud", "legit"):
+        for label in LABELS:
             self.verdicts.labels(label)
-        for action in get_args(Control.model_fields["action"].annotation):
+        for action in CONTROL_ACTIONS:
             self.controls.labels(action)
         if read_queue is not None:
             self.registry.register(_QueueCollector(read_queue))

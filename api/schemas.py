@@ -12,15 +12,23 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from api.fields import (
+    BATCH_MAX,
+    NAME_MAX,
+    NOTE_MAX,
+    AlertDecision,
+    AlertStatus,
+    ControlAction,
+)
 from detector.contracts import LabelKind, ModelStatus, ThresholdChange
 
-FILTER_MAX = 128
-NOTE_MAX = 2000
-BATCH_MAX = 500
 # No NUL and no other C0 control character except tab, newline and carriage return.
 NO_CONTROL = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$"
 
-AlertStatus = Literal["open", "claimed", "decided"]
+ErrorKind = Literal["not_found", "conflict", "invalid"]
+# The HTTP status of each kind of refusal, for a whole request or one item of a batch.
+ERROR_STATUS: dict[ErrorKind, int] = {"not_found": 404, "conflict": 409, "invalid": 422}
+
 Note = Annotated[
     str,
     StringConstraints(max_length=NOTE_MAX, pattern=NO_CONTROL),
@@ -28,7 +36,7 @@ Note = Annotated[
 ]
 AlertId = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=FILTER_MAX, pattern=NO_CONTROL),
+    StringConstraints(min_length=1, max_length=NAME_MAX, pattern=NO_CONTROL),
     Field(description="The alert's id."),
 ]
 
@@ -40,6 +48,8 @@ class _In(BaseModel):
 class AlertItem(BaseModel):
     """One alert as the queue lists it."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     alert_id: str
     transaction_id: str
     card_id: str
@@ -48,7 +58,7 @@ class AlertItem(BaseModel):
     currency: str | None
     transaction_time: datetime
     score: float
-    decision: Literal["review", "block"]
+    decision: AlertDecision
     reasons: list[str] = Field(description="Why the detector alerted, strongest first.")
     model_name: str
     model_version: str
@@ -64,6 +74,13 @@ class AlertItem(BaseModel):
     version: int = Field(description="Increases on every change.")
 
 
+class AlertFacts(AlertItem):
+    """An alert with what the detector saw: the transaction and the model's inputs."""
+
+    transaction: dict[str, Any]
+    features: dict[str, float]
+
+
 class AlertPage(BaseModel):
     """A page of the queue and the number of alerts matching the filters."""
 
@@ -74,6 +91,8 @@ class AlertPage(BaseModel):
 class Event(BaseModel):
     """One entry of an alert's audit trail."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     at: datetime
     actor: str
     action: str
@@ -83,13 +102,15 @@ class Event(BaseModel):
 class CardAlert(BaseModel):
     """Another alert of the same card, for context."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     alert_id: str
     transaction_id: str
     amount: float
     currency: str | None
     transaction_time: datetime
     score: float
-    decision: Literal["review", "block"]
+    decision: AlertDecision
     status: AlertStatus
     label: LabelKind | None
     created_at: datetime
@@ -145,6 +166,17 @@ class VerdictResult(BaseModel):
     detail: str | None = None
     alert: AlertItem | None = None
 
+    @property
+    def error(self) -> str | None:
+        """Why this verdict failed (``detail``), or None."""
+        return None if self.ok else self.detail
+
+    @property
+    def error_kind(self) -> ErrorKind | None:
+        """Which refusal this verdict met, or None."""
+        kinds = {status: kind for kind, status in ERROR_STATUS.items()}
+        return None if self.ok else kinds.get(self.status, "invalid")
+
 
 class VerdictsOut(BaseModel):
     results: list[VerdictResult]
@@ -178,18 +210,20 @@ class ThresholdsIn(ThresholdChange):
 class DecidingModelIn(_In):
     """The model whose scores should make decisions (one of GET /api/models)."""
 
-    model_name: Annotated[str, StringConstraints(min_length=1, max_length=FILTER_MAX)]
+    model_name: Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX)]
 
 
 class ControlAccepted(BaseModel):
     """The control message was stored and will be delivered to the detector."""
 
     control_id: str = Field(description="Echoed as last_control_id in the model's status.")
-    action: Literal["set_thresholds", "set_deciding_model"]
+    action: ControlAction
 
 
 class ControlEvent(BaseModel):
     """One admin change sent to the detector."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     control_id: str
     at: datetime

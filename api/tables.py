@@ -28,6 +28,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from api.fields import (
+    ACTION_MAX,
+    ALERT_ID_MAX,
+    CONTROL_ID_MAX,
+    DECISIONS,
+    EVENT_ACTIONS,
+    LABELS,
+    NAME_MAX,
+    STATE_MAX,
+    STATUSES,
+    TOPIC_MAX,
+)
+
 # Deterministic constraint names: the migrations name every constraint the same way, so
 # that both databases (and the autogenerate comparison) agree on them.
 NAMING_CONVENTION = {
@@ -37,19 +50,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-ALERT_STATUSES = ("open", "claimed", "decided")
-ALERT_DECISIONS = ("review", "block")
-LABELS = ("fraud", "legit")
-EVENT_ACTIONS = (
-    "received",
-    "claimed",
-    "released",
-    "claim_expired",
-    "decided",
-    "reopened",
-    "verdict_changed",
-)
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -99,33 +99,33 @@ class AlertRecord(Base):
 
     __tablename__ = "alerts"
     __table_args__ = (
-        CheckConstraint(_in("status", ALERT_STATUSES), name="status"),
-        CheckConstraint(_in("decision", ALERT_DECISIONS), name="decision"),
+        CheckConstraint(_in("status", STATUSES), name="status"),
+        CheckConstraint(_in("decision", DECISIONS), name="decision"),
         CheckConstraint(f"label IS NULL OR {_in('label', LABELS)}", name="label"),
     )
 
-    alert_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    transaction_id: Mapped[str] = mapped_column(String(128), unique=True)
-    card_id: Mapped[str] = mapped_column(String(128), index=True)
-    terminal_id: Mapped[str] = mapped_column(String(128), index=True)
+    alert_id: Mapped[str] = mapped_column(String(ALERT_ID_MAX), primary_key=True)
+    transaction_id: Mapped[str] = mapped_column(String(NAME_MAX), unique=True)
+    card_id: Mapped[str] = mapped_column(String(NAME_MAX), index=True)
+    terminal_id: Mapped[str] = mapped_column(String(NAME_MAX), index=True)
     amount: Mapped[float] = mapped_column(Float)
     currency: Mapped[str | None] = mapped_column(String(3))
     transaction_time: Mapped[datetime] = mapped_column(UtcDateTime())
     score: Mapped[float] = mapped_column(Float, index=True)
-    decision: Mapped[str] = mapped_column(String(8), index=True)
+    decision: Mapped[str] = mapped_column(String(STATE_MAX), index=True)
     reasons: Mapped[list[Any]] = mapped_column(JSON)
     features: Mapped[dict[str, Any]] = mapped_column(JSON)
     transaction: Mapped[dict[str, Any]] = mapped_column(JSON)
-    model_name: Mapped[str] = mapped_column(String(128))
-    model_version: Mapped[str] = mapped_column(String(128))
+    model_name: Mapped[str] = mapped_column(String(NAME_MAX))
+    model_version: Mapped[str] = mapped_column(String(NAME_MAX))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime())
-    status: Mapped[str] = mapped_column(String(8), index=True)
-    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(STATE_MAX), index=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(NAME_MAX))
     claim_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
-    label: Mapped[str | None] = mapped_column(String(8))
+    label: Mapped[str | None] = mapped_column(String(STATE_MAX))
     note: Mapped[str | None] = mapped_column(Text)
-    decided_by: Mapped[str | None] = mapped_column(String(128))
+    decided_by: Mapped[str | None] = mapped_column(String(NAME_MAX))
     decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     version: Mapped[int] = mapped_column(Integer)
 
@@ -142,11 +142,11 @@ class AlertEventRecord(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     alert_id: Mapped[str] = mapped_column(
-        String(36), ForeignKey("alerts.alert_id", ondelete="CASCADE"), index=True
+        String(ALERT_ID_MAX), ForeignKey("alerts.alert_id", ondelete="CASCADE"), index=True
     )
     at: Mapped[datetime] = mapped_column(UtcDateTime())
-    actor: Mapped[str] = mapped_column(String(128))
-    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(NAME_MAX))
+    action: Mapped[str] = mapped_column(String(ACTION_MAX))
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
@@ -160,8 +160,8 @@ class OutboxRecord(Base):
     __tablename__ = "outbox"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    topic: Mapped[str] = mapped_column(String(255))
-    key: Mapped[str | None] = mapped_column(String(255))
+    topic: Mapped[str] = mapped_column(String(TOPIC_MAX))
+    key: Mapped[str | None] = mapped_column(String(TOPIC_MAX))
     value: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), index=True)
@@ -174,8 +174,8 @@ class ModelStatusRecord(Base):
 
     __tablename__ = "model_status"
 
-    model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
-    model_version: Mapped[str] = mapped_column(String(128))
+    model_name: Mapped[str] = mapped_column(String(NAME_MAX), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(NAME_MAX))
     deciding: Mapped[bool]
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     emitted_at: Mapped[datetime] = mapped_column(UtcDateTime())
@@ -188,8 +188,8 @@ class ControlEventRecord(Base):
     __tablename__ = "control_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    control_id: Mapped[str] = mapped_column(String(64), unique=True)
+    control_id: Mapped[str] = mapped_column(String(CONTROL_ID_MAX), unique=True)
     at: Mapped[datetime] = mapped_column(UtcDateTime())
-    actor: Mapped[str] = mapped_column(String(128))
-    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(NAME_MAX))
+    action: Mapped[str] = mapped_column(String(ACTION_MAX))
     details: Mapped[dict[str, Any]] = mapped_column(JSON)

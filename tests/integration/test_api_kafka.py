@@ -212,7 +212,7 @@ def test_the_api_starts_and_takes_verdicts_without_a_broker(tmp_path: Path) -> N
         assert client.get("/health").status_code == 200
         alert = make_alert(1)
         with app.state.sessions() as session:
-            review.ingest_alert(session, alert)
+            review.ingest_alert(review.Context(session), alert=alert)
         decide(client, alert.alert_id, "fraud")
         assert pending(client) == 1
     assert time.monotonic() - started < 30  # neither start nor stop waits for Kafka

@@ -113,9 +113,9 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 def ingest(app: FastAPI, *alerts: Alert, statuses: tuple[ModelStatus, ...] = ()) -> None:
     with app.state.sessions() as session:
         for alert in alerts:
-            review.ingest_alert(session, alert, now=T0)
+            review.ingest_alert(review.Context(session).at(T0), alert=alert)
         for status in statuses:
-            review.ingest_status(session, status, now=app.state.clock())
+            review.ingest_status(review.Context(session, clock=app.state.clock), status=status)
 
 
 def outbox(app: FastAPI) -> list[OutboxRecord]:

@@ -45,8 +45,12 @@ def served_app(database_url: str, tmp_path: Path) -> Iterator[FastAPI]:
     with TestClient(app):
         with app.state.sessions() as session:
             for n in range(3):
-                review.ingest_alert(session, make_alert(n, card=f"card-{n % 2}"))
-            review.ingest_status(session, make_status("logreg", deciding=True))
+                review.ingest_alert(
+                    review.Context(session), alert=make_alert(n, card=f"card-{n % 2}")
+                )
+            review.ingest_status(
+                review.Context(session), status=make_status("logreg", deciding=True)
+            )
         yield app
 
 

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api import review
 from api.db import make_engine, session_factory
-from api.review import AlertFilter, Conflict, Invalid, NotFound, Verdict
+from api.review import AlertFilter, Conflict, Invalid, NotFound
+from api.schemas import VerdictItem
 from api.tables import AlertEventRecord, AlertRecord, ControlEventRecord, OutboxRecord
 from detector.contracts import (
     Alert,
@@ -39,6 +40,20 @@ HOSTILE = [
     "card\u202e\u00e9\U0001f4b3",
     "a" * 128,
 ]
+
+
+TOPICS = review.Topics(labels=LABELS, control="control")
+
+
+def ctx(session: Session, now: datetime | None = None) -> review.Context:
+    """The review context of ``session``, its clock stopped at ``now`` (else the real one)."""
+    context = review.Context(session, topics=TOPICS)
+    return context if now is None else context.at(now)
+
+
+def Verdict(alert_id: str, label: str, note: str | None = None) -> VerdictItem:
+    """A verdict as a batch carries it, unchecked (so that a bad label reaches the rules)."""
+    return VerdictItem.model_construct(alert_id=alert_id, label=label, note=note)
 
 
 @pytest.fixture
@@ -94,7 +109,7 @@ def make_alert(
 
 def add(session: Session, *alerts: Alert) -> list[str]:
     for alert in alerts:
-        assert review.ingest_alert(session, alert, now=alert.created_at)
+        assert review.ingest_alert(ctx(session, alert.created_at), alert=alert)
     return [alert.alert_id for alert in alerts]
 
 
@@ -104,11 +119,11 @@ def outbox(session: Session) -> list[OutboxRecord]:
 
 
 def actions(session: Session, alert_id: str) -> list[str]:
-    return [event.action for event in review.history(session, alert_id)]
+    return [event.action for event in review.history(ctx(session), alert_id=alert_id)]
 
 
 def page(session: Session, now: datetime = T0, **filters: object) -> list[str]:
-    rows, _ = review.list_alerts(session, AlertFilter(**filters), now)  # type: ignore[arg-type]
+    rows, _ = review.list_alerts(ctx(session, now), filters=AlertFilter(**filters))  # type: ignore[arg-type]
     return [row.alert_id for row in rows]
 
 
@@ -117,11 +132,11 @@ def page(session: Session, now: datetime = T0, **filters: object) -> list[str]:
 
 def test_ingest_is_idempotent_by_alert_id(session: Session) -> None:
     alert = make_alert(1)
-    assert review.ingest_alert(session, alert, now=T0)
-    assert not review.ingest_alert(session, alert, now=T0 + timedelta(hours=1))
+    assert review.ingest_alert(ctx(session, T0), alert=alert)
+    assert not review.ingest_alert(ctx(session, T0 + timedelta(hours=1)), alert=alert)
     assert session.scalar(select(func.count()).select_from(AlertRecord)) == 1
     assert actions(session, alert.alert_id) == ["received"]
-    row = review.get_alert(session, alert.alert_id, now=T0)
+    row = review.get_alert(ctx(session, T0), alert_id=alert.alert_id)
     assert row.status == "open"
     assert row.version == 1
     assert row.transaction["transaction_id"] == "tx-1"
@@ -137,9 +152,9 @@ def test_ingest_race_between_two_consumers_stores_one_alert(
 
         @event.listens_for(second, "before_flush", once=True)
         def other_consumer_wins(*_: object) -> None:
-            assert review.ingest_alert(first, alert, now=T0)
+            assert review.ingest_alert(ctx(first, T0), alert=alert)
 
-        assert not review.ingest_alert(second, alert, now=T0)
+        assert not review.ingest_alert(ctx(second, T0), alert=alert)
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(AlertRecord)) == 1
         assert actions(session, alert.alert_id) == ["received"]
@@ -163,9 +178,9 @@ def test_alerts_no_database_could_hold_are_invalid(
     alert = make_alert(1, card=str(change.pop("card", "card-1")))
     alert = alert.model_copy(update=change)
     with pytest.raises(Invalid, match=message):
-        review.ingest_alert(session, alert, now=T0)
+        review.ingest_alert(ctx(session, T0), alert=alert)
     assert session.scalar(select(func.count()).select_from(AlertRecord)) == 0
-    assert review.ingest_alert(session, make_alert(2), now=T0)  # the session still works
+    assert review.ingest_alert(ctx(session, T0), alert=make_alert(2))  # the session still works
 
 
 def status(name: str, emitted_at: datetime, *, deciding: bool = True) -> ModelStatus:
@@ -184,26 +199,26 @@ def status(name: str, emitted_at: datetime, *, deciding: bool = True) -> ModelSt
 
 
 def test_status_is_upserted_by_model_and_late_snapshots_are_ignored(session: Session) -> None:
-    review.ingest_status(session, status("logreg", T0), now=T0)
-    review.ingest_status(session, status("tree", T0, deciding=False), now=T0)
-    review.ingest_status(session, status("logreg", T0 + timedelta(seconds=5)), now=T0)
-    review.ingest_status(session, status("logreg", T0 - timedelta(seconds=5)), now=T0)
-    rows = review.model_statuses(session)
+    review.ingest_status(ctx(session, T0), status=status("logreg", T0))
+    review.ingest_status(ctx(session, T0), status=status("tree", T0, deciding=False))
+    review.ingest_status(ctx(session, T0), status=status("logreg", T0 + timedelta(seconds=5)))
+    review.ingest_status(ctx(session, T0), status=status("logreg", T0 - timedelta(seconds=5)))
+    rows = review.model_statuses(ctx(session))
     assert [row.status.model_name for row in rows] == ["logreg", "tree"]
     assert rows[0].status.emitted_at == T0 + timedelta(seconds=5)
     assert rows[0].status == status("logreg", T0 + timedelta(seconds=5))
-    assert not review.get_model_status(session, "tree").status.deciding
+    assert not review.get_model_status(ctx(session), model_name="tree").status.deciding
     with pytest.raises(NotFound, match="forest"):
-        review.get_model_status(session, "forest")
+        review.get_model_status(ctx(session), model_name="forest")
 
 
 def test_statuses_no_database_could_hold_are_invalid(session: Session) -> None:
     with pytest.raises(Invalid, match="model_name"):
-        review.ingest_status(session, status("m" * 129, T0), now=T0)
+        review.ingest_status(ctx(session, T0), status=status("m" * 129, T0))
     nan = status("logreg", T0).model_copy(update={"classifier_weight": float("nan")})
     with pytest.raises(Invalid, match="NaN"):
-        review.ingest_status(session, nan, now=T0)
-    assert review.model_statuses(session) == []
+        review.ingest_status(ctx(session, T0), status=nan)
+    assert review.model_statuses(ctx(session)) == []
 
 
 # --- Listing --------------------------------------------------------------------------
@@ -264,12 +279,14 @@ def test_filters(session: Session, queue: list[str]) -> None:
 def test_pagination_is_stable_and_counts_every_match(session: Session, queue: list[str]) -> None:
     seen: list[str] = []
     for offset in range(0, 6, 2):
-        rows, total = review.list_alerts(session, AlertFilter(limit=2, offset=offset), T0)
+        rows, total = review.list_alerts(
+            ctx(session, T0), filters=AlertFilter(limit=2, offset=offset)
+        )
         assert total == 5
         seen += [row.alert_id for row in rows]
     assert sorted(seen) == sorted(queue)
     assert len(seen) == 5
-    rows, total = review.list_alerts(session, AlertFilter(offset=10), T0)
+    rows, total = review.list_alerts(ctx(session, T0), filters=AlertFilter(offset=10))
     assert (rows, total) == ([], 5)
 
 
@@ -280,18 +297,20 @@ def test_hostile_strings_are_plain_values(session: Session, queue: list[str], va
     assert page(session, terminal_id=value) == [alert_id_for(value, "tx-9")]
     assert len(page(session)) == 6  # nothing dropped, nothing deleted
     with pytest.raises(NotFound):
-        review.get_alert(session, value)
-    assert [row.card_id for row in review.card_context(session, value)] == [value]
+        review.get_alert(ctx(session), alert_id=value)
+    assert [row.card_id for row in review.card_context(ctx(session), card_id=value)] == [value]
 
 
 def test_nul_characters_are_refused_not_crashed_on(session: Session, queue: list[str]) -> None:
     with pytest.raises(Invalid, match="NUL"):
         page(session, card_id="a\x00b")
     with pytest.raises(NotFound):
-        review.get_alert(session, "a\x00b")
+        review.get_alert(ctx(session), alert_id="a\x00b")
     with pytest.raises(Invalid, match="NUL"):
-        review.decide(session, queue[0], "alice", "fraud", "x\x00", T0, LABELS)
-    assert review.card_context(session, "a\x00b") == []
+        review.decide(
+            ctx(session, T0), alert_id=queue[0], actor="alice", label="fraud", note="x\x00"
+        )
+    assert review.card_context(ctx(session), card_id="a\x00b") == []
 
 
 @pytest.mark.parametrize(
@@ -313,7 +332,7 @@ def test_invalid_filters_are_explained(
     session: Session, filters: dict[str, object], message: str
 ) -> None:
     with pytest.raises(Invalid, match=message):
-        review.list_alerts(session, AlertFilter(**filters), T0)  # type: ignore[arg-type]
+        review.list_alerts(ctx(session, T0), filters=AlertFilter(**filters))  # type: ignore[arg-type]
 
 
 def test_limit_bounds_are_inclusive(session: Session, queue: list[str]) -> None:
@@ -322,16 +341,18 @@ def test_limit_bounds_are_inclusive(session: Session, queue: list[str]) -> None:
 
 
 def test_expired_claims_count_as_open(session: Session, queue: list[str]) -> None:
-    review.claim(session, queue[0], "alice", T0, TTL)
-    review.claim(session, queue[1], "bob", T0 - timedelta(hours=1), TTL)  # long expired
-    review.decide(session, queue[2], "alice", "fraud", None, T0, LABELS)
+    review.claim(ctx(session, T0), alert_id=queue[0], actor="alice", ttl=TTL)
+    review.claim(
+        ctx(session, T0 - timedelta(hours=1)), alert_id=queue[1], actor="bob", ttl=TTL
+    )  # long expired
+    review.decide(ctx(session, T0), alert_id=queue[2], actor="alice", label="fraud")
     assert set(page(session, status="claimed")) == {queue[0]}
     assert set(page(session, status="open")) == {queue[1], queue[3], queue[4]}
     assert set(page(session, status="decided")) == {queue[2]}
     assert set(page(session, label="fraud")) == {queue[2]}
-    expired = review.get_alert(session, queue[1], now=T0)
+    expired = review.get_alert(ctx(session, T0), alert_id=queue[1])
     assert (expired.status, expired.claimed_by, expired.claim_expires_at) == ("open", None, None)
-    live = review.get_alert(session, queue[0], now=T0)
+    live = review.get_alert(ctx(session, T0), alert_id=queue[0])
     assert (live.status, live.claimed_by, live.claim_expires_at) == ("claimed", "alice", T0 + TTL)
     # Once the claim runs out, the alert is open to everyone.
     assert queue[0] in page(session, now=T0 + TTL, status="open")
@@ -340,12 +361,16 @@ def test_expired_claims_count_as_open(session: Session, queue: list[str]) -> Non
 def test_card_context_lists_the_cards_other_alerts_newest_first(
     session: Session, queue: list[str]
 ) -> None:
-    review.decide(session, queue[1], "alice", "legit", "known customer", T0, LABELS)
-    rows = review.card_context(session, "card-1", exclude=queue[3], now=T0)
+    review.decide(
+        ctx(session, T0), alert_id=queue[1], actor="alice", label="legit", note="known customer"
+    )
+    rows = review.card_context(ctx(session, T0), card_id="card-1", exclude=queue[3])
     assert [row.alert_id for row in rows] == [queue[1], queue[0]]
     assert (rows[0].decision, rows[0].status, rows[0].label) == ("block", "decided", "legit")
-    assert [r.alert_id for r in review.card_context(session, "card-1", limit=1)] == [queue[3]]
-    assert review.card_context(session, "card-unknown") == []
+    assert [r.alert_id for r in review.card_context(ctx(session), card_id="card-1", limit=1)] == [
+        queue[3]
+    ]
+    assert review.card_context(ctx(session), card_id="card-unknown") == []
 
 
 # --- Claims ---------------------------------------------------------------------------
@@ -353,57 +378,67 @@ def test_card_context_lists_the_cards_other_alerts_newest_first(
 
 def test_claim_and_release(session: Session) -> None:
     [alert_id] = add(session, make_alert(1))
-    row = review.claim(session, alert_id, "alice", T0, TTL)
+    row = review.claim(ctx(session, T0), alert_id=alert_id, actor="alice", ttl=TTL)
     assert (row.status, row.claimed_by, row.claim_expires_at) == ("claimed", "alice", T0 + TTL)
     with pytest.raises(Conflict, match="claimed by alice"):
-        review.claim(session, alert_id, "bob", T0 + timedelta(minutes=1), TTL)
+        review.claim(
+            ctx(session, T0 + timedelta(minutes=1)), alert_id=alert_id, actor="bob", ttl=TTL
+        )
     with pytest.raises(Conflict, match="claimed by alice"):
-        review.release(session, alert_id, "bob", T0 + timedelta(minutes=1))
-    renewed = review.claim(session, alert_id, "alice", T0 + timedelta(minutes=5), 60.0)
+        review.release(ctx(session, T0 + timedelta(minutes=1)), alert_id=alert_id, actor="bob")
+    renewed = review.claim(
+        ctx(session, T0 + timedelta(minutes=5)), alert_id=alert_id, actor="alice", ttl=60.0
+    )
     assert renewed.claim_expires_at == T0 + timedelta(minutes=6)
-    released = review.release(session, alert_id, "alice", T0 + timedelta(minutes=5))
+    released = review.release(
+        ctx(session, T0 + timedelta(minutes=5)), alert_id=alert_id, actor="alice"
+    )
     assert (released.status, released.claimed_by) == ("open", None)
     assert actions(session, alert_id) == ["received", "claimed", "claimed", "released"]
     # Releasing what nobody holds changes nothing.
-    again = review.release(session, alert_id, "alice", T0 + timedelta(minutes=6))
+    again = review.release(
+        ctx(session, T0 + timedelta(minutes=6)), alert_id=alert_id, actor="alice"
+    )
     assert again.version == released.version
     assert actions(session, alert_id)[-1] == "released"
 
 
 def test_an_admin_can_force_a_release(session: Session) -> None:
     [alert_id] = add(session, make_alert(1))
-    review.claim(session, alert_id, "alice", T0, TTL)
-    row = review.release(session, alert_id, "admin", T0, force=True)
+    review.claim(ctx(session, T0), alert_id=alert_id, actor="alice", ttl=TTL)
+    row = review.release(ctx(session, T0), alert_id=alert_id, actor="admin", force=True)
     assert row.status == "open"
-    [*_, last] = review.history(session, alert_id)
+    [*_, last] = review.history(ctx(session), alert_id=alert_id)
     assert (last.actor, last.action, last.details["claimed_by"]) == ("admin", "released", "alice")
 
 
 def test_an_expired_claim_can_be_taken_over_and_is_audited(session: Session) -> None:
     [alert_id] = add(session, make_alert(1))
-    review.claim(session, alert_id, "alice", T0, TTL)
-    row = review.claim(session, alert_id, "bob", T0 + TTL, TTL)  # expires at T0 + TTL exactly
+    review.claim(ctx(session, T0), alert_id=alert_id, actor="alice", ttl=TTL)
+    row = review.claim(
+        ctx(session, T0 + TTL), alert_id=alert_id, actor="bob", ttl=TTL
+    )  # expires at T0 + TTL exactly
     assert row.claimed_by == "bob"
-    events = review.history(session, alert_id)
+    events = review.history(ctx(session), alert_id=alert_id)
     assert [e.action for e in events] == ["received", "claimed", "claim_expired", "claimed"]
     assert events[2].details["claimed_by"] == "alice"
 
 
 def test_claims_on_decided_or_unknown_alerts_fail(session: Session) -> None:
     [alert_id] = add(session, make_alert(1))
-    review.decide(session, alert_id, "alice", "fraud", None, T0, LABELS)
+    review.decide(ctx(session, T0), alert_id=alert_id, actor="alice", label="fraud")
     with pytest.raises(Conflict, match="already decided"):
-        review.claim(session, alert_id, "bob", T0, TTL)
+        review.claim(ctx(session, T0), alert_id=alert_id, actor="bob", ttl=TTL)
     with pytest.raises(Conflict, match="already decided"):
-        review.release(session, alert_id, "alice", T0)
+        review.release(ctx(session, T0), alert_id=alert_id, actor="alice")
     with pytest.raises(NotFound, match="nope"):
-        review.claim(session, "nope", "bob", T0, TTL)
+        review.claim(ctx(session, T0), alert_id="nope", actor="bob", ttl=TTL)
     with pytest.raises(NotFound):
-        review.release(session, "nope", "bob", T0)
+        review.release(ctx(session, T0), alert_id="nope", actor="bob")
     with pytest.raises(Invalid):
-        review.claim(session, alert_id, "bob", T0, 0)
+        review.claim(ctx(session, T0), alert_id=alert_id, actor="bob", ttl=0)
     with pytest.raises(Invalid, match="out of range"):
-        review.claim(session, alert_id, "bob", T0, float("inf"))
+        review.claim(ctx(session, T0), alert_id=alert_id, actor="bob", ttl=float("inf"))
 
 
 # --- Verdicts -------------------------------------------------------------------------
@@ -411,9 +446,11 @@ def test_claims_on_decided_or_unknown_alerts_fail(session: Session) -> None:
 
 def test_a_verdict_writes_one_event_and_one_outbox_label(session: Session) -> None:
     [alert_id] = add(session, make_alert(1, card="card-7"))
-    review.claim(session, alert_id, "alice", T0, TTL)
+    review.claim(ctx(session, T0), alert_id=alert_id, actor="alice", ttl=TTL)
     at = T0 + timedelta(minutes=1)
-    row = review.decide(session, alert_id, "alice", "fraud", "stolen card", at, LABELS)
+    row = review.decide(
+        ctx(session, at), alert_id=alert_id, actor="alice", label="fraud", note="stolen card"
+    )
     assert (row.status, row.label, row.note, row.decided_by, row.decided_at) == (
         "decided",
         "fraud",
@@ -433,14 +470,16 @@ def test_a_verdict_writes_one_event_and_one_outbox_label(session: Session) -> No
     assert label == Label(
         transaction_id="tx-1", card_id="card-7", label="fraud", source="analyst", labeled_at=at
     )
-    [*_, last] = review.history(session, alert_id)
+    [*_, last] = review.history(ctx(session), alert_id=alert_id)
     assert (last.action, last.actor, last.details["label"]) == ("decided", "alice", "fraud")
 
 
 def test_the_same_verdict_twice_is_a_no_op(session: Session) -> None:
     [alert_id] = add(session, make_alert(1))
-    first = review.decide(session, alert_id, "alice", "legit", None, T0, LABELS)
-    second = review.decide(session, alert_id, "bob", "legit", "me too", T0, LABELS)
+    first = review.decide(ctx(session, T0), alert_id=alert_id, actor="alice", label="legit")
+    second = review.decide(
+        ctx(session, T0), alert_id=alert_id, actor="bob", label="legit", note="me too"
+    )
     assert second == first
     assert len(outbox(session)) == 1
     assert actions(session, alert_id) == ["received", "decided"]
@@ -448,28 +487,35 @@ def test_the_same_verdict_twice_is_a_no_op(session: Session) -> None:
 
 def test_a_different_second_verdict_conflicts_unless_it_is_a_change(session: Session) -> None:
     [alert_id] = add(session, make_alert(1))
-    review.decide(session, alert_id, "alice", "legit", None, T0, LABELS)
+    review.decide(ctx(session, T0), alert_id=alert_id, actor="alice", label="legit")
     with pytest.raises(Conflict, match="already decided legit by alice"):
-        review.decide(session, alert_id, "bob", "fraud", None, T0, LABELS)
+        review.decide(ctx(session, T0), alert_id=alert_id, actor="bob", label="fraud")
     assert len(outbox(session)) == 1
     later = T0 + timedelta(days=20)
-    row = review.decide(session, alert_id, "bob", "fraud", "chargeback", later, LABELS, change=True)
+    row = review.decide(
+        ctx(session, later),
+        alert_id=alert_id,
+        actor="bob",
+        label="fraud",
+        note="chargeback",
+        change=True,
+    )
     assert (row.label, row.decided_by, row.decided_at) == ("fraud", "bob", later)
     labels = [Label.model_validate_json(r.value).label for r in outbox(session)]
     assert labels == ["legit", "fraud"]
-    events = review.history(session, alert_id)
+    events = review.history(ctx(session), alert_id=alert_id)
     assert [e.action for e in events] == ["received", "decided", "verdict_changed"]
     assert events[-1].details["previous_label"] == "legit"
 
 
 def test_another_analysts_live_claim_blocks_a_verdict(session: Session) -> None:
     [alert_id] = add(session, make_alert(1))
-    review.claim(session, alert_id, "alice", T0, TTL)
+    review.claim(ctx(session, T0), alert_id=alert_id, actor="alice", ttl=TTL)
     with pytest.raises(Conflict, match="claimed by alice"):
-        review.decide(session, alert_id, "bob", "fraud", None, T0, LABELS)
+        review.decide(ctx(session, T0), alert_id=alert_id, actor="bob", label="fraud")
     assert outbox(session) == []
     # After expiry, bob may decide; the expiry is audited.
-    review.decide(session, alert_id, "bob", "fraud", None, T0 + TTL, LABELS)
+    review.decide(ctx(session, T0 + TTL), alert_id=alert_id, actor="bob", label="fraud")
     assert actions(session, alert_id)[-3:] == ["claimed", "claim_expired", "decided"]
 
 
@@ -482,51 +528,70 @@ def test_invalid_verdicts_are_explained(
 ) -> None:
     [alert_id] = add(session, make_alert(1))
     with pytest.raises(Invalid, match=message):
-        review.decide(session, alert_id, "alice", label, note, T0, LABELS)
-    assert review.get_alert(session, alert_id).status == "open"
-    review.decide(session, alert_id, "alice", "fraud", "x" * 2000, T0, LABELS)
+        review.decide(ctx(session, T0), alert_id=alert_id, actor="alice", label=label, note=note)
+    assert review.get_alert(ctx(session), alert_id=alert_id).status == "open"
+    review.decide(
+        ctx(session, T0), alert_id=alert_id, actor="alice", label="fraud", note="x" * 2000
+    )
 
 
 @pytest.mark.parametrize(("actor", "message"), [("", "empty"), ("x" * 129, "129")])
 def test_actors_must_be_storable_names(session: Session, actor: str, message: str) -> None:
     [alert_id] = add(session, make_alert(1))
     with pytest.raises(Invalid, match=message):
-        review.claim(session, alert_id, actor, T0, TTL)
+        review.claim(ctx(session, T0), alert_id=alert_id, actor=actor, ttl=TTL)
     with pytest.raises(Invalid, match=message):
-        review.decide(session, alert_id, actor, "fraud", None, T0, LABELS)
+        review.decide(ctx(session, T0), alert_id=alert_id, actor=actor, label="fraud")
     assert actions(session, alert_id) == ["received"]
 
 
 def test_verdict_on_an_unknown_alert(session: Session) -> None:
     with pytest.raises(NotFound, match="not found"):
-        review.decide(session, "nope", "alice", "fraud", None, T0, LABELS)
+        review.decide(ctx(session, T0), alert_id="nope", actor="alice", label="fraud")
 
 
 def test_a_stale_version_is_a_conflict(session: Session) -> None:
     [alert_id] = add(session, make_alert(1))
-    seen = review.get_alert(session, alert_id)
-    review.claim(session, alert_id, "alice", T0, TTL, version=seen.version)
+    seen = review.get_alert(ctx(session), alert_id=alert_id)
+    review.claim(ctx(session, T0), alert_id=alert_id, actor="alice", ttl=TTL, version=seen.version)
     with pytest.raises(Conflict, match="changed meanwhile"):
-        review.release(session, alert_id, "alice", T0, version=seen.version)
-    current = review.get_alert(session, alert_id, now=T0)
+        review.release(ctx(session, T0), alert_id=alert_id, actor="alice", version=seen.version)
+    current = review.get_alert(ctx(session, T0), alert_id=alert_id)
     assert current.version == seen.version + 1
-    review.decide(session, alert_id, "alice", "fraud", None, T0, LABELS, version=current.version)
+    review.decide(
+        ctx(session, T0),
+        alert_id=alert_id,
+        actor="alice",
+        label="fraud",
+        version=current.version,
+    )
     # A retry of that same verdict is still a no-op, though its version is now old.
-    review.decide(session, alert_id, "alice", "fraud", None, T0, LABELS, version=current.version)
+    review.decide(
+        ctx(session, T0),
+        alert_id=alert_id,
+        actor="alice",
+        label="fraud",
+        version=current.version,
+    )
     assert len(outbox(session)) == 1
     with pytest.raises(Conflict):
-        review.reopen(session, alert_id, "alice", T0, version=current.version)
+        review.reopen(ctx(session, T0), alert_id=alert_id, actor="alice", version=current.version)
 
 
 def test_reopen_then_a_new_verdict_is_a_change(session: Session) -> None:
     [alert_id] = add(session, make_alert(1))
-    review.decide(session, alert_id, "alice", "legit", None, T0, LABELS)
-    row = review.reopen(session, alert_id, "bob", T0 + timedelta(minutes=1))
+    review.decide(ctx(session, T0), alert_id=alert_id, actor="alice", label="legit")
+    row = review.reopen(ctx(session, T0 + timedelta(minutes=1)), alert_id=alert_id, actor="bob")
     assert (row.status, row.label, row.decided_by) == ("open", None, None)
     with pytest.raises(Conflict, match="not decided"):
-        review.reopen(session, alert_id, "bob", T0)
-    review.decide(session, alert_id, "bob", "fraud", None, T0 + timedelta(minutes=2), LABELS)
-    events = review.history(session, alert_id)
+        review.reopen(ctx(session, T0), alert_id=alert_id, actor="bob")
+    review.decide(
+        ctx(session, T0 + timedelta(minutes=2)),
+        alert_id=alert_id,
+        actor="bob",
+        label="fraud",
+    )
+    events = review.history(ctx(session), alert_id=alert_id)
     assert [e.action for e in events] == ["received", "decided", "reopened", "verdict_changed"]
     assert events[2].details["previous_label"] == "legit"
     assert events[3].details["previous_label"] == "legit"
@@ -535,20 +600,25 @@ def test_reopen_then_a_new_verdict_is_a_change(session: Session) -> None:
         "fraud",
     ]
     # Reopened and confirmed with the label already published: no second message.
-    review.reopen(session, alert_id, "bob", T0 + timedelta(minutes=3))
-    review.decide(session, alert_id, "carol", "fraud", None, T0 + timedelta(minutes=4), LABELS)
+    review.reopen(ctx(session, T0 + timedelta(minutes=3)), alert_id=alert_id, actor="bob")
+    review.decide(
+        ctx(session, T0 + timedelta(minutes=4)),
+        alert_id=alert_id,
+        actor="carol",
+        label="fraud",
+    )
     assert len(outbox(session)) == 2
     assert actions(session, alert_id)[-1] == "decided"
-    assert review.get_alert(session, alert_id).label == "fraud"
+    assert review.get_alert(ctx(session), alert_id=alert_id).label == "fraud"
 
 
 def test_decide_many_handles_each_item_on_its_own(session: Session) -> None:
     ids = add(session, make_alert(1), make_alert(2), make_alert(3), make_alert(4))
-    review.claim(session, ids[1], "bob", T0, TTL)
-    review.decide(session, ids[2], "bob", "legit", None, T0, LABELS)
+    review.claim(ctx(session, T0), alert_id=ids[1], actor="bob", ttl=TTL)
+    review.decide(ctx(session, T0), alert_id=ids[2], actor="bob", label="legit")
     results = review.decide_many(
-        session,
-        [
+        ctx(session, T0),
+        items=[
             Verdict(ids[0], "fraud", "a"),
             Verdict(ids[1], "fraud"),  # claimed by bob
             Verdict(ids[2], "fraud"),  # decided legit
@@ -556,9 +626,7 @@ def test_decide_many_handles_each_item_on_its_own(session: Session) -> None:
             Verdict(ids[3], "maybe"),
             Verdict(ids[3], "legit"),
         ],
-        "alice",
-        T0,
-        LABELS,
+        actor="alice",
     )
     assert [(r.alert_id, r.ok, r.error_kind) for r in results] == [
         (ids[0], True, None),
@@ -583,19 +651,21 @@ def test_two_sessions_deciding_at_once_publish_one_verdict(
     with sessions() as session:
         [alert_id] = add(session, make_alert(1))
     with sessions() as first, sessions() as second:
-        review.get_alert(second, alert_id)  # second has read the open alert
+        review.get_alert(ctx(second), alert_id=alert_id)  # second has read the open alert
 
         # Just before the second session writes, the first decides and commits.
         @event.listens_for(second, "before_flush", once=True)
         def first_wins(*_: object) -> None:
-            review.decide(first, alert_id, "alice", "fraud", None, T0, LABELS)
+            review.decide(ctx(first, T0), alert_id=alert_id, actor="alice", label="fraud")
 
         with pytest.raises(Conflict, match="changed by someone else"):
-            review.decide(second, alert_id, "bob", "legit", "mine", T0, LABELS)
+            review.decide(
+                ctx(second, T0), alert_id=alert_id, actor="bob", label="legit", note="mine"
+            )
     with sessions() as session:
         assert len(outbox(session)) == 1
         assert actions(session, alert_id) == ["received", "decided"]
-        row = review.get_alert(session, alert_id)
+        row = review.get_alert(ctx(session), alert_id=alert_id)
         assert (row.label, row.decided_by, row.version) == ("fraud", "alice", 2)
 
 
@@ -606,12 +676,12 @@ def test_a_lost_race_leaves_no_partial_writes(sessions: sessionmaker[Session]) -
 
         @event.listens_for(second, "before_flush", once=True)
         def first_claims(*_: object) -> None:
-            review.claim(first, alert_id, "alice", T0, TTL)
+            review.claim(ctx(first, T0), alert_id=alert_id, actor="alice", ttl=TTL)
 
         with pytest.raises(Conflict):
-            review.decide(second, alert_id, "bob", "legit", None, T0, LABELS)
+            review.decide(ctx(second, T0), alert_id=alert_id, actor="bob", label="legit")
         # The loser's session is usable again.
-        assert review.get_alert(second, alert_id, now=T0).claimed_by == "alice"
+        assert review.get_alert(ctx(second, T0), alert_id=alert_id).claimed_by == "alice"
     with sessions() as session:
         assert outbox(session) == []
         assert actions(session, alert_id) == ["received", "claimed"]
@@ -631,7 +701,12 @@ def test_concurrent_threads_deciding_one_alert_publish_once(
         with sessions() as session:
             barrier.wait()
             try:
-                review.decide(session, alert_id, f"analyst-{n}", "fraud", None, T0, LABELS)
+                review.decide(
+                    ctx(session, T0),
+                    alert_id=alert_id,
+                    actor=f"analyst-{n}",
+                    label="fraud",
+                )
                 outcome = "ok"
             except Conflict:
                 outcome = "conflict"
@@ -654,20 +729,34 @@ def test_concurrent_threads_deciding_one_alert_publish_once(
 
 def test_history_of_an_unknown_alert(session: Session) -> None:
     with pytest.raises(NotFound):
-        review.history(session, "nope")
+        review.history(ctx(session), alert_id="nope")
 
 
 # --- Stats ----------------------------------------------------------------------------
 
 
 def test_queue_stats(session: Session, queue: list[str]) -> None:
-    empty = review.queue_stats(session, T0 - timedelta(days=1))
+    empty = review.queue_stats(ctx(session, T0 - timedelta(days=1)))
     assert empty.open == 5  # the alerts exist, whatever the clock says
-    review.claim(session, queue[0], "alice", T0, TTL)  # live claim on the oldest
-    review.claim(session, queue[1], "bob", T0 - timedelta(hours=2), TTL)  # expired: open
-    review.decide(session, queue[2], "alice", "fraud", None, T0 - timedelta(minutes=5), LABELS)
-    review.decide(session, queue[3], "alice", "legit", None, T0 - timedelta(hours=2), LABELS)
-    stats = review.queue_stats(session, T0)
+    review.claim(
+        ctx(session, T0), alert_id=queue[0], actor="alice", ttl=TTL
+    )  # live claim on the oldest
+    review.claim(
+        ctx(session, T0 - timedelta(hours=2)), alert_id=queue[1], actor="bob", ttl=TTL
+    )  # expired: open
+    review.decide(
+        ctx(session, T0 - timedelta(minutes=5)),
+        alert_id=queue[2],
+        actor="alice",
+        label="fraud",
+    )
+    review.decide(
+        ctx(session, T0 - timedelta(hours=2)),
+        alert_id=queue[3],
+        actor="alice",
+        label="legit",
+    )
+    stats = review.queue_stats(ctx(session, T0))
     assert (stats.open, stats.claimed, stats.decided) == (2, 1, 2)
     assert stats.oldest_open_age_seconds == pytest.approx(40 * 60)  # alert 2
     assert stats.verdicts_last_hour == {"fraud": 1, "legit": 0}
@@ -675,7 +764,7 @@ def test_queue_stats(session: Session, queue: list[str]) -> None:
 
 
 def test_queue_stats_of_an_empty_queue(session: Session) -> None:
-    stats = review.queue_stats(session, T0)
+    stats = review.queue_stats(ctx(session, T0))
     assert (stats.open, stats.claimed, stats.decided, stats.outbox_pending) == (0, 0, 0, 0)
     assert stats.oldest_open_age_seconds is None
     assert stats.verdicts_last_hour == {"fraud": 0, "legit": 0}
@@ -695,7 +784,7 @@ def control(control_id: str) -> Control:
 
 
 def test_record_control_audits_and_queues_once(session: Session) -> None:
-    row = review.record_control(session, control("c-1"), "control", now=T0)
+    row = review.record_control(ctx(session, T0), control=control("c-1"))
     assert (row.control_id, row.actor, row.action, row.at) == (
         "c-1",
         "admin",
@@ -704,52 +793,54 @@ def test_record_control_audits_and_queues_once(session: Session) -> None:
     )
     assert row.details["thresholds"]["review_threshold"] == 0.5
     with pytest.raises(Conflict, match="already recorded"):
-        review.record_control(session, control("c-1"), "control", now=T0)
-    review.record_control(session, control("c-2"), "control", now=T0)
+        review.record_control(ctx(session, T0), control=control("c-1"))
+    review.record_control(ctx(session, T0), control=control("c-2"))
     [first, second] = outbox(session)
     assert (first.topic, first.key) == ("control", "model")
     assert Control.model_validate_json(first.value) == control("c-1")
     assert json.loads(second.value)["control_id"] == "c-2"
     assert session.scalar(select(func.count()).select_from(ControlEventRecord)) == 2
-    assert [c.control_id for c in review.control_history(session)] == ["c-2", "c-1"]
-    assert [c.control_id for c in review.control_history(session, limit=1, offset=1)] == ["c-1"]
+    assert [c.control_id for c in review.control_history(ctx(session))] == ["c-2", "c-1"]
+    assert [c.control_id for c in review.control_history(ctx(session), limit=1, offset=1)] == [
+        "c-1"
+    ]
     with pytest.raises(Invalid):
-        review.control_history(session, limit=0)
+        review.control_history(ctx(session), limit=0)
     with pytest.raises(Invalid, match="control_id"):
-        review.record_control(session, control("c" * 65), "control", now=T0)
+        review.record_control(ctx(session, T0), control=control("c" * 65))
     assert len(outbox(session)) == 2
 
 
 def test_outbox_delivery_bookkeeping(session: Session) -> None:
     ids = add(session, *(make_alert(n, card=f"card-{n}") for n in range(4)))
     for alert_id in ids:
-        review.decide(session, alert_id, "alice", "fraud", None, T0, LABELS)
-    pending = review.pending_outbox(session, limit=3)
+        review.decide(ctx(session, T0), alert_id=alert_id, actor="alice", label="fraud")
+    pending = review.pending_outbox(ctx(session), limit=3)
     assert [row.key for row in pending] == ["card-0", "card-1", "card-2"]
     assert [row.id for row in pending] == sorted(row.id for row in pending)
-    review.mark_failed(session, [pending[0].id], "broker down " * 500)
-    review.mark_failed(session, [pending[0].id], "broker down")
-    review.mark_sent(session, [pending[1].id, pending[2].id], now=T0)
-    review.mark_sent(session, [], now=T0)
-    review.mark_failed(session, [], "nothing")
-    left = review.pending_outbox(session)
+    review.mark_failed(ctx(session), ids=[pending[0].id], error="broker down " * 500)
+    review.mark_failed(ctx(session), ids=[pending[0].id], error="broker down")
+    review.mark_sent(ctx(session, T0), ids=[pending[1].id, pending[2].id])
+    review.mark_sent(ctx(session, T0), ids=[])
+    review.mark_failed(ctx(session), ids=[], error="nothing")
+    left = review.pending_outbox(ctx(session))
     assert [row.key for row in left] == ["card-0", "card-3"]
     assert (left[0].attempts, left[0].last_error) == (2, "broker down")
     sent = session.get(OutboxRecord, pending[1].id, populate_existing=True)
     assert sent is not None and sent.sent_at == T0
     # A sent row is never failed again or sent twice.
-    review.mark_failed(session, [pending[1].id], "late")
-    review.mark_sent(session, [pending[1].id], now=T0 + timedelta(hours=1))
+    review.mark_failed(ctx(session), ids=[pending[1].id], error="late")
+    review.mark_sent(ctx(session, T0 + timedelta(hours=1)), ids=[pending[1].id])
     sent = session.get(OutboxRecord, pending[1].id, populate_existing=True)
     assert sent is not None and (sent.sent_at, sent.attempts) == (T0, 0)
-    assert review.queue_stats(session, T0).outbox_pending == 2
+    assert review.queue_stats(ctx(session, T0)).outbox_pending == 2
 
 
 def test_failed_error_text_is_bounded(session: Session) -> None:
-    review.record_control(session, control("c-1"), "control", now=T0)
-    [row] = review.pending_outbox(session)
-    review.mark_failed(session, [row.id], "x" * 10_000)
-    [row] = review.pending_outbox(session)
+    review.record_control(ctx(session, T0), control=control("c-1"))
+    [row] = review.pending_outbox(ctx(session))
+    review.mark_failed(ctx(session), ids=[row.id], error="x" * 10_000)
+    [row] = review.pending_outbox(ctx(session))
     assert row.last_error is not None and len(row.last_error) == 2000
 
 
