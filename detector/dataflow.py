@@ -15,7 +15,7 @@ so that the output step can measure the processing latency; ``seq`` numbers the 
 in the order this worker read them, so that the model step can restore that order (see
 ``in_arrival_order``); ``origin`` is the record itself until the step that uses it (for
 dead letters), else None. The steps update the metrics
-of ``detector.telemetry``; ``run`` serves them.
+of ``detector.metrics``; ``run`` serves them.
 
 No item can stop the flow: every step runs each item under a guard, and an exception
 dead-letters that item (reason ``internal_error``) while the flow goes on. Every output
@@ -219,7 +219,7 @@ def _payload(item: object) -> bytes:
 # Snapshots are pickled at once, which copies the state as it is at the end of the epoch
 # (Bytewax pickles what ``snapshot`` returns later, while the state goes on changing),
 # and carry a format number: a store written by another format is refused, not misread.
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 3
 
 
 class RecoveryStoreError(RuntimeError):
@@ -524,6 +524,8 @@ class _ModelLogic(StatefulBatchLogic[ShardIn, ModelItem, Snapshot]):
         return self.next_status
 
     def snapshot(self) -> Snapshot:
+        if self.config.waiting_store is not None:  # the scores it refers to are on disk first
+            waiting_store(Path(self.config.waiting_store), self.config.waiting_cache_mb).commit()
         return _freeze(_ModelSnapshot(self.state, self.shard or 0, time.time()))
 
 
@@ -1156,7 +1158,7 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 
 def start_metrics(settings: Settings) -> str | None:
-    """Serve the detector's /metrics; its URL (see ``telemetry.metrics_port``).
+    """Serve the detector's /metrics; its URL (see ``metrics.metrics_port``).
 
     None when ``metrics_port`` is 0. A port in use or an unusable host ends the process
     with a plain message, before the dataflow starts.

@@ -44,7 +44,7 @@ from detector.contracts import (
 from detector.decision import Thresholds, VolumeThresholds
 from detector.reasons import explain
 from detector.settings import Settings
-from detector.waiting import StoredPending
+from detector.waiting import StoredPending, StoredScores
 from models import (
     CLASSIFIERS,
     FEATURES,
@@ -751,6 +751,11 @@ def new_model_slot(kind: str, config: CoreConfig) -> ModelSlot:
         quality=QualityTracker(
             shard_window(config),
             horizon_days=config.label_horizon_days,
+            scores=(
+                StoredScores(model_name(kind), Path(config.waiting_store), config.waiting_cache_mb)
+                if config.waiting_store is not None
+                else None
+            ),
         ),
         window=window,
     )

@@ -49,6 +49,14 @@ CREATE TABLE IF NOT EXISTS waiting (
     PRIMARY KEY (terminal, transaction_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS waiting_by_time ON waiting (terminal, ts);
+CREATE TABLE IF NOT EXISTS scores (
+    model TEXT NOT NULL,
+    transaction_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    score REAL NOT NULL,
+    alerted INTEGER NOT NULL,
+    PRIMARY KEY (model, transaction_id)
+) WITHOUT ROWID;
 """
 
 
@@ -80,6 +88,9 @@ class WaitingStore:
         with self._lock:
             db = self._connect()
             self.rows = int(db.execute("SELECT COUNT(*) FROM waiting").fetchone()[0])
+            self.scores = dict(
+                db.execute("SELECT model, COUNT(*) FROM scores GROUP BY model").fetchall()
+            )
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(
@@ -147,14 +158,37 @@ class WaitingStore:
         ).fetchone()
         return int(row[0])
 
+    def put_score(
+        self, model: str, transaction_id: str, ts: float, score: float, alerted: bool
+    ) -> None:
+        """Keep a model's decision-time score of a transaction; after a replay the first
+        stays, as the decision published with it does."""
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO scores VALUES (?, ?, ?, ?, ?)",
+            (model, transaction_id, ts, score, int(alerted)),
+        )
+        if cursor.rowcount:
+            with self._lock:
+                self.scores[model] = self.scores.get(model, 0) + 1
+
+    def get_score(self, model: str, transaction_id: str) -> tuple[float, bool] | None:
+        row = self._db.execute(
+            "SELECT score, alerted FROM scores WHERE model = ? AND transaction_id = ?",
+            (model, transaction_id),
+        ).fetchone()
+        return (float(row[0]), bool(row[1])) if row is not None else None
+
     def purge_before(self, ts: float) -> int:
-        """Delete every row older than ``ts``; how many went."""
+        """Delete every row (features and scores) older than ``ts``; how many went."""
         db = self._db
         gone = db.execute("DELETE FROM waiting WHERE ts < ?", (ts,)).rowcount
+        db.execute("DELETE FROM scores WHERE ts < ?", (ts,))
         db.commit()
-        if gone:
-            with self._lock:
-                self.rows -= gone
+        with self._lock:
+            self.rows -= gone
+            self.scores = dict(
+                db.execute("SELECT model, COUNT(*) FROM scores GROUP BY model").fetchall()
+            )
         return int(gone)
 
     def commit(self) -> None:
@@ -181,6 +215,39 @@ def waiting_store(path: Path, cache_mb: int, shared: bool = False) -> WaitingSto
         if store is None:
             store = _stores[path] = WaitingStore(path, cache_mb, shared)
         return store
+
+
+class StoredScores:
+    """A model's decision-time scores waiting for their labels, in a ``WaitingStore``
+    (``models.ScoreBook``): the model's snapshot keeps only this handle.
+
+    A score is never deleted when its label comes (a label replayed after a crash finds
+    it again); it goes with the features, past the label horizon.
+    """
+
+    def __init__(self, model: str, store_path: Path, cache_mb: int) -> None:
+        self.model = model
+        self.store_path = store_path
+        self.cache_mb = cache_mb
+
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k != "_store"}
+
+    @property
+    def store(self) -> WaitingStore:
+        store: WaitingStore | None = self.__dict__.get("_store")
+        if store is None:
+            store = self.__dict__["_store"] = waiting_store(self.store_path, self.cache_mb)
+        return store
+
+    def put(self, transaction_id: str, ts: float, score: float, alerted: bool) -> None:
+        self.store.put_score(self.model, transaction_id, ts, score, alerted)
+
+    def take(self, transaction_id: str) -> tuple[float, bool] | None:
+        return self.store.get_score(self.model, transaction_id)
+
+    def __len__(self) -> int:
+        return self.store.scores.get(self.model, 0)
 
 
 class StoredPending:

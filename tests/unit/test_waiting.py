@@ -13,8 +13,9 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from detector.contracts import Decision, Label, ModelStatus, Transaction
 from detector.dataflow import Sinks, build_flow
 from detector.metrics import DetectorMetrics
-from detector.waiting import StoredPending, WaitingStore
-from models import PendingFeatures
+from detector.scoring import CoreConfig, ScoringCore
+from detector.waiting import StoredPending, StoredScores, WaitingStore
+from models import PendingFeatures, QualityTracker
 from tests.unit.test_dataflow import (
     Feed,
     SinkMessage,
@@ -96,6 +97,40 @@ def test_rows_past_the_horizon_are_purged(tmp_path: Path) -> None:
     assert store.rows == 100
     assert store.purge_before(40.0) == 40
     assert store.rows == 60 and store.get("t", "tx39") is None
+
+
+def test_decision_time_scores_wait_on_disk_and_outlive_a_replayed_label(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    tracker = QualityTracker(window=10, scores=StoredScores("m", path, 8))
+    for i in range(3000):
+        tracker.record(f"tx{i}", float(i), i / 3000, i % 2 == 0)
+    assert len(pickle.dumps(tracker)) < 600, "the scores are in the store, not the state"
+    assert tracker.pending == 3000
+    resumed: QualityTracker = pickle.loads(pickle.dumps(tracker))
+    assert resumed.learn("tx10", True) and resumed.learn("tx10", True)
+    assert [tuple(o) for o in resumed.window()] == [(10 / 3000, True, True)]
+    assert not resumed.learn("never-scored", False)
+    # Another model's scores are its own; the first score of a transaction stays.
+    other = StoredScores("other", path, 8)
+    other.put("tx10", 10.0, 0.99, False)
+    other.put("tx10", 10.0, 0.11, True)
+    assert other.take("tx10") == (0.99, False) and len(other) == 1
+    store = other.store  # the process's one store of that file
+    store.purge_before(2000.0)
+    assert store.scores == {"m": 1000}
+    assert store.get_score("m", "tx1999") is None and store.get_score("m", "tx2000")
+
+
+def test_the_model_state_keeps_no_waiting_score_in_memory(tmp_path: Path) -> None:
+    def quality_bytes(config: CoreConfig) -> int:
+        core = ScoringCore(config)
+        for i in range(2000):
+            core.process(tx(f"s{i}", f"c{i % 50}", f"t{i % 20}", 10.0 + i % 7, i / 10))
+        return sum(len(pickle.dumps(slot.quality)) for slot in core.model.models.values())
+
+    in_memory = quality_bytes(CoreConfig())
+    on_disk = quality_bytes(CoreConfig(waiting_store=str(tmp_path / "w.db"), waiting_cache_mb=8))
+    assert in_memory > 2000 * 10 and on_disk < 2000, (in_memory, on_disk)
 
 
 def run_on_disk(
