@@ -217,7 +217,25 @@ def waiting_store(path: Path, cache_mb: int, shared: bool = False) -> WaitingSto
         return store
 
 
-class StoredScores:
+class _StoreHandle:
+    """What a keyed state holds of the process's store: its file, opened on first use
+    (and pickled without the open store)."""
+
+    store_path: Path
+    cache_mb: int
+
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k != "_store"}
+
+    @property
+    def store(self) -> WaitingStore:
+        store: WaitingStore | None = self.__dict__.get("_store")
+        if store is None:
+            store = self.__dict__["_store"] = waiting_store(self.store_path, self.cache_mb)
+        return store
+
+
+class StoredScores(_StoreHandle):
     """A model's decision-time scores waiting for their labels, in a ``WaitingStore``
     (``models.ScoreBook``): the model's snapshot keeps only this handle.
 
@@ -230,16 +248,6 @@ class StoredScores:
         self.store_path = store_path
         self.cache_mb = cache_mb
 
-    def __getstate__(self) -> dict[str, object]:
-        return {k: v for k, v in self.__dict__.items() if k != "_store"}
-
-    @property
-    def store(self) -> WaitingStore:
-        store: WaitingStore | None = self.__dict__.get("_store")
-        if store is None:
-            store = self.__dict__["_store"] = waiting_store(self.store_path, self.cache_mb)
-        return store
-
     def put(self, transaction_id: str, ts: float, score: float, alerted: bool) -> None:
         self.store.put_score(self.model, transaction_id, ts, score, alerted)
 
@@ -250,7 +258,7 @@ class StoredScores:
         return self.store.scores.get(self.model, 0)
 
 
-class StoredPending:
+class StoredPending(_StoreHandle):
     """A terminal's waiting features, kept in a ``WaitingStore``: the part of the
     terminal's keyed state that stays small (it pickles without the store).
 
@@ -278,16 +286,6 @@ class StoredPending:
         # labelled transactions not yet past ``presumed_until``: id -> time
         self.labelled: dict[str, float] = {}
         self.recorded = 0  # transactions recorded (an upper bound of those waiting)
-
-    def __getstate__(self) -> dict[str, object]:
-        return {k: v for k, v in self.__dict__.items() if k != "_store"}
-
-    @property
-    def store(self) -> WaitingStore:
-        store: WaitingStore | None = self.__dict__.get("_store")
-        if store is None:
-            store = self.__dict__["_store"] = waiting_store(self.store_path, self.cache_mb)
-        return store
 
     def __len__(self) -> int:
         return self.recorded
