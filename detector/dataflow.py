@@ -97,7 +97,12 @@ from detector.scoring import (
 )
 from detector.settings import Settings
 from detector.validation import parse_control, parse_event
-from detector.waiting import PURGE_MARGIN_SECONDS, StoredPending, waiting_store
+from detector.waiting import (
+    PURGE_MARGIN_SECONDS,
+    StoredPending,
+    StoreFormatError,
+    waiting_store,
+)
 from models import PendingFeatures
 
 log = structlog.get_logger(__name__)
@@ -219,7 +224,7 @@ def _payload(item: object) -> bytes:
 # Snapshots are pickled at once, which copies the state as it is at the end of the epoch
 # (Bytewax pickles what ``snapshot`` returns later, while the state goes on changing),
 # and carry a format number: a store written by another format is refused, not misread.
-SNAPSHOT_FORMAT = 3
+SNAPSHOT_FORMAT = 4
 
 
 class RecoveryStoreError(RuntimeError):
@@ -872,17 +877,21 @@ class Watermark:
             self._by_thread[thread] = event_time
 
 
-# When each store was last purged (wall clock), so that a worker purges once a minute.
-_last_purge: dict[Path, float] = {}
+# When each store was last purged: (wall clock, event-time cutoff)
+_last_purge: dict[Path, tuple[float, float]] = {}
 
 
 def _purge_waiting(pending: StoredPending, now: float) -> None:
-    """Delete the waiting features past the label horizon (and a margin), now and then."""
-    path = pending.store_path
-    if time.time() - _last_purge.get(path, 0.0) < IDLE_CHECK_SECONDS or now == float("-inf"):
+    """Delete the waiting features past the label horizon (and a margin), now and then:
+    every ``IDLE_CHECK_SECONDS``, or once event time moved a day (a replay)."""
+    if now == float("-inf"):
         return
-    _last_purge[path] = time.time()
+    path = pending.store_path
     cutoff = now - pending.horizon_days * 86400.0 - PURGE_MARGIN_SECONDS
+    wall, last = _last_purge.get(path, (float("-inf"), float("-inf")))
+    if time.time() - wall < IDLE_CHECK_SECONDS and cutoff - last < 86400.0:
+        return
+    _last_purge[path] = (time.time(), cutoff)
     gone = pending.store.purge_before(cutoff)
     if gone:
         log.info("waiting features purged", rows=gone, rows_left=pending.store.rows)
@@ -1178,11 +1187,14 @@ def start_metrics(settings: Settings) -> str | None:
 def run(settings: Settings) -> None:
     """Run the detector until stopped (blocks); SIGINT and SIGTERM stop it."""
     recovery = recovery_config(settings)  # before the waiting features land in its folder
-    flow = build_flow(
-        settings,
-        read_back=_ReadBack(settings) if settings.recovery else None,
-        waiting=waiting_path(settings),
-    )
+    try:
+        flow = build_flow(
+            settings,
+            read_back=_ReadBack(settings) if settings.recovery else None,
+            waiting=waiting_path(settings),
+        )
+    except StoreFormatError as error:
+        raise SystemExit(f"fraudstream detect: {error}") from None
     metrics_url = start_metrics(settings)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _exit_on_signal)

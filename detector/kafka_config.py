@@ -41,6 +41,12 @@ log = structlog.get_logger("fraudstream.kafka")
 EXTRA_CONFIG_ENV = "FRAUDSTREAM_KAFKA_EXTRA_CONFIG"
 LINGER_MS = 5
 """Batching delay of producers: a few ms of latency for far fewer requests."""
+# How far a consumer reads ahead of what it was asked for, per partition (the Kafka
+# input of the detector has a consumer per partition). librdkafka's defaults, 100,000
+# records or 64 MiB, let a detector catching up on a backlog of a dozen partitions hold
+# hundreds of MiB of records it will not reach for seconds; a poll takes at most
+# ``FRAUDSTREAM_KAFKA_BATCH_SIZE`` (1,000) records per partition.
+CONSUMER_PREFETCH = {"queued.min.messages": 10_000, "queued.max.messages.kbytes": 8_192}
 LOG_LINES_PER_KIND = 3
 LOG_INTERVAL_SECONDS = 60.0
 PROBE_TIMEOUT_SECONDS = 0.5
@@ -92,9 +98,11 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 
 
 def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """A consumer with ``kafka_extra_config`` and then ``overrides`` (``group.id`` ...)."""
+    """A consumer with a bounded prefetch (``CONSUMER_PREFETCH``), ``kafka_extra_config``
+    and then ``overrides`` (``group.id`` ...)."""
     return {
         "bootstrap.servers": ",".join(settings.brokers),
+        **CONSUMER_PREFETCH,
         **settings.kafka_extra_config,
         "logger": _client_logger(),
         "error_cb": _watch_for(settings).on_error,

@@ -84,7 +84,7 @@ class CoreConfig:
     shards: int = 1
     # The detector's store of features waiting for labels (None: in memory)
     waiting_store: str | None = None
-    waiting_cache_mb: int = 256
+    waiting_cache_mb: int = 32
 
     @property
     def model_kinds(self) -> tuple[str, ...]:

@@ -130,7 +130,7 @@ class Settings(BaseSettings):
         "dead-lettered as unknown_transaction.",
     )
     waiting_cache_mb: int = Field(
-        256,
+        32,
         ge=1,
         description="RAM (MiB per worker) for the features waiting for a label; the rest "
         "stay on local disk beside the recovery snapshots.",

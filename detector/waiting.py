@@ -33,22 +33,29 @@ from pathlib import Path
 
 import structlog
 
+from models.pending import FEATURE_TYPECODE
+
 log = structlog.get_logger(__name__)
 
 DAY = 86400.0
 # Rows are deleted this long after they leave the label horizon: a resumed detector may
 # still look up a row a little past the horizon of the run that crashed.
 PURGE_MARGIN_SECONDS = DAY
+JOURNAL_LIMIT_BYTES = 4 * 2**20
+# The layout of the rows (``PRAGMA user_version``): a file written with another one is
+# refused rather than misread.
+STORE_FORMAT = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS waiting (
+    day INTEGER NOT NULL,
     terminal TEXT NOT NULL,
     transaction_id TEXT NOT NULL,
     ts REAL NOT NULL,
     features BLOB NOT NULL,
-    PRIMARY KEY (terminal, transaction_id)
+    PRIMARY KEY (day, terminal, transaction_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS waiting_by_time ON waiting (terminal, ts);
+CREATE INDEX IF NOT EXISTS waiting_by_id ON waiting (terminal, transaction_id);
 CREATE TABLE IF NOT EXISTS scores (
     model TEXT NOT NULL,
     transaction_id TEXT NOT NULL,
@@ -58,6 +65,10 @@ CREATE TABLE IF NOT EXISTS scores (
     PRIMARY KEY (model, transaction_id)
 ) WITHOUT ROWID;
 """
+
+
+class StoreFormatError(RuntimeError):
+    """The waiting features' file was written by a version with another row layout."""
 
 
 class WaitingStore:
@@ -103,11 +114,27 @@ class WaitingStore:
         # process being killed (the OS has it); a power loss may lose the last ones.
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        # The log grows to a snapshot interval's writes; after a checkpoint it is cut back.
+        db.execute(f"PRAGMA journal_size_limit={JOURNAL_LIMIT_BYTES}")
         db.execute(f"PRAGMA cache_size=-{self.cache_mb * 1024}")
+        self._check_format(db)
         db.executescript(_SCHEMA)
         db.commit()
         self._connections[threading.get_ident()] = db
         return db
+
+    def _check_format(self, db: sqlite3.Connection) -> None:
+        found = int(db.execute("PRAGMA user_version").fetchone()[0])
+        tables = db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+        if found == 0 and not tables:  # a new file
+            db.execute(f"PRAGMA user_version={STORE_FORMAT}")
+        elif found != STORE_FORMAT:
+            db.close()
+            raise StoreFormatError(
+                f"{self.path} holds waiting features in format {found}, this version "
+                f"reads format {STORE_FORMAT}: delete FRAUDSTREAM_RECOVERY_DIR to start "
+                "from scratch, or run the version that wrote it"
+            )
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -121,16 +148,17 @@ class WaitingStore:
         """Keep a transaction's features (again, after a replay: the same row)."""
         db = self._db
         cursor = db.execute(
-            "INSERT OR IGNORE INTO waiting VALUES (?, ?, ?, ?)",
-            (terminal, transaction_id, ts, values),
+            "INSERT OR IGNORE INTO waiting VALUES (?, ?, ?, ?, ?)",
+            (_day(ts), terminal, transaction_id, ts, values),
         )
         if cursor.rowcount:
             with self._lock:
                 self.rows += 1
         else:
             db.execute(
-                "UPDATE waiting SET ts = ?, features = ? WHERE terminal = ? AND transaction_id = ?",
-                (ts, values, terminal, transaction_id),
+                "UPDATE waiting SET day = ?, ts = ?, features = ? "
+                "WHERE terminal = ? AND transaction_id = ?",
+                (_day(ts), ts, values, terminal, transaction_id),
             )
 
     def get(self, terminal: str, transaction_id: str) -> tuple[float, bytes] | None:
@@ -142,21 +170,27 @@ class WaitingStore:
 
     def between(self, terminal: str, after: float, upto: float) -> list[tuple[str, bytes]]:
         """A terminal's transactions with ``after < ts <= upto``, oldest first."""
-        return [
-            (str(tx), bytes(values))
-            for tx, values in self._db.execute(
-                "SELECT transaction_id, features FROM waiting "
-                "WHERE terminal = ? AND ts > ? AND ts <= ? ORDER BY ts, transaction_id",
-                (terminal, after, upto),
+        db = self._db
+        first = _day(after) if after > float("-inf") else self._first_day(db)
+        if first is None:
+            return []
+        rows: list[tuple[float, str, bytes]] = []
+        for day in range(first, _day(upto) + 1):
+            rows.extend(
+                (float(ts), str(tx), bytes(values))
+                for ts, tx, values in db.execute(
+                    "SELECT ts, transaction_id, features FROM waiting "
+                    "WHERE day = ? AND terminal = ? AND ts > ? AND ts <= ?",
+                    (day, terminal, after, upto),
+                )
             )
-        ]
+        rows.sort()
+        return [(tx, values) for _, tx, values in rows]
 
-    def count(self, terminal: str, since: float) -> int:
-        """A terminal's transactions at or after ``since``."""
-        row = self._db.execute(
-            "SELECT COUNT(*) FROM waiting WHERE terminal = ? AND ts >= ?", (terminal, since)
-        ).fetchone()
-        return int(row[0])
+    @staticmethod
+    def _first_day(db: sqlite3.Connection) -> int | None:
+        row = db.execute("SELECT MIN(day) FROM waiting").fetchone()
+        return None if row[0] is None else int(row[0])
 
     def put_score(
         self, model: str, transaction_id: str, ts: float, score: float, alerted: bool
@@ -179,9 +213,13 @@ class WaitingStore:
         return (float(row[0]), bool(row[1])) if row is not None else None
 
     def purge_before(self, ts: float) -> int:
-        """Delete every row (features and scores) older than ``ts``; how many went."""
+        """Delete every row (features and scores) older than ``ts``; how many features
+        went. The features are kept in day order, so that this deletes whole pages rather
+        than a few rows of every page."""
         db = self._db
-        gone = db.execute("DELETE FROM waiting WHERE ts < ?", (ts,)).rowcount
+        day = _day(ts)
+        gone = db.execute("DELETE FROM waiting WHERE day < ?", (day,)).rowcount
+        gone += db.execute("DELETE FROM waiting WHERE day = ? AND ts < ?", (day, ts)).rowcount
         db.execute("DELETE FROM scores WHERE ts < ?", (ts,))
         db.commit()
         with self._lock:
@@ -202,6 +240,11 @@ class WaitingStore:
             for db in self._connections.values():
                 db.close()
             self._connections.clear()
+
+
+def _day(ts: float) -> int:
+    """The UTC day of an event time (days since 1970-01-01)."""
+    return int(ts // DAY)
 
 
 _stores: dict[Path, WaitingStore] = {}
@@ -292,7 +335,7 @@ class StoredPending(_StoreHandle):
 
     def record(self, transaction_id: str, ts: float, features: dict[str, float]) -> None:
         get = features.get
-        values = array.array("d", [get(name, 0.0) for name in self.names]).tobytes()
+        values = array.array(FEATURE_TYPECODE, [get(name, 0.0) for name in self.names]).tobytes()
         self.store.put(self.terminal, transaction_id, ts, values)
         self.latest = max(self.latest, ts)
         self.recorded += 1
@@ -326,4 +369,4 @@ class StoredPending(_StoreHandle):
         return self.latest < now - self.horizon_days * DAY and not self.labelled
 
     def _features(self, values: bytes) -> dict[str, float]:
-        return dict(zip(self.names, array.array("d", values), strict=True))
+        return dict(zip(self.names, array.array(FEATURE_TYPECODE, values), strict=True))

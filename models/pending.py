@@ -12,6 +12,11 @@ __all__ = ["PendingFeatures"]
 
 DAY = 86400.0
 
+FEATURE_TYPECODE = "f"
+"""Features waiting for a label are kept as 32-bit floats: half the bytes of a double,
+for a label that may come 45 days later, and seven significant digits (the model is
+fitted on what a label brings, not on the tenth digit)."""
+
 
 class PendingFeatures(base.Base):
     """Features of scored transactions, so that a late label teaches what the model saw.
@@ -68,7 +73,7 @@ class PendingFeatures(base.Base):
 
     def record(self, transaction_id: str, ts: float, features: dict[str, float]) -> None:
         get = features.get
-        values = array.array("d", [get(name, 0.0) for name in self.names])
+        values = array.array(FEATURE_TYPECODE, [get(name, 0.0) for name in self.names])
         self._entries[transaction_id] = (ts, values, False)
         if self.presume_legit_days > 0:
             self._awaiting.append((ts, transaction_id))

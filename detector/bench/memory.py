@@ -7,7 +7,8 @@ benchmark measures the process from outside only, so that it keeps working whate
 the state looks like inside:
 
 - RSS (``/proc/<pid>/status``) and its growth over the RSS of the idle detector;
-- the recovery folder's size on disk;
+- the recovery folder's size on disk, and how much of it is the waiting features' file
+  (``waiting-*.db``, its journal included) rather than Bytewax's snapshots;
 - the detector's own state gauges at ``/metrics``: ``fraudstream_state_cards``,
   ``fraudstream_state_terminals``, ``fraudstream_state_pending_labels`` (scored
   transactions waiting for a label) and ``fraudstream_state_parked_labels``.
@@ -80,6 +81,7 @@ class MemorySample:
     rss_kib: int
     growth_kib: int
     store_bytes: int
+    waiting_bytes: int
     gauges: dict[str, int]
 
     @property
@@ -196,6 +198,7 @@ def _run(
                 rss_kib=rss,
                 growth_kib=rss - report.baseline_kib,
                 store_bytes=dir_bytes(recovery),
+                waiting_bytes=dir_bytes(recovery, "waiting-*"),
                 gauges=scrape(url),
             )
             previous = report.samples[-1] if report.samples else None
@@ -275,6 +278,7 @@ HEADER = (
     "RSS MiB",
     "growth MiB",
     "store MiB",
+    "of it waiting",
     "cards",
     "terminals",
     "waiting labels",
@@ -284,7 +288,7 @@ HEADER = (
     "marginal B/label",
     "store B/label",
 )
-WIDTHS = (5, 10, 8, 10, 9, 6, 9, 14, 8, 10, 15, 16, 13)
+WIDTHS = (5, 10, 8, 10, 9, 13, 6, 9, 14, 8, 10, 15, 16, 13)
 
 
 def _row(cells: tuple[str, ...]) -> str:
@@ -315,6 +319,7 @@ def format_sample(sample: MemorySample, previous: MemorySample | None) -> str:
             f"{sample.rss_kib / 1024:,.0f}",
             f"{sample.growth_kib / 1024:,.0f}",
             f"{sample.store_bytes / 2**20:,.1f}",
+            f"{sample.waiting_bytes / 2**20:,.1f}",
             f"{sample.cards:,}",
             f"{sample.terminals:,}",
             f"{sample.pending:,}",

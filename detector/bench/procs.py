@@ -51,11 +51,11 @@ def memory_kib(pid: int) -> dict[str, int]:
     return out
 
 
-def dir_bytes(path: Path) -> int:
-    """Bytes of every file under ``path`` (0 if it does not exist)."""
+def dir_bytes(path: Path, pattern: str = "*") -> int:
+    """Bytes of every file under ``path`` whose name matches ``pattern`` (0 if none)."""
     if not path.exists():
         return 0
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return sum(f.stat().st_size for f in path.rglob(pattern) if f.is_file())
 
 
 class Child:

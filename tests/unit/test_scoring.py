@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import copy
 import functools
 import random
@@ -21,6 +22,7 @@ from detector.scoring import (
     ScoringCore,
 )
 from models import FEATURES
+from models.pending import FEATURE_TYPECODE
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -148,13 +150,16 @@ def test_late_label_is_learned_from_the_features_recorded_at_scoring_time() -> N
     scored = core.score(victim)
     assert scored.features["terminal_frauds_7d"] == 0.0
     assert set(scored.features) == set(FEATURES)
-    # The card and terminal move on; the features then recorded stay as they were.
+    # The card and terminal move on; the features then recorded stay as they were (as
+    # 32-bit floats, see FEATURE_TYPECODE).
     replay(core, history[100:150])
-    assert core.terminals["t1-0"].pending.get("victim") == scored.features
+    recorded = core.terminals["t1-0"].pending.get("victim")
+    as_scored = array.array(FEATURE_TYPECODE, [scored.features[n] for n in FEATURES])
+    assert recorded == dict(zip(FEATURES, as_scored, strict=True))
 
     # What the model should become: the same model learning the recorded features.
     expected = copy.deepcopy(core.model.scorer)
-    expected.learn_one(scored.features, True)
+    expected.learn_one(recorded, True)
 
     learned = core.learn(label(victim, "fraud", "chargeback", days=4))
     assert learned == Learned("victim", is_fraud=True, source="chargeback")

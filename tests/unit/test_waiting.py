@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from detector.contracts import Decision, Label, ModelStatus, Transaction
 from detector.dataflow import Sinks, build_flow
 from detector.metrics import DetectorMetrics
 from detector.scoring import CoreConfig, ScoringCore
-from detector.waiting import StoredPending, StoredScores, WaitingStore
+from detector.waiting import StoredPending, StoredScores, StoreFormatError, WaitingStore
 from models import PendingFeatures, QualityTracker
 from tests.unit.test_dataflow import (
     Feed,
@@ -97,6 +98,33 @@ def test_rows_past_the_horizon_are_purged(tmp_path: Path) -> None:
     assert store.rows == 100
     assert store.purge_before(40.0) == 40
     assert store.rows == 60 and store.get("t", "tx39") is None
+
+
+def test_purging_whole_days_keeps_the_rest_findable(tmp_path: Path) -> None:
+    store = WaitingStore(tmp_path / "w.sqlite3", 8)
+    for i in range(40):  # ten days, four transactions a day, two terminals
+        store.put(f"t{i % 2}", f"tx{i}", i * DAY / 4, bytes([i]))
+    store.commit()
+    assert store.purge_before(5.5 * DAY) == 22
+    assert store.get("t0", "tx20") is None and store.get("t1", "tx21") is None
+    assert store.get("t0", "tx22") == (5.5 * DAY, bytes([22]))
+    # A terminal's rows over several days, oldest first.
+    assert [tx for tx, _ in store.between("t1", 6 * DAY, 8 * DAY)] == [
+        "tx25",
+        "tx27",
+        "tx29",
+        "tx31",
+    ]
+    assert [tx for tx, _ in store.between("t0", float("-inf"), 6 * DAY)] == ["tx22", "tx24"]
+
+
+def test_a_store_of_another_format_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    path = tmp_path / "w.sqlite3"
+    WaitingStore(path, 8).close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=1")
+    with pytest.raises(StoreFormatError, match=r"format 1, this version reads format \d+"):
+        WaitingStore(path, 8)
 
 
 def test_decision_time_scores_wait_on_disk_and_outlive_a_replayed_label(tmp_path: Path) -> None:
