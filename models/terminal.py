@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import collections
+import itertools
+import typing
+from array import array
 
 from river import base
 
@@ -127,3 +130,51 @@ class TerminalProfile(base.Base):
     @property
     def frauds_held(self) -> int:
         return len(self._frauds)
+
+    # --- pickling --------------------------------------------------------------------
+
+    def __getstate__(self) -> tuple[object, ...]:
+        # The hourly counts as two arrays of small integers instead of a dict of Python
+        # ints, since every snapshot of a terminal pickles them: counts, and the hours as
+        # gaps from one to the next (they are in time order unless events came late,
+        # then as hours after the oldest).
+        hours = list(self._volume)
+        first = hours[0] if hours else 0
+        ordered = all(a < b for a, b in itertools.pairwise(hours))
+        steps = [b - a for a, b in itertools.pairwise([first, *hours])] if ordered else []
+        return (
+            self.history_days,
+            first,
+            _packed(steps) if ordered else None,
+            None if ordered else _packed([h - min(hours) for h in hours]),
+            _packed(list(self._volume.values())),
+            self._labelled,
+            self._frauds.held(),
+        )
+
+    def __setstate__(self, state: tuple[typing.Any, ...]) -> None:
+        self.history_days, first, steps, offsets, counts, self._labelled, frauds = state
+        if steps is not None:
+            hours = list(itertools.accumulate(_unpacked(steps), initial=first))[1:]
+        else:
+            raw = _unpacked(offsets)
+            base = first - raw[0]
+            hours = [base + h for h in raw]
+        self._volume = collections.OrderedDict(zip(hours, _unpacked(counts), strict=True))
+        self._frauds = ConfirmedFrauds(self.history_days)
+        for transaction_id, when in frauds.items():
+            self._frauds.record(transaction_id, when, is_fraud=True)
+
+
+def _packed(values: list[int]) -> bytes:
+    """Non-negative integers as 1-, 2- or 4-byte machine integers, the fewest that hold
+    the largest, after a byte that says which."""
+    top = max(values, default=0)
+    code = "B" if top < 2**8 else "H" if top < 2**16 else "I"
+    return code.encode() + array(code, values).tobytes()
+
+
+def _unpacked(data: bytes) -> array[int]:
+    values = array(chr(data[0]))
+    values.frombytes(data[1:])
+    return values

@@ -192,6 +192,24 @@ def terminal_with(hours: list[float], **params: float) -> TerminalProfile:
     return terminal
 
 
+@pytest.mark.parametrize("late", [False, True], ids=["in order", "late events"])
+def test_a_terminal_pickles_compactly_and_comes_back_the_same(late: bool) -> None:
+    hours = [h * 2.5 for h in range(270)]  # four weeks of a terminal busy every 2.5 hours
+    if late:
+        hours[100], hours[200] = hours[200], hours[100]
+    terminal = terminal_with(hours)
+    terminal.record_label("tx-1", H0 + 600 * HOUR, is_fraud=True)
+    again: TerminalProfile = pickle.loads(pickle.dumps(terminal))
+    assert list(again._volume.items()) == list(terminal._volume.items())
+    now = H0 + 700 * HOUR
+    assert again.features(now) == terminal.features(now)
+    again.observe(now)  # and it goes on as the original would
+    terminal.observe(now)
+    assert again.features(now + HOUR) == terminal.features(now + HOUR)
+    # Two bytes an hour with a transaction, or four with late events, plus a constant.
+    assert len(pickle.dumps(terminal)) < (4 if late else 2) * len(terminal._volume) + 300
+
+
 def test_terminal_features_have_the_published_names() -> None:
     x = TerminalProfile().features(H0)
     assert tuple(x) == TERMINAL_FEATURES
