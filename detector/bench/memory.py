@@ -11,18 +11,22 @@ the state looks like inside:
   (``waiting-*.db``, its journal included) rather than Bytewax's snapshots;
 - the detector's own state gauges at ``/metrics``: ``fraudstream_state_cards``,
   ``fraudstream_state_terminals``, ``fraudstream_state_pending_labels`` (scored
-  transactions waiting for a label) and ``fraudstream_state_parked_labels``.
+  transactions waiting for a label) and ``fraudstream_state_parked_labels``;
+- the bytes of the latest snapshot of each card and terminal, read from the recovery
+  partitions (read only).
 
-Bytes per card, per terminal and per waiting label are the RSS growth (or the store size)
-divided by each count: each is an upper bound, as if all of the growth were that kind.
-Between two samples, the growth divided by the change in waiting labels is the marginal
-cost of one more waiting label while the other counts stay put.
+Bytes per card and per terminal are their snapshots' mean size; bytes per waiting label
+are the waiting features' file divided by the waiting labels. Between two samples, the
+RSS growth divided by the change in waiting labels is the marginal cost in RAM of one
+more waiting label while the other counts stay put.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sqlite3
 import threading
 import time
 import urllib.request
@@ -83,6 +87,12 @@ class MemorySample:
     store_bytes: int
     waiting_bytes: int
     gauges: dict[str, int]
+    snapshots: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Bytewax step id -> (keys, bytes) of the latest snapshot of each key."""
+
+    def snapshot_bytes_per_key(self, step: str) -> float | None:
+        keys, size = next((v for k, v in self.snapshots.items() if k.split(".")[1] == step), (0, 0))
+        return size / keys if keys else None
 
     @property
     def cards(self) -> int:
@@ -140,6 +150,24 @@ def scrape(url: str) -> dict[str, int]:
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
     return {name: int(float(value)) for name, value in _GAUGE.findall(text)}
+
+
+def snapshot_sizes(recovery: Path) -> dict[str, tuple[int, int]]:
+    """Keys and bytes of the latest snapshot of each key, by step, in the recovery
+    partitions (read only, beside the running detector)."""
+    out: dict[str, tuple[int, int]] = {}
+    for part in recovery.glob("part-*.sqlite3"):
+        with contextlib.closing(sqlite3.connect(f"file:{part}?mode=ro", uri=True)) as db:
+            rows = db.execute(
+                "SELECT step_id, COUNT(*), SUM(LENGTH(ser_change)) FROM snaps AS s "
+                "WHERE ser_change IS NOT NULL AND snap_epoch = (SELECT MAX(snap_epoch) "
+                "FROM snaps WHERE step_id = s.step_id AND state_key = s.state_key) "
+                "GROUP BY step_id"
+            ).fetchall()
+        for step, keys, size in rows:
+            before = out.get(step, (0, 0))
+            out[step] = (before[0] + keys, before[1] + size)
+    return out
 
 
 def run_memory(
@@ -200,6 +228,7 @@ def _run(
                 store_bytes=dir_bytes(recovery),
                 waiting_bytes=dir_bytes(recovery, "waiting-*"),
                 gauges=scrape(url),
+                snapshots=snapshot_sizes(recovery),
             )
             previous = report.samples[-1] if report.samples else None
             report.samples.append(point)
@@ -282,13 +311,12 @@ HEADER = (
     "cards",
     "terminals",
     "waiting labels",
-    "B/card",
+    "snapshot B/card",
     "B/terminal",
-    "B/waiting label",
-    "marginal B/label",
-    "store B/label",
+    "disk B/waiting label",
+    "RSS B/label",
 )
-WIDTHS = (5, 10, 8, 10, 9, 13, 6, 9, 14, 8, 10, 15, 16, 13)
+WIDTHS = (5, 10, 8, 10, 9, 13, 6, 9, 14, 15, 10, 20, 11)
 
 
 def _row(cells: tuple[str, ...]) -> str:
@@ -300,18 +328,15 @@ def format_header() -> str:
 
 
 def format_sample(sample: MemorySample, previous: MemorySample | None) -> str:
-    growth = sample.growth_kib * 1024
+    def per(amount: float | None, count: int = 1) -> str:
+        return f"{amount / count:,.0f}" if amount is not None and count > 0 else "-"
 
-    def per(amount: int, count: int) -> str:
-        return f"{amount / count:,.0f}" if count > 0 else "-"
-
-    marginal = "-"
+    marginal = None
     # Only while the waiting labels grow clearly: else noise in RSS dominates.
     if previous is not None and sample.pending - previous.pending >= max(
         MARGINAL_MIN_LABELS, previous.pending * MARGINAL_MIN_SHARE
     ):
-        delta = (sample.rss_kib - previous.rss_kib) * 1024
-        marginal = f"{delta / (sample.pending - previous.pending):,.0f}"
+        marginal = (sample.rss_kib - previous.rss_kib) * 1024 / (sample.pending - previous.pending)
     return _row(
         (
             f"{sample.day:.0f}",
@@ -323,11 +348,10 @@ def format_sample(sample: MemorySample, previous: MemorySample | None) -> str:
             f"{sample.cards:,}",
             f"{sample.terminals:,}",
             f"{sample.pending:,}",
-            per(growth, sample.cards),
-            per(growth, sample.terminals),
-            per(growth, sample.pending),
-            marginal,
-            per(sample.store_bytes, sample.pending),
+            per(sample.snapshot_bytes_per_key("card_state")),
+            per(sample.snapshot_bytes_per_key("terminal_state")),
+            per(sample.waiting_bytes, sample.pending),
+            per(marginal),
         )
     )
 

@@ -74,3 +74,36 @@ def test_bench_prints_every_system_and_decides_every_transaction(
     )
     assert latency is not None, done.stdout
     assert latency.group(1) == latency.group(2), latency.group(0)
+
+
+@pytest.mark.slow
+def test_memory_bench_reports_the_state_it_holds(
+    kafka_settings: Settings, dataset: Path, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "FRAUDSTREAM_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "FRAUDSTREAM_HOME": str(tmp_path / "home"),
+        "FRAUDSTREAM_LOG_LEVEL": "WARNING",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "detector", "bench", "--memory", "--dataset", str(dataset)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=480,
+        check=False,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    header, _, *rows = [line for line in done.stdout.splitlines() if " | " in line or "-+-" in line]
+    columns = [c.strip() for c in header.split("|")]
+    last = dict(zip(columns, (c.strip() for c in rows[-1].split("|")), strict=True))
+    decided = int(last["decided"].replace(",", ""))
+    assert decided > 0 and int(last["cards"].replace(",", "")) > 0, done.stdout
+    # Every transaction waits for its label (5 days is within the horizon), on disk.
+    assert int(last["waiting labels"].replace(",", "")) == decided, done.stdout
+    assert float(last["of it waiting"]) > 0, done.stdout
+    for column in ("snapshot B/card", "B/terminal", "disk B/waiting label"):
+        assert int(last[column].replace(",", "")) > 0, (column, done.stdout)
+    assert "peak RSS" in done.stdout
