@@ -33,16 +33,8 @@ from detector.replay.simulator import SimulationConfig, simulate
 from detector.settings import Settings
 from tests.integration.kafka_io import consume_all
 from tests.integration.processes import detector_process, wait_until
-from tests.poison import (
-    CONTROL,
-    LABELS,
-    TRANSACTIONS,
-    Expect,
-    PoisonRecord,
-    corpus,
-    kinds_of,
-    valid_tx,
-)
+from tests.poison import corpus, kinds_of
+from tests.poison_records import CONTROL, LABELS, TRANSACTIONS, Expect, PoisonRecord, valid_tx
 
 pytestmark = pytest.mark.slow
 

@@ -41,7 +41,8 @@ from detector.scoring import (
     ScoringCore,
 )
 from detector.validation import parse_control, parse_event
-from tests.poison import HEAVY, KINDS, Expect, PoisonRecord, corpus
+from tests.poison import HEAVY, KINDS, corpus
+from tests.poison_records import Expect, PoisonRecord
 
 FUZZ = settings(
     max_examples=200,
