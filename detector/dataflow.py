@@ -49,7 +49,7 @@ import bytewax.operators as op
 import structlog
 from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
 from bytewax.connectors.kafka import operators as kop
-from bytewax.dataflow import Dataflow, Stream, operator
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators import KeyedStream, StatefulBatchLogic, StatefulLogic
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
@@ -106,9 +106,6 @@ Event = Transaction | Label
 Message = KafkaSinkMessage[bytes | None, bytes | None]
 T = TypeVar("T")
 X = TypeVar("X")
-V = TypeVar("V")
-W = TypeVar("W")
-S = TypeVar("S")
 # An item with the time (epoch seconds) its Kafka record was written, or parsed, its
 # record's place in this worker's input, and the record itself while a step may still
 # need it for a dead letter.
@@ -219,7 +216,7 @@ def _payload(item: object) -> bytes:
 # Snapshots are pickled at once, which copies the state as it is at the end of the epoch
 # (Bytewax pickles what ``snapshot`` returns later, while the state goes on changing),
 # and carry a format number: a store written by another format is refused, not misread.
-SNAPSHOT_FORMAT = 3
+SNAPSHOT_FORMAT = 4
 
 
 class RecoveryStoreError(RuntimeError):
@@ -250,20 +247,6 @@ def _thaw(snapshot: object, kind: type[T]) -> T:
         f"(format {SNAPSHOT_FORMAT}). Start from scratch by deleting FRAUDSTREAM_RECOVERY_DIR "
         f"(and the output topics' consumers' expectations), or run the version that wrote it."
     )
-
-
-@operator
-def _keyed_state(
-    step_id: str,
-    up: KeyedStream[V],
-    builder: Callable[[S | None], StatefulLogic[V, W, S]],
-) -> KeyedStream[W]:
-    """``op.stateful`` nested as ``op.stateful_flat_map`` nests it.
-
-    The inner step has the same id as a ``stateful_flat_map``'s, so recovery snapshots
-    taken by either load in the other.
-    """
-    return op.stateful("stateful", up, builder)
 
 
 Snapshot = tuple[int, str, bytes]
@@ -763,7 +746,7 @@ def build_flow(
     by_card = op.key_on("key_by_card", events, _card_key)
     card_out = op.key_rm(
         "card_out",
-        _keyed_state("card_state", by_card, partial(_CardLogic, config, metrics, watermark)),
+        op.stateful("card_state", by_card, partial(_CardLogic, config, metrics, watermark)),
     )
     # (CardFeatured | RoutedLabel | Rejected, received)
     to_dead_letter = partial(_rejected_to_dead_letter, settings)

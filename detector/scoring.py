@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from detector import __version__
 from detector.contracts import (
@@ -345,12 +344,7 @@ class ModelSlot:
 
 @dataclass
 class ModelState:
-    """Every model of the detector, which one decides, and the controls applied.
-
-    The attributes of the deciding model (``scorer``, ``thresholds``, ``name``,
-    ``transactions_scored``, ``decisions``) are also attributes of the state itself, as
-    before there were several models.
-    """
+    """Every model of the detector, which one decides, and the controls applied."""
 
     models: dict[str, ModelSlot]
     deciding: str
@@ -359,63 +353,9 @@ class ModelState:
     last_control_id: str | None = None
     last_label_at: float | None = None  # epoch seconds, wall clock
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # A snapshot of the single-model state (before challengers): one slot of it.
-        if "models" not in state:
-            slot = ModelSlot(
-                name=state["name"],
-                scorer=state["scorer"],
-                thresholds=state["thresholds"],
-                quality=QualityTracker(),
-                window=_window_of(state["thresholds"]),
-                transactions_scored=state["transactions_scored"],
-                decisions=state["decisions"],
-            )
-            state = {
-                "models": {slot.name: slot},
-                "deciding": slot.name,
-                "version": state["version"],
-                "labels_by_source": state["labels_by_source"],
-                "last_control_id": None,
-                "last_label_at": None,
-            }
-        self.__dict__.update(state)
-
     @property
     def decider(self) -> ModelSlot:
         return self.models[self.deciding]
-
-    @property
-    def name(self) -> str:
-        return self.deciding
-
-    @property
-    def scorer(self) -> HybridScorer:
-        return self.decider.scorer
-
-    @scorer.setter
-    def scorer(self, value: HybridScorer) -> None:
-        self.decider.scorer = value
-
-    @property
-    def thresholds(self) -> Thresholds | VolumeThresholds:
-        return self.decider.thresholds
-
-    @thresholds.setter
-    def thresholds(self, value: Thresholds | VolumeThresholds) -> None:
-        self.decider.thresholds = value
-
-    @property
-    def transactions_scored(self) -> int:
-        return self.decider.transactions_scored
-
-    @transactions_scored.setter
-    def transactions_scored(self, value: int) -> None:
-        self.decider.transactions_scored = value
-
-    @property
-    def decisions(self) -> collections.Counter[str]:
-        return self.decider.decisions
 
 
 # --- the three steps -----------------------------------------------------------------
@@ -723,13 +663,6 @@ def changed_thresholds(
     return window
 
 
-def _window_of(thresholds: Thresholds | VolumeThresholds) -> VolumeThresholds:
-    """A window of scores for ``thresholds``: itself in volume mode, else a new one."""
-    if isinstance(thresholds, VolumeThresholds):
-        return thresholds
-    return VolumeThresholds(fallback=thresholds)
-
-
 def new_thresholds(config: CoreConfig) -> tuple[Thresholds | VolumeThresholds, VolumeThresholds]:
     """The thresholds in force at start, and the window of scores (see ``ModelSlot``)."""
     fixed = Thresholds(config.review_threshold, config.block_threshold)
@@ -776,7 +709,7 @@ def ensure_models(state: ModelState, config: CoreConfig) -> ModelState:
     for kind in config.model_kinds:
         if model_name(kind) not in state.models:
             slot = new_model_slot(kind, config)
-            current = state.thresholds
+            current = state.decider.thresholds
             slot.window = VolumeThresholds(
                 state.decider.window.review_share,
                 state.decider.window.block_share,

@@ -291,11 +291,11 @@ def model_info(
     except IncompatibleModelError as error:
         typer.echo(f"not loadable here: {error}")
         return
-    scorer = obj.scorer if isinstance(obj, ModelState) else obj
+    scorer = obj.decider.scorer if isinstance(obj, ModelState) else obj
     if isinstance(obj, ModelState):
         typer.echo(
-            f"model: {obj.name} {obj.version}, {obj.transactions_scored:,} transactions "
-            f"scored, labels by source {dict(obj.labels_by_source)}"
+            f"model: {obj.deciding} {obj.version}, {obj.decider.transactions_scored:,} "
+            f"transactions scored, labels by source {dict(obj.labels_by_source)}"
         )
     if isinstance(scorer, HybridScorer):
         typer.echo(

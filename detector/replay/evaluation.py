@@ -261,7 +261,7 @@ def evaluate(
         weeks=weeks,
         throughput=stats,
         labels_by_source=dict(core.model.labels_by_source),
-        decisions=dict(core.model.decisions),
+        decisions=dict(core.model.decider.decisions),
         rows=rows,
         labels_by_day=labels_by_day,
         skipped_records=getattr(records, "skipped", 0),

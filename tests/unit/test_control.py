@@ -66,7 +66,7 @@ def test_fixed_thresholds_apply_at_once() -> None:
     assert core.score(later(0)).decision == "allow"
     assert isinstance(core.apply(set_fixed(0.0, 0.0, "block-all")), ControlApplied)
     assert core.score(later(1)).decision == "block"
-    assert core.model.thresholds == Thresholds(0.0, 0.0)
+    assert core.model.decider.thresholds == Thresholds(0.0, 0.0)
     [status] = core.statuses()
     assert (status.threshold_mode, status.review_threshold, status.block_threshold) == (
         "fixed",
@@ -79,10 +79,10 @@ def test_fixed_thresholds_apply_at_once() -> None:
 
 def test_volume_shares_change_over_the_same_window() -> None:
     core, scored = warmed(CoreConfig(threshold_mode="volume"), 1500)
-    before = core.model.thresholds
+    before = core.model.decider.thresholds
     assert isinstance(before, VolumeThresholds)
     core.apply(set_volume(0.2, 0.05))
-    after = core.model.thresholds
+    after = core.model.decider.thresholds
     assert after is before, "the rolling window is kept"
     # The new thresholds are the new shares' quantiles of the very same scores.
     expected = VolumeThresholds(0.2, 0.05)
@@ -98,13 +98,13 @@ def test_volume_shares_change_over_the_same_window() -> None:
 def test_switching_modes_keeps_the_models_learning() -> None:
     core, _ = warmed(CoreConfig(threshold_mode="volume"), 300)
     core.apply(set_fixed(0.5, 0.7, "fixed"))
-    assert core.model.thresholds == Thresholds(0.5, 0.7)
+    assert core.model.decider.thresholds == Thresholds(0.5, 0.7)
     core.apply(set_volume(0.1, 0.01, "volume"))
-    volume = core.model.thresholds
+    volume = core.model.decider.thresholds
     assert isinstance(volume, VolumeThresholds)
-    scored_before = core.model.transactions_scored
+    scored_before = core.model.decider.transactions_scored
     core.score(later(0))
-    assert core.model.transactions_scored == scored_before + 1
+    assert core.model.decider.transactions_scored == scored_before + 1
 
 
 def test_back_to_volume_the_thresholds_follow_the_scores_at_once() -> None:
@@ -116,7 +116,7 @@ def test_back_to_volume_the_thresholds_follow_the_scores_at_once() -> None:
     for i in range(1, 300):  # the scores under fixed thresholds still fill the window
         core.score(later(i))
     core.apply(set_volume(0.01, 0.001, "volume-again"))
-    volume = core.model.thresholds
+    volume = core.model.decider.thresholds
     assert isinstance(volume, VolumeThresholds)
     assert volume.review > 0.0 and volume.block >= volume.review
     decided = [core.score(later(1000 + i)).decision for i in range(300)]
@@ -134,7 +134,7 @@ def test_fixed_from_the_start_then_volume_needs_no_warm_up() -> None:
     for i in range(200):  # past the window's warm-up of 1,000 scores
         core.score(later(i))
     core.apply(set_volume(0.01, 0.001, "volume"))
-    volume = core.model.thresholds
+    volume = core.model.decider.thresholds
     assert isinstance(volume, VolumeThresholds)
     assert volume.review > 0.0, "the window of the fixed period decides"
 
@@ -213,8 +213,11 @@ def test_state_with_controls_survives_a_pickle() -> None:
     core.apply(set_deciding(TREE, "switch"))
     restored: ModelState = pickle.loads(pickle.dumps(core.model))
     assert restored.deciding == TREE and restored.last_control_id == "switch"
-    assert isinstance(restored.thresholds, VolumeThresholds)
-    assert (restored.thresholds.review_share, restored.thresholds.block_share) == (0.05, 0.01)
+    assert isinstance(restored.decider.thresholds, VolumeThresholds)
+    assert (restored.decider.thresholds.review_share, restored.decider.thresholds.block_share) == (
+        0.05,
+        0.01,
+    )
     twin = ScoringCore(core.config)
     twin.cards, twin.terminals, twin.model = core.cards, core.terminals, restored
     original = copy.deepcopy(core)
@@ -227,30 +230,12 @@ def test_state_with_controls_survives_a_pickle() -> None:
 
 def test_a_recovered_state_gains_newly_configured_models() -> None:
     state = new_model_state(CoreConfig(threshold_mode="fixed"))
-    state.thresholds = Thresholds(0.2, 0.4)
+    state.decider.thresholds = Thresholds(0.2, 0.4)
     state = ensure_models(state, CoreConfig(challengers=("tree",), quality_window=100))
     assert list(state.models) == [LOGREG, TREE]
     assert state.deciding == LOGREG
     assert state.models[TREE].thresholds == Thresholds(0.2, 0.4), "the thresholds in force"
     assert all(slot.quality.size == 100 for slot in state.models.values())
-
-
-def test_a_single_model_snapshot_of_an_older_version_loads() -> None:
-    old = new_model_state(CoreConfig())
-    slot = old.decider
-    legacy = {
-        "scorer": slot.scorer,
-        "thresholds": slot.thresholds,
-        "name": slot.name,
-        "version": old.version,
-        "transactions_scored": 7,
-        "decisions": slot.decisions,
-        "labels_by_source": old.labels_by_source,
-    }
-    state = ModelState.__new__(ModelState)
-    state.__setstate__(legacy)
-    assert state.deciding == LOGREG and state.transactions_scored == 7
-    assert state.last_control_id is None
 
 
 def test_config_from_settings_picks_up_challengers_and_the_quality_window() -> None:
