@@ -58,44 +58,36 @@ from bytewax.run import cli_main
 from confluent_kafka import KafkaError, Producer
 
 from detector import __version__
+from detector.cards import CardState, card_idle, card_step, expire_parked, parked_until
 from detector.contracts import Control, DeadLetter, Label, ModelStatus, RejectReason, Transaction
-from detector.kafka_config import consumer_config, producer_config
-from detector.metrics import METRICS, DetectorMetrics, MetricsServerError, metrics_port, serve
-from detector.published import Published, read_published
-from detector.scoring import (
+from detector.items import (
     CardOut,
-    CardState,
     ControlApplied,
-    CoreConfig,
     LabelToLearn,
     Learned,
     ModelIn,
     ModelOut,
-    ModelState,
     Origin,
     Rejected,
     RoutedLabel,
     Scored,
-    ShardSummary,
     TerminalIn,
     TerminalOut,
-    TerminalState,
-    card_idle,
-    card_step,
+)
+from detector.kafka_config import consumer_config, producer_config
+from detector.metrics import METRICS, DetectorMetrics, MetricsServerError, metrics_port, serve
+from detector.published import Published, read_published
+from detector.scoring import (
+    ModelState,
     ensure_models,
-    expire_parked,
-    merge_statuses,
     model_step,
     new_model_state,
-    parked_until,
     shard_of,
-    summarize,
-    terminal_idle,
-    terminal_key,
-    terminal_step,
     to_shards,
 )
-from detector.settings import Settings
+from detector.settings import CoreConfig, Settings
+from detector.status import ShardSummary, merge_statuses, summarize
+from detector.terminals import TerminalState, terminal_idle, terminal_key, terminal_step
 from detector.validation import parse_control, parse_event
 from detector.waiting import PURGE_MARGIN_SECONDS, StoredPending, waiting_store
 from models import PendingFeatures

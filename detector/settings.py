@@ -6,6 +6,8 @@ the README's configuration table lists the same fields.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -241,3 +243,61 @@ class Settings(BaseSettings):
             self.topic_model_status,
             self.topic_control,
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """The scoring core's knobs (a picklable subset of ``Settings``)."""
+
+    card_history_days: float = 30.0
+    card_history_max: int = 1000
+    terminal_history_days: float = 28.0
+    label_horizon_days: float = 45.0
+    pending_max_per_terminal: int = 100_000
+    presume_legit_days: float = 0.0
+    label_park_seconds: float = 600.0
+    threshold_mode: str = "volume"
+    review_threshold: float = 0.6
+    block_threshold: float = 0.9
+    review_share: float = 0.01
+    block_share: float = 0.001
+    warmup_frauds: int = 50
+    classifier: str = "logreg"
+    challengers: tuple[str, ...] = ()
+    quality_window: int = 5000
+    shards: int = 1
+    # The detector's store of features waiting for labels (None: in memory)
+    waiting_store: str | None = None
+    waiting_cache_mb: int = 256
+
+    @property
+    def model_kinds(self) -> tuple[str, ...]:
+        """The classifier kinds to run, the deciding one at start first, each once."""
+        return tuple(dict.fromkeys((self.classifier, *self.challengers)))
+
+    def evaluation(self) -> CoreConfig:
+        """The same core for an offline replay, where every label is explicit."""
+        return dataclasses.replace(self, presume_legit_days=0.0)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CoreConfig:
+        return cls(
+            card_history_days=settings.card_history_days,
+            card_history_max=settings.card_history_max,
+            terminal_history_days=settings.terminal_history_days,
+            label_horizon_days=settings.label_horizon_days,
+            pending_max_per_terminal=settings.pending_max_per_terminal,
+            presume_legit_days=settings.presume_legit_days,
+            label_park_seconds=settings.label_park_seconds,
+            threshold_mode=settings.threshold_mode,
+            review_threshold=settings.review_threshold,
+            block_threshold=settings.block_threshold,
+            review_share=settings.review_share,
+            block_share=settings.block_share,
+            warmup_frauds=settings.classifier_warmup_frauds,
+            classifier=settings.classifier,
+            challengers=tuple(settings.challengers),
+            quality_window=settings.quality_window,
+            shards=settings.shards,
+            waiting_cache_mb=settings.waiting_cache_mb,
+        )

@@ -186,7 +186,7 @@ def evaluate(
     from detector.replay.evaluation import DEFAULT_TEST_WEEKS, LabelPolicy
     from detector.replay.evaluation import evaluate as run_evaluation
     from detector.replay.handbook import format_table
-    from detector.scoring import CoreConfig
+    from detector.settings import CoreConfig
 
     settings = command_settings()
     if save_model is not None and not save_model.parent.is_dir():

@@ -26,10 +26,13 @@ from datetime import time as dtime
 from typing import IO, Any
 
 from detector.contracts import Label
+from detector.core import ScoringCore
+from detector.items import Learned, Rejected, Scored
 from detector.replay.datasets import Record
 from detector.replay.handbook import ScoredTransaction, WeekReport, evaluate_week
 from detector.replay.progress import ProgressBar
-from detector.scoring import CoreConfig, Learned, ModelState, Rejected, Scored, ScoringCore
+from detector.scoring import ModelState
+from detector.settings import CoreConfig
 
 DAY = timedelta(days=1)
 DEFAULT_TEST_WEEKS = (date(2018, 7, 4), date(2018, 7, 11), date(2018, 7, 18), date(2018, 7, 25))

@@ -10,18 +10,11 @@ from typing import Any
 import pytest
 
 from detector.contracts import Control, RejectReason, ThresholdChange
+from detector.core import ScoringCore
 from detector.decision import Thresholds, VolumeThresholds
-from detector.scoring import (
-    ControlApplied,
-    CoreConfig,
-    ModelState,
-    Rejected,
-    Scored,
-    ScoringCore,
-    ensure_models,
-    new_model_state,
-)
-from detector.settings import Settings
+from detector.items import ControlApplied, Rejected, Scored
+from detector.scoring import ModelState, ensure_models, new_model_state
+from detector.settings import CoreConfig, Settings
 from detector.validation import parse_control
 from tests.unit.test_scoring import background, label, tx
 

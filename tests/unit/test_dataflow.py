@@ -537,7 +537,9 @@ def test_a_resumed_model_publishes_the_decision_of_record_again() -> None:
 
 
 def _scored_by_core(events: list[Transaction | Label], config: Settings) -> dict[str, Decision]:
-    from detector.scoring import CoreConfig, Scored, ScoringCore
+    from detector.core import ScoringCore
+    from detector.items import Scored
+    from detector.settings import CoreConfig
 
     core = ScoringCore(CoreConfig.from_settings(config))
     out: dict[str, Decision] = {}
@@ -632,7 +634,9 @@ def test_with_two_workers_every_transaction_gets_the_same_card_features() -> Non
     # every transaction in the order it reaches it: those may.)
     from bytewax.testing import cluster_main
 
-    from detector.scoring import CoreConfig, Scored, ScoringCore
+    from detector.core import ScoringCore
+    from detector.items import Scored
+    from detector.settings import CoreConfig
     from models import CARD_FEATURES
 
     events = _simulated_events(1500)

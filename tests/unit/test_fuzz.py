@@ -31,15 +31,9 @@ from detector.contracts import (
     ThresholdChange,
     Transaction,
 )
-from detector.scoring import (
-    ControlApplied,
-    CoreConfig,
-    Learned,
-    ModelOut,
-    Rejected,
-    Scored,
-    ScoringCore,
-)
+from detector.core import ScoringCore
+from detector.items import ControlApplied, Learned, ModelOut, Rejected, Scored
+from detector.settings import CoreConfig
 from detector.validation import parse_control, parse_event
 from tests.poison import HEAVY, KINDS, Expect, PoisonRecord, corpus
 

@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from detector.contracts import Label, Transaction
+from detector.core import ScoringCore
+from detector.items import Scored
 from detector.replay.simulator import SimulationConfig, simulate
-from detector.scoring import CoreConfig, Scored, ScoringCore
+from detector.settings import CoreConfig
 
 
 def twin_card_history(last: datetime) -> list[Transaction]:

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from detector import __version__
 from detector.cli import app
-from detector.scoring import CoreConfig, ModelState, new_model_state
+from detector.scoring import ModelState, new_model_state
+from detector.settings import CoreConfig
 from models import HybridScorer
 from models.persistence import (
     IncompatibleModelError,

@@ -10,16 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from detector.cards import MAX_PARKED_LABELS_PER_CARD
 from detector.contracts import Alert, Decision, Label, RejectReason, Transaction, alert_id_for
+from detector.core import ScoringCore
 from detector.decision import Thresholds
-from detector.scoring import (
-    MAX_PARKED_LABELS_PER_CARD,
-    CoreConfig,
-    Learned,
-    Rejected,
-    Scored,
-    ScoringCore,
-)
+from detector.items import Learned, Rejected, Scored
+from detector.settings import CoreConfig
 from models import FEATURES
 
 START = datetime(2024, 1, 1, tzinfo=UTC)

@@ -10,19 +10,12 @@ from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.testing import TestingSink, TestingSource, cluster_main
 
 from detector.contracts import Control, Decision, Label, ModelStatus, ThresholdChange, Transaction
+from detector.core import ScoringCore
 from detector.dataflow import Sinks, _where_keys_land, build_flow, shard_keys
+from detector.items import Featured, LabelToLearn, Learned, Scored
 from detector.replay.simulator import SimulationConfig, simulate
-from detector.scoring import (
-    CoreConfig,
-    Featured,
-    LabelToLearn,
-    Learned,
-    Scored,
-    ScoringCore,
-    shard_of,
-    to_shards,
-)
-from detector.settings import Settings
+from detector.scoring import shard_of, to_shards
+from detector.settings import CoreConfig, Settings
 from tests.unit.test_dataflow import Feed, values
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)

@@ -8,7 +8,8 @@ import pytest
 
 from detector import __version__
 from detector.dataflow import SNAPSHOT_FORMAT, RecoveryStoreError, _freeze, _thaw
-from detector.scoring import CoreConfig, ModelState, new_model_state
+from detector.scoring import ModelState, new_model_state
+from detector.settings import CoreConfig
 
 
 def test_a_snapshot_thaws_as_it_was_frozen() -> None:

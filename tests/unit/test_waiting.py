@@ -11,9 +11,10 @@ import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from detector.contracts import Decision, Label, ModelStatus, Transaction
+from detector.core import ScoringCore
 from detector.dataflow import Sinks, build_flow
 from detector.metrics import DetectorMetrics
-from detector.scoring import CoreConfig, ScoringCore
+from detector.settings import CoreConfig
 from detector.waiting import StoredPending, StoredScores, WaitingStore
 from models import PendingFeatures, QualityTracker
 from tests.unit.test_dataflow import (
