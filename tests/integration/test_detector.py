@@ -14,7 +14,8 @@ import pytest
 from bytewax.testing import run_main
 
 from detector.contracts import Alert, Decision, Label, ModelStatus, Transaction
-from detector.dataflow import build_flow, recovery_config
+from detector.dataflow import build_flow
+from detector.flow.recovery import recovery_config
 from detector.replay.simulator import SimulationConfig, simulate
 from detector.settings import Settings
 from tests.integration.kafka_io import consume_all, produce

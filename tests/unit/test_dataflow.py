@@ -23,7 +23,9 @@ from detector.contracts import (
     Transaction,
     alert_id_for,
 )
-from detector.dataflow import Sinks, build_flow, recovery_config
+from detector.dataflow import build_flow
+from detector.flow.kafka import Sinks
+from detector.flow.recovery import recovery_config
 from detector.settings import Settings
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -468,7 +470,7 @@ def test_core_dead_letters_keep_the_original_record() -> None:
 def test_an_item_a_step_fails_on_is_a_dead_letter_and_the_flow_goes_on(
     monkeypatch: Any,
 ) -> None:
-    import detector.dataflow as dataflow
+    import detector.flow.steps as dataflow
 
     real = dataflow.terminal_step
 

@@ -803,7 +803,7 @@ def _run_cluster(script: Path, recovery_dirs: list[Path]) -> list[str]:
 def test_detector_pods_take_their_process_id_addresses_and_recovery_partition(
     tmp_path: Path,
 ) -> None:
-    from detector.dataflow import recovery_config
+    from detector.flow.recovery import recovery_config
     from detector.metrics import metrics_port
 
     statefulset = _one("StatefulSet", "fraudstream-detector")

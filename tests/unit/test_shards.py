@@ -11,7 +11,9 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main
 
 from detector.contracts import Control, Decision, Label, ModelStatus, ThresholdChange, Transaction
 from detector.core import ScoringCore
-from detector.dataflow import Sinks, _where_keys_land, build_flow, shard_keys
+from detector.dataflow import build_flow
+from detector.flow.kafka import Sinks
+from detector.flow.shards import shard_keys, where_keys_land
 from detector.items import Featured, LabelToLearn, Learned, Scored
 from detector.replay.simulator import SimulationConfig, simulate
 from detector.scoring import shard_of, to_shards
@@ -104,7 +106,7 @@ def test_a_control_reaches_every_shard() -> None:
 def test_shard_keys_land_on_distinct_workers() -> None:
     settings = Settings(workers=3)
     keys = shard_keys(3, settings)
-    assert sorted(_where_keys_land(keys, 3).values()) == [0, 1, 2]
+    assert sorted(where_keys_land(keys, 3).values()) == [0, 1, 2]
     assert shard_keys(1, Settings()) == ["model-0"]
 
 

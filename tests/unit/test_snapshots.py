@@ -7,14 +7,14 @@ import pickle
 import pytest
 
 from detector import __version__
-from detector.dataflow import SNAPSHOT_FORMAT, RecoveryStoreError, _freeze, _thaw
+from detector.flow.snapshots import SNAPSHOT_FORMAT, RecoveryStoreError, freeze, thaw
 from detector.scoring import ModelState, new_model_state
 from detector.settings import CoreConfig
 
 
 def test_a_snapshot_thaws_as_it_was_frozen() -> None:
     state = new_model_state(CoreConfig())
-    thawed = _thaw(_freeze(state), ModelState)
+    thawed = thaw(freeze(state), ModelState)
     assert list(thawed.models) == list(state.models)
     assert thawed.deciding == state.deciding
 
@@ -22,7 +22,7 @@ def test_a_snapshot_thaws_as_it_was_frozen() -> None:
 def test_a_snapshot_of_another_format_is_refused_with_a_clear_message() -> None:
     older = (SNAPSHOT_FORMAT - 1, "0.9.0", pickle.dumps(new_model_state(CoreConfig())))
     with pytest.raises(RecoveryStoreError) as refused:
-        _thaw(older, ModelState)
+        thaw(older, ModelState)
     message = str(refused.value)
     assert f"written by fraudstream 0.9.0 (format {SNAPSHOT_FORMAT - 1})" in message
     assert f"this is fraudstream {__version__} (format {SNAPSHOT_FORMAT})" in message
@@ -31,9 +31,9 @@ def test_a_snapshot_of_another_format_is_refused_with_a_clear_message() -> None:
 
 def test_a_snapshot_without_a_format_is_refused() -> None:
     with pytest.raises(RecoveryStoreError, match="written by an older fraudstream"):
-        _thaw(pickle.dumps({"models": {}}), ModelState)
+        thaw(pickle.dumps({"models": {}}), ModelState)
 
 
 def test_a_snapshot_of_another_kind_is_refused() -> None:
     with pytest.raises(RecoveryStoreError):
-        _thaw(_freeze({"not": "a model state"}), ModelState)
+        thaw(freeze({"not": "a model state"}), ModelState)

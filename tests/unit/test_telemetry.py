@@ -14,7 +14,8 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from prometheus_client.parser import text_string_to_metric_families
 
 from detector.contracts import ModelQuality, ModelStatus, RejectReason
-from detector.dataflow import Sinks, build_flow, start_metrics
+from detector.dataflow import build_flow, start_metrics
+from detector.flow.kafka import Sinks
 from detector.local.broker_config import find_free_ports
 from detector.metrics import (
     LABEL_SOURCES,

@@ -12,7 +12,8 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from detector.contracts import Decision, Label, ModelStatus, Transaction
 from detector.core import ScoringCore
-from detector.dataflow import Sinks, build_flow
+from detector.dataflow import build_flow
+from detector.flow.kafka import Sinks
 from detector.metrics import DetectorMetrics
 from detector.settings import CoreConfig
 from detector.waiting import StoredPending, StoredScores, WaitingStore
@@ -170,7 +171,7 @@ def test_the_flow_on_the_disk_store_decides_as_the_core(tmp_path: Path) -> None:
 def test_quiet_cards_and_terminals_leave_the_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import detector.dataflow as dataflow
+    import detector.flow.steps as dataflow
 
     monkeypatch.setattr(dataflow, "IDLE_CHECK_SECONDS", 0.2)
     feed = Feed()
@@ -191,7 +192,7 @@ def test_quiet_cards_and_terminals_leave_the_state(
 def test_a_quiet_terminal_presumes_its_transactions_legitimate_on_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import detector.dataflow as dataflow
+    import detector.flow.steps as dataflow
 
     monkeypatch.setattr(dataflow, "IDLE_CHECK_SECONDS", 0.2)
     feed = Feed()
