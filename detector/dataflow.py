@@ -58,7 +58,8 @@ from detector.flow.stamped import Event, ModelItem, Outcome, Parsed, ShardIn, St
 from detector.flow.steps import CardLogic, ModelLogic, StatusLogic, TerminalLogic, Watermark
 from detector.items import ModelIn, Rejected, TerminalIn
 from detector.kafka_config import consumer_config
-from detector.metrics import METRICS, DetectorMetrics, MetricsServerError, metrics_port, serve
+from detector.metrics import METRICS, DetectorMetrics
+from detector.metrics.endpoint import MetricsServerError, metrics_port, serve
 from detector.published import Published
 from detector.settings import CoreConfig, Settings
 from detector.status import ShardSummary
@@ -232,7 +233,7 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 
 def start_metrics(settings: Settings) -> str | None:
-    """Serve the detector's /metrics; its URL (see ``metrics.metrics_port``).
+    """Serve the detector's /metrics; its URL (see ``detector.metrics.endpoint.metrics_port``).
 
     None when ``metrics_port`` is 0. A port in use or an unusable host ends the process
     with a plain message, before the dataflow starts.

@@ -804,7 +804,7 @@ def test_detector_pods_take_their_process_id_addresses_and_recovery_partition(
     tmp_path: Path,
 ) -> None:
     from detector.flow.recovery import recovery_config
-    from detector.metrics import metrics_port
+    from detector.metrics.endpoint import metrics_port
 
     statefulset = _one("StatefulSet", "fraudstream-detector")
     processes = statefulset["spec"]["replicas"]

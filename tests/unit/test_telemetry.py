@@ -17,14 +17,8 @@ from detector.contracts import ModelQuality, ModelStatus, RejectReason
 from detector.dataflow import build_flow, start_metrics
 from detector.flow.kafka import Sinks
 from detector.local.broker_config import find_free_ports
-from detector.metrics import (
-    LABEL_SOURCES,
-    DetectorMetrics,
-    MetricsServerError,
-    label_source,
-    metrics_port,
-    serve,
-)
+from detector.metrics import LABEL_SOURCES, DetectorMetrics, label_source
+from detector.metrics.endpoint import MetricsServerError, metrics_port, serve
 from detector.settings import Settings
 from tests.factories import model_status
 from tests.unit.test_dataflow import Feed, ordinary_traffic
@@ -402,7 +396,8 @@ def test_start_metrics_serves_on_the_configured_address() -> None:
 def test_the_fast_histogram_exposes_what_a_client_histogram_would() -> None:
     from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-    from detector.metrics import SCORE_BUCKETS, FastHistogram
+    from detector.metrics import SCORE_BUCKETS
+    from detector.metrics.histogram import FastHistogram
 
     values = [0.0, 0.05, 0.049, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0, 0.3333, 1.5]
     ours, theirs = CollectorRegistry(), CollectorRegistry()
