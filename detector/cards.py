@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from detector.contracts import Label, RejectReason, Transaction
 from detector.items import CardFeatured, CardOut, Origin, Rejected, RoutedLabel
-from detector.settings import CoreConfig
+from detector.settings import ScoringSettings
 from models import CardProfile
 
 DAY = 86400.0
@@ -48,7 +48,7 @@ class Parked:
 def card_step(
     state: CardState | None,
     event: Transaction | Label,
-    config: CoreConfig,
+    config: ScoringSettings,
     *,
     origin: Origin | None = None,
     received: float = 0.0,
@@ -85,7 +85,7 @@ def card_step(
     return state, out
 
 
-def _route_label(state: CardState, parked: Parked, config: CoreConfig) -> list[CardOut]:
+def _route_label(state: CardState, parked: Parked, config: ScoringSettings) -> list[CardOut]:
     label = parked.label
     known = state.profile.knows(label.transaction_id)
     if known is not None:
@@ -105,7 +105,7 @@ def _route_label(state: CardState, parked: Parked, config: CoreConfig) -> list[C
 
 
 def _release_parked(
-    state: CardState, tx: Transaction, ts: float, config: CoreConfig
+    state: CardState, tx: Transaction, ts: float, config: ScoringSettings
 ) -> list[CardOut]:
     """Route labels that waited for ``tx``; give up on those the card has passed."""
     out: list[CardOut] = []
@@ -120,21 +120,21 @@ def _release_parked(
     return out
 
 
-def parked_until(state: CardState, config: CoreConfig) -> float | None:
+def parked_until(state: CardState, config: ScoringSettings) -> float | None:
     """When the card's longest-waiting label gives up (record time), if one waits."""
     if not state.parked:
         return None
     return min(p.since for p in state.parked.values()) + config.label_park_seconds
 
 
-def expire_parked(state: CardState, now: float, config: CoreConfig) -> list[Rejected]:
+def expire_parked(state: CardState, now: float, config: ScoringSettings) -> list[Rejected]:
     """Give up on the labels that have waited ``label_park_seconds`` by ``now``."""
     cutoff = now - config.label_park_seconds
     gone = [t for t, p in state.parked.items() if p.since <= cutoff]
     return [_unknown(state.parked.pop(t), config, waited=True) for t in gone]
 
 
-def _unknown(parked: Parked, config: CoreConfig, *, waited: bool = False) -> Rejected:
+def _unknown(parked: Parked, config: ScoringSettings, *, waited: bool = False) -> Rejected:
     label = parked.label
     if waited:
         why = (
@@ -155,7 +155,7 @@ def _unknown(parked: Parked, config: CoreConfig, *, waited: bool = False) -> Rej
     )
 
 
-def card_idle(state: CardState, now: float, config: CoreConfig) -> bool:
+def card_idle(state: CardState, now: float, config: ScoringSettings) -> bool:
     """Nothing of the card can still matter at event time ``now``: no label waits, and
     its last transaction is older than its history and the label horizon."""
     last = state.profile.last_seen

@@ -11,7 +11,7 @@ from detector.cards import CardState, card_step
 from detector.contracts import Control, Label, ModelStatus, RejectReason, Transaction
 from detector.items import ControlApplied, Learned, ModelIn, ModelOut, Rejected, Scored
 from detector.scoring import ModelState, model_step, new_model_state, to_shards
-from detector.settings import CoreConfig
+from detector.settings import ScoringSettings
 from detector.status import merge_statuses, summarize
 from detector.terminals import TerminalState, terminal_key, terminal_step
 
@@ -24,8 +24,8 @@ class ScoringCore:
     to the model step, as in the dataflow.
     """
 
-    def __init__(self, config: CoreConfig | None = None) -> None:
-        self.config = config or CoreConfig()
+    def __init__(self, config: ScoringSettings | None = None) -> None:
+        self.config = config or ScoringSettings()
         self.cards: dict[str, CardState] = {}
         self.terminals: dict[str, TerminalState] = {}
         # the model step's shards (one unless ``config.shards`` says more)

@@ -24,7 +24,6 @@ transaction decided again gets the very same decision (``detector.published``).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import sys
@@ -61,7 +60,7 @@ from detector.kafka_config import consumer_config
 from detector.metrics import METRICS, DetectorMetrics
 from detector.metrics.endpoint import MetricsServerError, metrics_port, serve
 from detector.published import Published
-from detector.settings import CoreConfig, Settings
+from detector.settings import Settings
 from detector.status import ShardSummary
 from detector.terminals import terminal_key
 from detector.waiting import waiting_store
@@ -88,10 +87,11 @@ def build_flow(
     ``waiting`` is the file of this process's features waiting for labels (see
     ``detector.waiting``); without it they stay in memory.
     """
-    config = CoreConfig.from_settings(settings)
+    config = settings.scoring.placed(shards=settings.detector.shards, waiting_store=waiting)
     if waiting is not None:
-        config = dataclasses.replace(config, waiting_store=str(waiting))
-        store = waiting_store(waiting, config.waiting_cache_mb, shared=settings.workers > 1)
+        store = waiting_store(
+            waiting, config.waiting_cache_mb, shared=settings.detector.workers > 1
+        )
         metrics.state.stored_pending = lambda: store.rows
     flow = Dataflow("fraudstream")
     watermark = Watermark()  # the event time each worker has reached: for idle state
@@ -100,10 +100,14 @@ def build_flow(
         kafka_in = kop.input(
             "kafka_in",
             flow,
-            brokers=settings.brokers,
-            topics=[settings.topic_transactions, settings.topic_labels, settings.topic_control],
+            brokers=settings.kafka.brokers,
+            topics=[
+                settings.kafka.topic_transactions,
+                settings.kafka.topic_labels,
+                settings.kafka.topic_control,
+            ],
             tail=tail,
-            batch_size=settings.kafka_batch_size,
+            batch_size=settings.kafka.kafka_batch_size,
             add_config=consumer_config(settings),
         )
         records = kafka_in.oks
@@ -147,7 +151,10 @@ def build_flow(
         "key_by_shard", model_in, partial(keyed_by_shard, shard_keys(config.shards, settings))
     )
     model_logic = partial(
-        ModelLogic, config, settings.status_interval_seconds, read_back or _nothing_published
+        ModelLogic,
+        config,
+        settings.detector.status_interval_seconds,
+        read_back or _nothing_published,
     )
     shards_out = op.key_rm("model_out", op.stateful_batch("model", by_shard, model_logic))
     # (Scored | Learned | ControlApplied | Rejected | ShardSummary, received, seq, None)
@@ -238,11 +245,13 @@ def start_metrics(settings: Settings) -> str | None:
     None when ``metrics_port`` is 0. A port in use or an unusable host ends the process
     with a plain message, before the dataflow starts.
     """
-    if not settings.metrics_port:
+    if not settings.detector.metrics_port:
         return None
     try:
-        port = metrics_port(settings.metrics_port, settings.process_id, settings.cluster)
-        server = serve(settings.metrics_host, port)
+        port = metrics_port(
+            settings.detector.metrics_port, settings.detector.process_id, settings.detector.cluster
+        )
+        server = serve(settings.detector.metrics_host, port)
     except MetricsServerError as error:
         log.error("metrics endpoint unavailable", error=str(error))
         raise SystemExit(f"fraudstream detect: {error}") from None
@@ -255,25 +264,25 @@ def run(settings: Settings) -> None:
     recovery = recovery_config(settings)  # before the waiting features land in its folder
     flow = build_flow(
         settings,
-        read_back=ReadBack(settings) if settings.recovery else None,
+        read_back=ReadBack(settings) if settings.detector.recovery else None,
         waiting=waiting_path(settings),
     )
     metrics_url = start_metrics(settings)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _exit_on_signal)
-    addresses = settings.cluster or None
+    addresses = settings.detector.cluster or None
     log.info(
         "detector starting",
-        brokers=settings.brokers,
-        recovery=str(settings.recovery_path) if settings.recovery else None,
-        workers=settings.workers,
+        brokers=settings.kafka.brokers,
+        recovery=str(settings.recovery_path) if settings.detector.recovery else None,
+        workers=settings.detector.workers,
         metrics=metrics_url,
     )
     cli_main(
         flow,
-        workers_per_process=settings.workers,
-        process_id=settings.process_id,
+        workers_per_process=settings.detector.workers,
+        process_id=settings.detector.process_id,
         addresses=addresses,
-        epoch_interval=timedelta(seconds=settings.snapshot_interval_seconds),
+        epoch_interval=timedelta(seconds=settings.detector.snapshot_interval_seconds),
         recovery_config=recovery,
     )

@@ -14,7 +14,6 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from detector import __version__
 from detector.contracts import Control, DecisionKind, RejectReason, ThresholdChange
@@ -31,7 +30,7 @@ from detector.items import (
     Scored,
 )
 from detector.reasons import explain
-from detector.settings import CoreConfig
+from detector.settings import ScoringSettings
 from detector.waiting import StoredScores
 from models import CLASSIFIERS, HybridScore, HybridScorer, QualityTracker
 
@@ -76,7 +75,11 @@ class ModelState:
 
 
 def model_step(
-    state: ModelState | None, item: ModelIn, config: CoreConfig, *, origin: Origin | None = None
+    state: ModelState | None,
+    item: ModelIn,
+    config: ScoringSettings,
+    *,
+    origin: Origin | None = None,
 ) -> tuple[ModelState, list[ModelOut]]:
     """Score, learn or apply a control; ``origin`` is a control's Kafka record."""
     if state is None:
@@ -89,7 +92,7 @@ def model_step(
     return state, [apply_control(state, item, origin=origin)]
 
 
-def _score(state: ModelState, item: Featured, config: CoreConfig) -> Scored:
+def _score(state: ModelState, item: Featured, config: ScoringSettings) -> Scored:
     """Every model scores the transaction; the deciding model's score decides."""
     tx = item.transaction
     features = item.features
@@ -183,7 +186,9 @@ def changed_thresholds(
     return window
 
 
-def new_thresholds(config: CoreConfig) -> tuple[Thresholds | VolumeThresholds, VolumeThresholds]:
+def new_thresholds(
+    config: ScoringSettings,
+) -> tuple[Thresholds | VolumeThresholds, VolumeThresholds]:
     """The thresholds in force at start, and the window of scores (see ``ModelSlot``)."""
     fixed = Thresholds(config.review_threshold, config.block_threshold)
     window = VolumeThresholds(config.review_share, config.block_share, fallback=fixed)
@@ -195,17 +200,19 @@ def model_name(kind: str) -> str:
     return f"hybrid-tail-{kind}"
 
 
-def new_model_slot(kind: str, config: CoreConfig) -> ModelSlot:
+def new_model_slot(kind: str, config: ScoringSettings) -> ModelSlot:
     in_force, window = new_thresholds(config)
     return ModelSlot(
         name=model_name(kind),
-        scorer=HybridScorer(classifier=CLASSIFIERS[kind](), warmup_frauds=config.warmup_frauds),
+        scorer=HybridScorer(
+            classifier=CLASSIFIERS[kind](), warmup_frauds=config.classifier_warmup_frauds
+        ),
         thresholds=in_force,
         quality=QualityTracker(
             shard_window(config),
             horizon_days=config.label_horizon_days,
             scores=(
-                StoredScores(model_name(kind), Path(config.waiting_store), config.waiting_cache_mb)
+                StoredScores(model_name(kind), config.waiting_store, config.waiting_cache_mb)
                 if config.waiting_store is not None
                 else None
             ),
@@ -214,12 +221,12 @@ def new_model_slot(kind: str, config: CoreConfig) -> ModelSlot:
     )
 
 
-def new_model_state(config: CoreConfig) -> ModelState:
+def new_model_state(config: ScoringSettings) -> ModelState:
     slots = [new_model_slot(kind, config) for kind in config.model_kinds]
     return ModelState(models={slot.name: slot for slot in slots}, deciding=slots[0].name)
 
 
-def ensure_models(state: ModelState, config: CoreConfig) -> ModelState:
+def ensure_models(state: ModelState, config: ScoringSettings) -> ModelState:
     """Bring a recovered state in line with the configuration.
 
     Models configured since the snapshot start fresh (with the thresholds in force);
@@ -255,7 +262,7 @@ def ensure_models(state: ModelState, config: CoreConfig) -> ModelState:
 # policy; in volume mode each shard keeps the shares over its own scores.
 
 
-def shard_window(config: CoreConfig) -> int:
+def shard_window(config: ScoringSettings) -> int:
     """Labelled transactions in each shard's quality window: together, the configured."""
     return -(-config.quality_window // config.shards)
 

@@ -8,11 +8,10 @@ comes (or until it is presumed legitimate): the model learns from what it saw th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from detector.contracts import RejectReason
 from detector.items import Featured, LabelToLearn, Rejected, RoutedLabel, TerminalIn, TerminalOut
-from detector.settings import CoreConfig
+from detector.settings import ScoringSettings
 from detector.waiting import StoredPending
 from models import FEATURES, PendingFeatures, TerminalProfile
 
@@ -27,7 +26,7 @@ class TerminalState:
     pending: PendingFeatures | StoredPending
 
 
-def terminal_idle(state: TerminalState, now: float, config: CoreConfig) -> bool:
+def terminal_idle(state: TerminalState, now: float, config: ScoringSettings) -> bool:
     """Nothing of the terminal can still matter at event time ``now``: no transaction in
     its history window, and none that may still get a label (see ``StoredPending``)."""
     last = state.profile.last_seen
@@ -44,14 +43,14 @@ def terminal_key(item: TerminalIn) -> str:
     return item.terminal_id if isinstance(item, RoutedLabel) else item.transaction.terminal_id
 
 
-def new_pending(terminal_id: str, config: CoreConfig) -> PendingFeatures | StoredPending:
+def new_pending(terminal_id: str, config: ScoringSettings) -> PendingFeatures | StoredPending:
     """Where a terminal's scored features wait for their labels: on disk in the
     detector's store (``config.waiting_store``), else in memory (offline replays)."""
     if config.waiting_store is not None:
         return StoredPending(
             terminal_id,
             FEATURES,
-            Path(config.waiting_store),
+            config.waiting_store,
             config.waiting_cache_mb,
             horizon_days=config.label_horizon_days,
             presume_legit_days=config.presume_legit_days,
@@ -65,7 +64,7 @@ def new_pending(terminal_id: str, config: CoreConfig) -> PendingFeatures | Store
 
 
 def terminal_step(
-    state: TerminalState | None, item: TerminalIn, config: CoreConfig
+    state: TerminalState | None, item: TerminalIn, config: ScoringSettings
 ) -> tuple[TerminalState, list[TerminalOut]]:
     if state is None:
         state = TerminalState(

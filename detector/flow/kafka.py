@@ -49,10 +49,10 @@ class Parser:
     """Turns a Kafka record into an event, a control message or a dead letter."""
 
     def __init__(self, settings: Settings) -> None:
-        self.labels_topic = settings.topic_labels
-        self.control_topic = settings.topic_control
-        self.max_bytes = settings.max_message_bytes
-        self.max_skew = timedelta(seconds=settings.max_clock_skew_seconds)
+        self.labels_topic = settings.kafka.topic_labels
+        self.control_topic = settings.kafka.topic_control
+        self.max_bytes = settings.detector.max_message_bytes
+        self.max_skew = timedelta(seconds=settings.detector.max_clock_skew_seconds)
         self.seq = itertools.count()
 
     def __call__(self, msg: KafkaSourceMessage[bytes | None, bytes | None]) -> Parsed:
@@ -201,8 +201,8 @@ class DeliveredSink(DynamicSink[Message]):
 def kafka_sinks(settings: Settings) -> Sinks:
     config = producer_config(settings)
     return Sinks(
-        decisions=DeliveredSink(config, settings.topic_decisions),
-        alerts=DeliveredSink(config, settings.topic_alerts),
-        dead_letters=DeliveredSink(config, settings.topic_dead_letters),
-        model_status=DeliveredSink(config, settings.topic_model_status),
+        decisions=DeliveredSink(config, settings.kafka.topic_decisions),
+        alerts=DeliveredSink(config, settings.kafka.topic_alerts),
+        dead_letters=DeliveredSink(config, settings.kafka.topic_dead_letters),
+        model_status=DeliveredSink(config, settings.kafka.topic_model_status),
     )

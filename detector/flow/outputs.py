@@ -105,11 +105,11 @@ def rejected_to_dead_letter(settings: Settings, stamped: Stamped[object]) -> Dea
         )
     # Labels are the only events rejected for naming an unknown transaction.
     if item.control:
-        topic = settings.topic_control
+        topic = settings.kafka.topic_control
     elif item.reason is RejectReason.UNKNOWN_TRANSACTION:
-        topic = settings.topic_labels
+        topic = settings.kafka.topic_labels
     else:
-        topic = settings.topic_transactions
+        topic = settings.kafka.topic_transactions
     return DeadLetter.of(item.reason, item.error, item.payload, topic=topic)
 
 

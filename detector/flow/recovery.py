@@ -30,14 +30,14 @@ class ReadBack:
         # see the next epoch's items, so every decision to publish again was published
         # after the snapshot was taken; the margin covers clocks, and costs only a few
         # more decisions to read.
-        self.margin = 2 * settings.snapshot_interval_seconds + 30.0
+        self.margin = 2 * settings.detector.snapshot_interval_seconds + 30.0
 
     def __call__(self, taken_at: float | None) -> Published:
         settings = self.settings
         since = taken_at - self.margin if taken_at is not None else store_created_at(settings)
         if since is None:
             return {}
-        published = read_published(consumer_config(settings), settings.topic_decisions, since)
+        published = read_published(consumer_config(settings), settings.kafka.topic_decisions, since)
         log.info("resuming with decisions of record", decisions=len(published), since=since)
         return published
 
@@ -50,18 +50,18 @@ def recovery_config(settings: Settings) -> RecoveryConfig | None:
     there. That works both with a folder per process (pods with volumes of their own)
     and with one folder shared by the processes of a host.
     """
-    if not settings.recovery:
+    if not settings.detector.recovery:
         return None
     path = settings.recovery_path
     path.mkdir(parents=True, exist_ok=True)
-    processes = max(len(settings.cluster), 1)
+    processes = max(len(settings.detector.cluster), 1)
     if processes == 1:
         if not any(path.glob("part-*.sqlite3")):
             init_db_dir(path, 1)
             _mark_created(path / "part-0.sqlite3")
             log.info("recovery store created", path=str(path))
     else:
-        index = settings.process_id or 0
+        index = settings.detector.process_id or 0
         own = path / f"part-{index}.sqlite3"
         if not own.exists():
             with tempfile.TemporaryDirectory(dir=path) as scratch:
@@ -85,7 +85,7 @@ def _mark_created(part: Path) -> None:
 
 def store_created_at(settings: Settings) -> float | None:
     """When this process's recovery partition was made (epoch seconds), if it says."""
-    part = settings.recovery_path / f"part-{settings.process_id or 0}.sqlite3"
+    part = settings.recovery_path / f"part-{settings.detector.process_id or 0}.sqlite3"
     try:
         with contextlib.closing(sqlite3.connect(f"file:{part}?mode=ro", uri=True)) as db:
             row = db.execute(f"SELECT MIN(created_at) FROM {_CREATED_TABLE}").fetchone()
@@ -98,11 +98,11 @@ def waiting_path(settings: Settings) -> Path:
     """This process's store of features waiting for labels: beside its recovery
     snapshots, whose state refers to it; without recovery, a fresh one in the home."""
     # Not "*.sqlite3": Bytewax takes every such file in the folder for a recovery partition.
-    name = f"waiting-{settings.process_id or 0}.db"
-    if settings.recovery:
+    name = f"waiting-{settings.detector.process_id or 0}.db"
+    if settings.detector.recovery:
         settings.recovery_path.mkdir(parents=True, exist_ok=True)
         return settings.recovery_path / name
-    path = settings.home / name
+    path = settings.local.home / name
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in (path, path.with_name(name + "-wal"), path.with_name(name + "-shm")):
         stale.unlink(missing_ok=True)  # no snapshot refers to it: start afresh

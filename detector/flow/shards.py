@@ -20,7 +20,7 @@ def shard_keys(shards: int, settings: Settings) -> list[str]:
     shard ``i`` lands on worker ``i`` modulo the cluster's workers. Where keys land is
     learned from Bytewax itself, by a small dataflow run in this process.
     """
-    workers = max(len(settings.cluster), 1) * settings.workers
+    workers = max(len(settings.detector.cluster), 1) * settings.detector.workers
     if shards == 1 or workers == 1:
         return [f"model-{i}" for i in range(shards)]
     landing = where_keys_land([f"model-{i}" for i in range(64 * workers)], workers)

@@ -44,7 +44,7 @@ from detector.items import (
 from detector.metrics import DetectorMetrics
 from detector.published import Published
 from detector.scoring import ModelState, ensure_models, model_step, new_model_state, shard_of
-from detector.settings import CoreConfig
+from detector.settings import ScoringSettings
 from detector.status import ShardSummary, merge_statuses, summarize
 from detector.terminals import TerminalState, terminal_idle, terminal_step
 from detector.waiting import PURGE_MARGIN_SECONDS, StoredPending, waiting_store
@@ -67,7 +67,7 @@ class CardLogic(StatefulLogic[Stamped[Event], Stamped[CardOut], Snapshot]):
 
     def __init__(
         self,
-        config: CoreConfig,
+        config: ScoringSettings,
         metrics: DetectorMetrics,
         watermark: Watermark,
         snapshot: Snapshot | None,
@@ -135,7 +135,7 @@ class TerminalLogic(StatefulBatchLogic[Stamped[TerminalIn], Stamped[TerminalOut]
 
     def __init__(
         self,
-        config: CoreConfig,
+        config: ScoringSettings,
         metrics: DetectorMetrics,
         watermark: Watermark,
         snapshot: Snapshot | None,
@@ -230,7 +230,7 @@ class ModelLogic(StatefulBatchLogic[ShardIn, ModelItem, Snapshot]):
 
     def __init__(
         self,
-        config: CoreConfig,
+        config: ScoringSettings,
         interval: float,
         read_back: Callable[[float | None], Published],
         snapshot: Snapshot | None,
@@ -305,7 +305,7 @@ class ModelLogic(StatefulBatchLogic[ShardIn, ModelItem, Snapshot]):
 
     def snapshot(self) -> Snapshot:
         if self.config.waiting_store is not None:  # the scores it refers to are on disk first
-            waiting_store(Path(self.config.waiting_store), self.config.waiting_cache_mb).commit()
+            waiting_store(self.config.waiting_store, self.config.waiting_cache_mb).commit()
         return freeze(_ModelSnapshot(self.state, self.shard or 0, time.time()))
 
 

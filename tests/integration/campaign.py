@@ -42,7 +42,7 @@ from detector.local.broker import LocalBroker
 from detector.local.broker_config import find_free_ports
 from detector.local.topics import create_topics
 from detector.replay.simulator import SimulationConfig, simulate
-from detector.settings import Settings
+from detector.settings import KafkaSettings, LocalSettings, Settings
 from tests.integration.processes import detector_process
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -193,13 +193,13 @@ class StreamProducer(threading.Thread):
         config = self.config
         producer = Producer(
             {
-                "bootstrap.servers": self.settings.bootstrap_servers,
+                "bootstrap.servers": self.settings.kafka.bootstrap_servers,
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 5,
             }
         )
-        topic = self.settings.topic_transactions
+        topic = self.settings.kafka.topic_transactions
         stream = simulate(
             SimulationConfig(
                 n_customers=config.customers, n_terminals=config.terminals, seed=config.seed
@@ -238,7 +238,7 @@ class StreamProducer(threading.Thread):
 def _consumer(settings: Settings) -> Consumer:
     return Consumer(
         {
-            "bootstrap.servers": settings.bootstrap_servers,
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
             "group.id": f"campaign-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
         }
@@ -290,7 +290,7 @@ class ArrivalClock(threading.Thread):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(name="campaign-clock", daemon=True)
-        topic = settings.topic_decisions
+        topic = settings.kafka.topic_decisions
         self.consumer = _consumer(settings)
         partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
         self.consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
@@ -319,7 +319,7 @@ class DecisionWatcher:
     """Follows the decision topic from its start: which transactions have a decision."""
 
     def __init__(self, settings: Settings) -> None:
-        topic = settings.topic_decisions
+        topic = settings.kafka.topic_decisions
         self.consumer = _consumer(settings)
         partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
         self.consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
@@ -465,7 +465,7 @@ def run_campaign(
             uptime = time.monotonic() - since
             _kill(proc)
             time.sleep(0.3)  # let requests already on the wire land
-            ends = end_offsets(settings, settings.topic_decisions)
+            ends = end_offsets(settings, settings.kafka.topic_decisions)
             boundaries.append(ends)
             before = sum(boundaries[-2].values()) if len(boundaries) > 1 else 0
             crash = Crash(
@@ -508,7 +508,7 @@ def run_campaign(
     for k, crash in enumerate(crashes):
         first = clock.first_after(boundaries[k - 1] if k else {}, boundaries[k])
         crash.first_decision = None if first is None else first - spawned[k]
-    records = read_topic(settings, settings.topic_decisions)
+    records = read_topic(settings, settings.kafka.topic_decisions)
     return analyse(config, sent, records, crashes, boundaries, time.monotonic() - started)
 
 
@@ -560,14 +560,15 @@ def main(argv: list[str] | None = None) -> int:
             bootstrap = broker.bootstrap
         try:
             suffix = uuid.uuid4().hex[:8]
-            base = Settings(bootstrap_servers=bootstrap, home=workdir)
-            settings = base.model_copy(
-                update={
-                    name: f"{getattr(base, name)}-campaign-{suffix}"
-                    for name in Settings.model_fields
-                    if name.startswith("topic_") and isinstance(getattr(base, name), str)
-                }
+            base = Settings(
+                kafka=KafkaSettings(bootstrap_servers=bootstrap), local=LocalSettings(home=workdir)
             )
+            topics = {
+                name: f"{getattr(base.kafka, name)}-campaign-{suffix}"
+                for name in KafkaSettings.model_fields
+                if name.startswith("topic_") and isinstance(getattr(base.kafka, name), str)
+            }
+            settings = base.model_copy(update={"kafka": base.kafka.model_copy(update=topics)})
             create_topics(settings)
             result = run_campaign(
                 settings, workdir / "detector", config, say=lambda s: print(s, flush=True)

@@ -26,7 +26,7 @@ from detector.contracts import (
     Transaction,
     alert_id_for,
 )
-from detector.settings import Settings
+from detector.settings import ApiSettings, DetectorSettings, LocalSettings, Settings
 from tests.factories import model_status
 
 ADMIN = "admin-key-0123456789abcdef"
@@ -89,11 +89,9 @@ class Clock:
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return Settings(
-        home=tmp_path,
-        database_url=database_url,
-        api_keys=SecretStr(KEYS),
-        claim_ttl_seconds=600,
-        status_interval_seconds=5,
+        local=LocalSettings(home=tmp_path),
+        api=ApiSettings(database_url=database_url, api_keys=SecretStr(KEYS), claim_ttl_seconds=600),
+        detector=DetectorSettings(status_interval_seconds=5),
     )
 
 
@@ -127,7 +125,9 @@ def outbox(app: FastAPI) -> list[OutboxRecord]:
 
 
 def test_health_needs_no_key(tmp_path: Path) -> None:
-    with TestClient(create_app(Settings(home=tmp_path), kafka=False)) as client:
+    with TestClient(
+        create_app(Settings(local=LocalSettings(home=tmp_path)), kafka=False)
+    ) as client:
         response = client.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "version": __version__}
@@ -581,7 +581,9 @@ def test_keys_are_never_logged(
 
 
 def test_no_key_configured_means_401_everywhere(database_url: str, tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path, database_url=database_url)
+    settings = Settings(
+        local=LocalSettings(home=tmp_path), api=ApiSettings(database_url=database_url)
+    )
     with TestClient(create_app(settings, kafka=False)) as client:
         response = client.get("/api/alerts", headers=as_(ADMIN))
         assert response.status_code == 401

@@ -26,7 +26,8 @@ from detector.contracts import (
 from detector.dataflow import build_flow
 from detector.flow.kafka import Sinks
 from detector.flow.recovery import recovery_config
-from detector.settings import Settings
+from detector.settings import DetectorSettings, Settings
+from tests.factories import settings_of
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 Message = KafkaSourceMessage[bytes | None, bytes | None]
@@ -36,7 +37,7 @@ def settings(**overrides: Any) -> Settings:
     # A tiny status interval: the model publishes its status after every event.
     fields: dict[str, Any] = {"status_interval_seconds": 1e-6, "max_message_bytes": 1024}
     fields.update(overrides)
-    return Settings(**fields)
+    return settings_of(**fields)
 
 
 def tx(tx_id: str, card: str, terminal: str, amount: float, minutes: float) -> Transaction:
@@ -420,7 +421,13 @@ def test_challengers_get_a_status_each_and_can_take_over() -> None:
 def test_a_cluster_on_one_host_shares_one_recovery_folder(tmp_path: Path) -> None:
     cluster = "127.0.0.1:2101;127.0.0.1:2102;127.0.0.1:2103"
     for process in (2, 0, 1, 0):  # in any order, and again after a restart
-        recovery_config(Settings(recovery_dir=tmp_path, addresses=cluster, process_id=process))
+        recovery_config(
+            Settings(
+                detector=DetectorSettings(
+                    recovery_dir=tmp_path, addresses=cluster, process_id=process
+                )
+            )
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "part-0.sqlite3",
         "part-1.sqlite3",
@@ -429,9 +436,9 @@ def test_a_cluster_on_one_host_shares_one_recovery_folder(tmp_path: Path) -> Non
 
 
 def test_a_single_process_makes_its_store_once(tmp_path: Path) -> None:
-    recovery_config(Settings(recovery_dir=tmp_path))
+    recovery_config(Settings(detector=DetectorSettings(recovery_dir=tmp_path)))
     before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
-    recovery_config(Settings(recovery_dir=tmp_path))
+    recovery_config(Settings(detector=DetectorSettings(recovery_dir=tmp_path)))
     assert before == {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     assert list(before) == ["part-0.sqlite3"]
 
@@ -541,9 +548,8 @@ def test_a_resumed_model_publishes_the_decision_of_record_again() -> None:
 def _scored_by_core(events: list[Transaction | Label], config: Settings) -> dict[str, Decision]:
     from detector.core import ScoringCore
     from detector.items import Scored
-    from detector.settings import CoreConfig
 
-    core = ScoringCore(CoreConfig.from_settings(config))
+    core = ScoringCore(config.scoring.placed(shards=config.detector.shards))
     out: dict[str, Decision] = {}
     for event in events:
         for item in core.process(event):
@@ -638,7 +644,6 @@ def test_with_two_workers_every_transaction_gets_the_same_card_features() -> Non
 
     from detector.core import ScoringCore
     from detector.items import Scored
-    from detector.settings import CoreConfig
     from models import CARD_FEATURES
 
     events = _simulated_events(1500)
@@ -654,7 +659,7 @@ def test_with_two_workers_every_transaction_gets_the_same_card_features() -> Non
     feed = _feed_of(events)
     flow = build_flow(config, source=TestingSource(feed.messages, batch_size=200), sinks=sinks)
     cluster_main(flow, [], 0, worker_count_per_proc=2)
-    core = ScoringCore(CoreConfig.from_settings(config))
+    core = ScoringCore(config.scoring.placed(shards=config.detector.shards))
     features = {}
     for event in events:
         for item in core.process(event):

@@ -36,7 +36,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from detector.local.broker_config import find_free_ports
-from detector.settings import Settings
+from detector.settings import GROUPS, DetectorSettings, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -45,7 +45,7 @@ K8S = DEPLOY / "k8s"
 NAMESPACE = "fraudstream"
 KUBERNETES_VERSION = "1.30"
 SETTING_VARIABLE = re.compile(r"\bFRAUDSTREAM_[A-Z0-9_]+")
-SETTINGS_FIELDS = set(Settings.model_fields)
+SETTINGS_FIELDS = {name for group in GROUPS.values() for name in group.model_fields}
 APP_IMAGE = "fraudstream"
 RUNTIME_LOCK = ROOT / "requirements.txt"
 DEV_LOCK = ROOT / "requirements-dev.txt"
@@ -202,7 +202,7 @@ def test_dockerfile_listens_on_every_interface_and_exposes_the_default_ports(
     assert not _settings_variables(dockerfile.content)
     exposed = {int(p) for v in _values(_stages(dockerfile)[-1], "EXPOSE") for p in v.split()}
     defaults = Settings()
-    assert {defaults.api_port, defaults.metrics_port} <= exposed
+    assert {defaults.api.api_port, defaults.detector.metrics_port} <= exposed
 
 
 def test_dockerfile_copies_what_exists_and_the_build_context_keeps(dockerfile: Any) -> None:
@@ -825,14 +825,16 @@ def test_detector_pods_take_their_process_id_addresses_and_recovery_partition(
         assert recorded["FRAUDSTREAM_ADDRESSES"] == expected_addresses
         # Settings accept what the script exports, and every pod serves /metrics on one port.
         settings = Settings(
-            process_id=recorded["FRAUDSTREAM_PROCESS_ID"],
-            addresses=recorded["FRAUDSTREAM_ADDRESSES"],
-            metrics_port=recorded["FRAUDSTREAM_METRICS_PORT"],
-            recovery_dir=recorded["FRAUDSTREAM_RECOVERY_DIR"],
+            detector=DetectorSettings(
+                process_id=recorded["FRAUDSTREAM_PROCESS_ID"],
+                addresses=recorded["FRAUDSTREAM_ADDRESSES"],
+                metrics_port=recorded["FRAUDSTREAM_METRICS_PORT"],
+                recovery_dir=recorded["FRAUDSTREAM_RECOVERY_DIR"],
+            )
         )
-        assert metrics_port(settings.metrics_port, settings.process_id, settings.cluster) == int(
-            env["FRAUDSTREAM_METRICS_PORT"]
-        )
+        assert metrics_port(
+            settings.detector.metrics_port, settings.detector.process_id, settings.detector.cluster
+        ) == int(env["FRAUDSTREAM_METRICS_PORT"])
         # What `fraudstream detect` does first: its own partition on its own volume.
         recovery_config(settings)
         assert [p.name for p in (state / "recovery").iterdir()] == [f"part-{pod}.sqlite3"]

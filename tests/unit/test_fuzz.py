@@ -33,7 +33,7 @@ from detector.contracts import (
 )
 from detector.core import ScoringCore
 from detector.items import ControlApplied, Learned, ModelOut, Rejected, Scored
-from detector.settings import CoreConfig
+from detector.settings import ScoringSettings
 from detector.validation import parse_control, parse_event
 from tests.poison import HEAVY, KINDS, Expect, PoisonRecord, corpus
 
@@ -365,9 +365,9 @@ events = st.lists(
     st.one_of(transactions(), transactions(), transactions(), labels(), controls()), max_size=40
 )
 configs = st.builds(
-    CoreConfig,
+    ScoringSettings,
     presume_legit_days=st.sampled_from([0.0, 14.0]),
-    warmup_frauds=st.sampled_from([1, 50]),
+    classifier_warmup_frauds=st.sampled_from([1, 50]),
     threshold_mode=st.sampled_from(["volume", "fixed"]),
     card_history_max=st.sampled_from([10, 1000]),
 )
@@ -449,7 +449,7 @@ def verdict(scored: Scored) -> tuple[Any, ...]:
 @FUZZ
 @given(configs, events)
 def test_core_decides_every_valid_transaction_once(
-    config: CoreConfig, stream: list[Transaction | Label | Control]
+    config: ScoringSettings, stream: list[Transaction | Label | Control]
 ) -> None:
     run_checked(ScoringCore(config), stream)
 
@@ -490,7 +490,9 @@ def test_subnormal_then_normal_amount_on_a_new_card() -> None:
     )
 )
 def test_core_with_challengers_on_long_streams(stream: list[Transaction | Label | Control]) -> None:
-    config = CoreConfig(challengers=("tree", "forest"), warmup_frauds=1, presume_legit_days=14.0)
+    config = ScoringSettings(
+        challengers=("tree", "forest"), classifier_warmup_frauds=1, presume_legit_days=14.0
+    )
     run_checked(ScoringCore(config), stream)
 
 
@@ -534,7 +536,7 @@ def outcome_of(core: ScoringCore, record: PoisonRecord) -> tuple[str, RejectReas
 
 
 def check_corpus(records: list[PoisonRecord]) -> Counter[str]:
-    core = ScoringCore(CoreConfig(presume_legit_days=14.0))
+    core = ScoringCore(ScoringSettings(presume_legit_days=14.0))
     outcomes: Counter[str] = Counter()
     for record in records:
         what, reason = outcome_of(core, record)

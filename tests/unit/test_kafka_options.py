@@ -24,7 +24,7 @@ from api.kafka_options import (
     aiokafka_options,
 )
 from api.main import create_app
-from detector.settings import Settings
+from detector.settings import KafkaSettings, LocalSettings, Settings
 
 SASL_PLAIN = {
     "security.protocol": "SASL_PLAINTEXT",
@@ -73,7 +73,7 @@ def test_environment_variable_json(monkeypatch: pytest.MonkeyPatch) -> None:
         '{"security.protocol":"SASL_PLAINTEXT","sasl.mechanism":"PLAIN",'
         '"sasl.username":"u","sasl.password":"p"}',
     )
-    options = aiokafka_options(Settings().kafka_extra_config, "producer")
+    options = aiokafka_options(Settings().kafka.kafka_extra_config, "producer")
     assert options == {
         "security_protocol": "SASL_PLAINTEXT",
         "sasl_mechanism": "PLAIN",
@@ -420,7 +420,10 @@ def test_the_error_is_a_value_error() -> None:
 
 
 def test_create_app_refuses_a_bad_extra_config(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path, kafka_extra_config={"sasl.jaas.config": "x"})
+    settings = Settings(
+        local=LocalSettings(home=tmp_path),
+        kafka=KafkaSettings(kafka_extra_config={"sasl.jaas.config": "x"}),
+    )
     with pytest.raises(KafkaConfigError, match=r"sasl\.jaas\.config"):
         create_app(settings)
     # Without the Kafka bridge the extra config is never used, so it is not in the way.

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from detector import __version__
 from detector.cli import app
 from detector.scoring import ModelState, new_model_state
-from detector.settings import CoreConfig
+from detector.settings import ScoringSettings
 from models import HybridScorer
 from models.persistence import (
     IncompatibleModelError,
@@ -186,7 +186,7 @@ def test_a_failed_save_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> N
 
 
 def test_model_state_round_trips(tmp_path: Path) -> None:
-    state = new_model_state(CoreConfig(warmup_frauds=5))
+    state = new_model_state(ScoringSettings(presume_legit_days=0, classifier_warmup_frauds=5))
     state.decider.scorer = _trained_scorer()
     state.decider.transactions_scored = 416
     state.labels_by_source["review"] += 16

@@ -15,7 +15,7 @@ from detector.contracts import Alert, Decision, Label, RejectReason, Transaction
 from detector.core import ScoringCore
 from detector.decision import Thresholds
 from detector.items import Learned, Rejected, Scored
-from detector.settings import CoreConfig
+from detector.settings import ScoringSettings
 from models import FEATURES
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -137,7 +137,7 @@ def test_label_for_an_unknown_transaction_is_rejected() -> None:
 
 
 def test_late_label_is_learned_from_the_features_recorded_at_scoring_time() -> None:
-    core = ScoringCore(CoreConfig(warmup_frauds=1))
+    core = ScoringCore(ScoringSettings(presume_legit_days=0, classifier_warmup_frauds=1))
     history = list(background(days=20, cards=10))
     replay(core, history[:100])
     victim = tx("victim", "c1", "t1-0", 500.0, history[99].timestamp + timedelta(minutes=5))
@@ -195,7 +195,7 @@ def test_held_labels_per_card_are_bounded() -> None:
 
 
 def test_label_after_the_label_horizon_is_rejected() -> None:
-    core = ScoringCore(CoreConfig(label_horizon_days=2))
+    core = ScoringCore(ScoringSettings(presume_legit_days=0, label_horizon_days=2))
     old = tx("old", "c1", "t1", 20.0, START)
     core.score(old)
     core.score(tx("new", "c1", "t1", 20.0, START + timedelta(days=3)))
@@ -271,7 +271,9 @@ def test_thresholds_are_validated(review: float, block: float) -> None:
 
 
 def test_core_uses_the_configured_thresholds() -> None:
-    core = ScoringCore(CoreConfig(review_threshold=0.0, block_threshold=0.0))
+    core = ScoringCore(
+        ScoringSettings(presume_legit_days=0, review_threshold=0.0, block_threshold=0.0)
+    )
     assert core.score(tx("a", "c1", "t1", 10.0, START)).decision == "block"
     assert core.model.decider.decisions == {"block": 1}
 
@@ -280,7 +282,7 @@ def test_core_uses_the_configured_thresholds() -> None:
 
 
 def test_presumed_legit_labels_come_once_per_transaction() -> None:
-    core = ScoringCore(CoreConfig(presume_legit_days=1))
+    core = ScoringCore(ScoringSettings(presume_legit_days=1))
     a = tx("a", "c1", "t1", 10.0, START)
     b = tx("b", "c2", "t1", 10.0, START + timedelta(hours=2))
     labelled = tx("labelled", "c3", "t1", 10.0, START + timedelta(hours=3))
@@ -305,7 +307,7 @@ def test_presumed_legit_labels_come_once_per_transaction() -> None:
 
 
 def test_presumption_is_off_with_zero_days() -> None:
-    core = ScoringCore(CoreConfig(presume_legit_days=0))
+    core = ScoringCore(ScoringSettings(presume_legit_days=0))
     core.score(tx("a", "c1", "t1", 10.0, START))
     out = core.process(tx("b", "c1", "t1", 10.0, START + timedelta(days=40)))
     assert [type(o) for o in out] == [Scored]

@@ -9,18 +9,22 @@ import pytest
 from detector import __version__
 from detector.flow.snapshots import SNAPSHOT_FORMAT, RecoveryStoreError, freeze, thaw
 from detector.scoring import ModelState, new_model_state
-from detector.settings import CoreConfig
+from detector.settings import ScoringSettings
 
 
 def test_a_snapshot_thaws_as_it_was_frozen() -> None:
-    state = new_model_state(CoreConfig())
+    state = new_model_state(ScoringSettings(presume_legit_days=0))
     thawed = thaw(freeze(state), ModelState)
     assert list(thawed.models) == list(state.models)
     assert thawed.deciding == state.deciding
 
 
 def test_a_snapshot_of_another_format_is_refused_with_a_clear_message() -> None:
-    older = (SNAPSHOT_FORMAT - 1, "0.9.0", pickle.dumps(new_model_state(CoreConfig())))
+    older = (
+        SNAPSHOT_FORMAT - 1,
+        "0.9.0",
+        pickle.dumps(new_model_state(ScoringSettings(presume_legit_days=0))),
+    )
     with pytest.raises(RecoveryStoreError) as refused:
         thaw(older, ModelState)
     message = str(refused.value)

@@ -15,7 +15,7 @@ from detector.core import ScoringCore
 from detector.dataflow import build_flow
 from detector.flow.kafka import Sinks
 from detector.metrics import DetectorMetrics
-from detector.settings import CoreConfig
+from detector.settings import ScoringSettings
 from detector.waiting import StoredPending, StoredScores, WaitingStore
 from models import PendingFeatures, QualityTracker
 from tests.unit.test_dataflow import (
@@ -124,14 +124,18 @@ def test_decision_time_scores_wait_on_disk_and_outlive_a_replayed_label(tmp_path
 
 
 def test_the_model_state_keeps_no_waiting_score_in_memory(tmp_path: Path) -> None:
-    def quality_bytes(config: CoreConfig) -> int:
+    def quality_bytes(config: ScoringSettings) -> int:
         core = ScoringCore(config)
         for i in range(2000):
             core.process(tx(f"s{i}", f"c{i % 50}", f"t{i % 20}", 10.0 + i % 7, i / 10))
         return sum(len(pickle.dumps(slot.quality)) for slot in core.model.models.values())
 
-    in_memory = quality_bytes(CoreConfig())
-    on_disk = quality_bytes(CoreConfig(waiting_store=str(tmp_path / "w.db"), waiting_cache_mb=8))
+    in_memory = quality_bytes(ScoringSettings(presume_legit_days=0))
+    on_disk = quality_bytes(
+        ScoringSettings(presume_legit_days=0, waiting_cache_mb=8).placed(
+            waiting_store=tmp_path / "w.db"
+        )
+    )
     assert in_memory > 2000 * 10 and on_disk < 2000, (in_memory, on_disk)
 
 
