@@ -18,17 +18,8 @@ from detector.metrics import DetectorMetrics
 from detector.settings import ScoringSettings
 from detector.waiting import StoredPending, StoredScores, WaitingStore
 from models import PendingFeatures, QualityTracker
-from tests.unit.test_dataflow import (
-    Feed,
-    SinkMessage,
-    _comparable,
-    _feed_of,
-    _scored_by_core,
-    _simulated_events,
-    settings,
-    tx,
-    values,
-)
+from tests.unit.test_dataflow import Feed, SinkMessage, settings, tx, values
+from tests.unit.test_flow_and_core import _comparable, _feed_of, _scored_by_core, _simulated_events
 
 DAY = 86400.0
 NAMES = ("a", "b")
