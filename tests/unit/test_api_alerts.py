@@ -9,9 +9,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from detector.contracts import (
-    Label,
-)
+from detector.contracts import Label
 from tests.unit.test_api import (
     ADMIN,
     ANALYST,

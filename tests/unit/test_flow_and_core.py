@@ -8,12 +8,7 @@ from typing import Any
 
 from bytewax.testing import TestingSink, TestingSource
 
-from detector.contracts import (
-    Alert,
-    Decision,
-    Label,
-    Transaction,
-)
+from detector.contracts import Alert, Decision, Label, Transaction
 from detector.dataflow import build_flow
 from detector.flow.kafka import Sinks
 from detector.settings import Settings

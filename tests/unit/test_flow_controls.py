@@ -5,11 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from detector.contracts import (
-    Control,
-    RejectReason,
-    ThresholdChange,
-)
+from detector.contracts import Control, RejectReason, ThresholdChange
 from tests.unit.test_dataflow import Feed, SinkMessage, ordinary_traffic, run, settings, tx
 
 

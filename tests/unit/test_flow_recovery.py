@@ -7,10 +7,7 @@ from pathlib import Path
 
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from detector.contracts import (
-    Alert,
-    Decision,
-)
+from detector.contracts import Alert, Decision
 from detector.dataflow import build_flow
 from detector.flow.kafka import Sinks
 from detector.flow.recovery import recovery_config
