@@ -86,9 +86,13 @@ class LocalSettings(BaseSettings):
 
 
 class ScoringSettings(BaseSettings):
-    """The scoring core: features, thresholds, models and labels."""
+    """The scoring core: features, thresholds, models and labels.
 
-    model_config = ENV
+    Frozen: every keyed step of the dataflow holds a copy (pickled into its state
+    builder), which must not drift from the others.
+    """
+
+    model_config = SettingsConfigDict(**ENV, frozen=True)
 
     threshold_mode: Literal["volume", "fixed"] = Field(
         "volume",
