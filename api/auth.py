@@ -101,18 +101,18 @@ def parse_text(text: str, *, lines: bool, source: str) -> list[tuple[Role, str, 
 def configured_entries(settings: Settings) -> list[tuple[Role, str, str]]:
     """Every key of ``api_keys`` and ``api_keys_file``."""
     entries: list[tuple[Role, str, str]] = []
-    if settings.api_keys is not None:
+    if settings.api.api_keys is not None:
         entries += parse_text(
-            settings.api_keys.get_secret_value(), lines=False, source="FRAUDSTREAM_API_KEYS"
+            settings.api.api_keys.get_secret_value(), lines=False, source="FRAUDSTREAM_API_KEYS"
         )
-    if settings.api_keys_file is not None:
+    if settings.api.api_keys_file is not None:
         try:
-            text = settings.api_keys_file.read_text()
+            text = settings.api.api_keys_file.read_text()
         except OSError as error:
             raise KeyConfigError(
-                f"cannot read the API keys file {settings.api_keys_file}: {error.strerror}"
+                f"cannot read the API keys file {settings.api.api_keys_file}: {error.strerror}"
             ) from None
-        entries += parse_text(text, lines=True, source=str(settings.api_keys_file))
+        entries += parse_text(text, lines=True, source=str(settings.api.api_keys_file))
     return entries
 
 

@@ -96,7 +96,7 @@ def store_records(
     counts = ConsumedCounts()
     for topic, value in records:
         try:
-            if topic == settings.topic_alerts:
+            if topic == settings.kafka.topic_alerts:
                 alert = Alert.model_validate_json(value or b"")
                 with session_maker() as session:
                     new = review.ingest_alert(review.Context(session).at(now), alert=alert)
@@ -104,7 +104,7 @@ def store_records(
                     counts.alerts_new += 1
                 else:
                     counts.alerts_duplicate += 1
-            elif topic == settings.topic_model_status:
+            elif topic == settings.kafka.topic_model_status:
                 status = ModelStatus.model_validate_json(value or b"")
                 with session_maker() as session:
                     review.ingest_status(review.Context(session).at(now), status=status)
@@ -202,8 +202,8 @@ class Bridge:
         return {
             "client_id": CLIENT_ID,
             "request_timeout_ms": REQUEST_TIMEOUT_MS,
-            **aiokafka_options(self.settings.kafka_extra_config, "consumer"),
-            "bootstrap_servers": self.settings.bootstrap_servers,
+            **aiokafka_options(self.settings.kafka.kafka_extra_config, "consumer"),
+            "bootstrap_servers": self.settings.kafka.bootstrap_servers,
             "group_id": self.group_id,
             "auto_offset_reset": "earliest",
             # Offsets are committed after the database write, never before.
@@ -213,8 +213,8 @@ class Bridge:
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
-            self.settings.topic_alerts,
-            self.settings.topic_model_status,
+            self.settings.kafka.topic_alerts,
+            self.settings.kafka.topic_model_status,
             **self.consumer_options(),
         )
 
@@ -226,7 +226,10 @@ class Bridge:
                 await consumer.start()
                 log.info(
                     "reading alerts and model status",
-                    topics=[self.settings.topic_alerts, self.settings.topic_model_status],
+                    topics=[
+                        self.settings.kafka.topic_alerts,
+                        self.settings.kafka.topic_model_status,
+                    ],
                 )
                 backoff = 0.5
                 while True:
@@ -264,7 +267,7 @@ class Bridge:
         m.alerts_ingested.labels("duplicate").inc(counts.alerts_duplicate)
         m.statuses_ingested.labels("stored").inc(counts.statuses)
         for topic, n in counts.invalid.items():
-            if topic == self.settings.topic_alerts:
+            if topic == self.settings.kafka.topic_alerts:
                 m.alerts_ingested.labels("invalid").inc(n)
             else:
                 m.statuses_ingested.labels("invalid").inc(n)
@@ -272,7 +275,7 @@ class Bridge:
     # --- relay ---------------------------------------------------------------------
 
     async def _relay_forever(self) -> None:
-        interval = self.settings.outbox_interval_seconds
+        interval = self.settings.api.outbox_interval_seconds
         failures = 0
         while True:
             # After failures, wait longer (the broker is likely down); a new verdict
@@ -298,8 +301,8 @@ class Bridge:
         return {
             "client_id": CLIENT_ID,
             "request_timeout_ms": REQUEST_TIMEOUT_MS,
-            **aiokafka_options(self.settings.kafka_extra_config, "producer"),
-            "bootstrap_servers": self.settings.bootstrap_servers,
+            **aiokafka_options(self.settings.kafka.kafka_extra_config, "producer"),
+            "bootstrap_servers": self.settings.kafka.bootstrap_servers,
             # No duplicates from the producer's own retries, and a record is acknowledged
             # only once every in-sync replica has it.
             "enable_idempotence": True,

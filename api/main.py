@@ -325,7 +325,7 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
         # FRAUDSTREAM_KAFKA_EXTRA_CONFIG is checked here, before anything is served; the
         # bridge builds its clients' options again on each connect (renewed TLS files).
         for client in ("producer", "consumer"):
-            aiokafka_options(settings.kafka_extra_config, client)
+            aiokafka_options(settings.kafka.kafka_extra_config, client)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -337,12 +337,12 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
         app.state.bridge = bridge
         if bridge is not None:
             await bridge.start()
-        extra = settings.kafka_extra_config
+        extra = settings.kafka.kafka_extra_config
         log.info(
             "review service ready",
             backend=engine.dialect.name,
             kafka=kafka,
-            bootstrap=settings.bootstrap_servers if kafka else None,
+            bootstrap=settings.kafka.bootstrap_servers if kafka else None,
             # Names only: values may be secrets.
             kafka_extra_config=sorted(extra) if kafka else None,
             kafka_extra_config_ignored=sorted(set(extra) & IGNORED) if kafka else None,

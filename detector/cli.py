@@ -87,9 +87,9 @@ def api(
         raise typer.Exit(2) from None
     uvicorn.run(
         application,
-        host=host or settings.api_host,
-        port=port or settings.api_port,
-        log_level=settings.log_level.lower(),
+        host=host or settings.api.api_host,
+        port=port or settings.api.api_port,
+        log_level=settings.logs.log_level.lower(),
         # Our own request log leaves out query strings: the page may be opened with ?key=.
         access_log=False,
     )

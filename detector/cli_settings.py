@@ -17,9 +17,9 @@ def command_settings() -> Settings:
     from detector.kafka_config import check_durability
 
     settings = Settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.logs.log_level, settings.logs.log_format)
     try:
-        check_durability(settings.kafka_extra_config)
+        check_durability(settings.kafka.kafka_extra_config)
     except ValueError as error:
         typer.echo(f"fraudstream: {error}", err=True)
         raise typer.Exit(2) from None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
-from typing import Any
 
 from river import stats
 
@@ -88,11 +87,6 @@ class VolumeThresholds:
         self._block_q = stats.RollingQuantile(1.0 - block_share, window)
         self._recent: collections.deque[float] = collections.deque(maxlen=window)
         self._seen = 0
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # Snapshots written before the window's scores were kept: start keeping them now.
-        state.setdefault("_recent", collections.deque(maxlen=state["window"]))
-        self.__dict__.update(state)
 
     def set_shares(self, review_share: float, block_share: float) -> None:
         """Follow new shares from now on, over the scores already in the window."""

@@ -83,10 +83,10 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 
     Raises ``ValueError`` if the extra config lowers ``acks`` or disables idempotence.
     """
-    extra = dict(settings.kafka_extra_config)
+    extra = dict(settings.kafka.kafka_extra_config)
     check_durability(extra)
     return {
-        "bootstrap.servers": ",".join(settings.brokers),
+        "bootstrap.servers": ",".join(settings.kafka.brokers),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": LINGER_MS,
@@ -101,9 +101,9 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """A consumer with a bounded prefetch (``CONSUMER_PREFETCH``), ``kafka_extra_config``
     and then ``overrides`` (``group.id`` ...)."""
     return {
-        "bootstrap.servers": ",".join(settings.brokers),
+        "bootstrap.servers": ",".join(settings.kafka.brokers),
         **CONSUMER_PREFETCH,
-        **settings.kafka_extra_config,
+        **settings.kafka.kafka_extra_config,
         "logger": _client_logger(),
         "error_cb": _watch_for(settings).on_error,
         **overrides,
@@ -113,8 +113,8 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
 def admin_config(settings: Settings) -> dict[str, Any]:
     """An admin client: bootstrap servers plus ``kafka_extra_config``, logs structured."""
     return {
-        "bootstrap.servers": ",".join(settings.brokers),
-        **settings.kafka_extra_config,
+        "bootstrap.servers": ",".join(settings.kafka.brokers),
+        **settings.kafka.kafka_extra_config,
         "logger": _client_logger(),
         "error_cb": _watch_for(settings).on_error,
     }
@@ -333,12 +333,12 @@ _watches_lock = threading.Lock()
 
 def _watch_for(settings: Settings) -> _ConnectionWatch:
     """The process's watch of the cluster at ``settings.brokers``, shared by its clients."""
-    key = tuple(settings.brokers)
+    key = tuple(settings.kafka.brokers)
     # What the recheck's metadata request uses: the clients' settings, logs structured
     # (an admin client's are never served: it is not polled).
     config = {
         "bootstrap.servers": ",".join(key),
-        **settings.kafka_extra_config,
+        **settings.kafka.kafka_extra_config,
         "logger": _client_logger(),
     }
     with _watches_lock:

@@ -1,7 +1,10 @@
 """Runtime configuration, read from ``FRAUDSTREAM_*`` environment variables.
 
-Every number a user can tune lives here with its default and a one-line explanation;
-the README's configuration table lists the same fields.
+Every number a user can tune lives here, once, with its default and a one-line
+explanation; the README's configuration table lists the same fields, group by group
+(``tests/unit/test_docs.py`` checks it). ``Settings`` holds one group per part of the
+system; each group reads its own fields from ``FRAUDSTREAM_<FIELD>``, so the variable
+names do not say the group.
 """
 
 from __future__ import annotations
@@ -10,16 +13,18 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Every group reads FRAUDSTREAM_<FIELD>; variables of the other groups are ignored.
+ENV = SettingsConfigDict(env_prefix="FRAUDSTREAM_", extra="ignore")
 
-class Settings(BaseSettings):
-    """fraudstream settings; each field is read from ``FRAUDSTREAM_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="FRAUDSTREAM_", extra="ignore")
+class KafkaSettings(BaseSettings):
+    """Kafka: the brokers, the topics, and the client configuration."""
 
-    # --- Kafka -----------------------------------------------------------------------
+    model_config = ENV
+
     bootstrap_servers: str = Field(
         "127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port."
     )
@@ -30,9 +35,7 @@ class Settings(BaseSettings):
     topic_dead_letters: str = Field(
         "transactions.dlq", description="Invalid transactions and labels, with the reason."
     )
-    topic_model_status: str = Field(
-        "model-status", description="Periodic snapshots of the deciding model."
-    )
+    topic_model_status: str = Field("model-status", description="Periodic snapshots of each model.")
     topic_control: str = Field(
         "control", description="Threshold and model changes for the running detector."
     )
@@ -48,55 +51,53 @@ class Settings(BaseSettings):
         description="Extra librdkafka properties (JSON), e.g. security settings.",
     )
 
-    # --- Local broker ----------------------------------------------------------------
+    @cached_property
+    def brokers(self) -> list[str]:
+        return [b.strip() for b in self.bootstrap_servers.split(",") if b.strip()]
+
+    @property
+    def topics(self) -> list[str]:
+        return [
+            self.topic_transactions,
+            self.topic_decisions,
+            self.topic_alerts,
+            self.topic_labels,
+            self.topic_dead_letters,
+            self.topic_model_status,
+            self.topic_control,
+        ]
+
+
+class LocalSettings(BaseSettings):
+    """The local system: its folder and the local broker."""
+
+    model_config = ENV
+
     home: Path = Field(
         Path(".fraudstream"),
         description="Folder for the local broker's jars, data and logs and the detector's "
         "recovery state.",
     )
     kafka_libs_dir: Path | None = Field(
-        None, description="Cache of the local broker's jars (default: <home>/kafka/libs)."
+        None, description="Cache of the local broker's jars (default: `<home>/kafka/libs`)."
     )
     kafka_version: str = Field("3.9.1", description="Apache Kafka version of the local broker.")
     kafka_heap: str = Field("512m", description="Java heap of the local broker.")
 
-    # --- Detector --------------------------------------------------------------------
-    recovery: bool = Field(True, description="Keep Bytewax recovery snapshots.")
-    recovery_dir: Path | None = Field(
-        None, description="Recovery snapshot folder (default: <home>/recovery)."
-    )
-    snapshot_interval_seconds: float = Field(
-        1.0,
-        gt=0,
-        description="Epoch length: how often state and offsets are snapshotted; a crash "
-        "publishes again at most about this much of the stream.",
-    )
-    workers: int = Field(1, ge=1, description="Bytewax worker threads per process.")
-    process_id: int | None = Field(
-        None, ge=0, description="This process's index in a multi-process detector cluster."
-    )
-    addresses: str | None = Field(
-        None, description="host:port of every detector process, ';'-separated (a cluster)."
-    )
-    model_shards: int = Field(
-        0,
-        ge=0,
-        description="Shards of the model step, each scoring its share of transactions on a "
-        "worker of its own; 0: one per worker of the detector (processes x workers).",
-    )
-    status_interval_seconds: float = Field(
-        5.0, gt=0, description="How often the model's status is published."
-    )
-    max_message_bytes: int = Field(
-        65536, ge=256, description="Larger records go to the dead-letter topic."
-    )
-    max_clock_skew_seconds: float = Field(
-        300.0, ge=0, description="Transactions this far in the future are rejected."
-    )
+
+class ScoringSettings(BaseSettings):
+    """The scoring core: features, thresholds, models and labels.
+
+    Frozen: every keyed step of the dataflow holds a copy (pickled into its state
+    builder), which must not drift from the others.
+    """
+
+    model_config = SettingsConfigDict(**ENV, frozen=True)
+
     threshold_mode: Literal["volume", "fixed"] = Field(
         "volume",
-        description="volume: thresholds follow the review and block shares of traffic; "
-        "fixed: the review and block thresholds.",
+        description="`volume`: thresholds follow the review and block shares of traffic; "
+        "`fixed`: the review and block thresholds.",
     )
     review_share: float = Field(
         0.01, gt=0, lt=1, description="Share of transactions reviewed or blocked (volume mode)."
@@ -127,7 +128,7 @@ class Settings(BaseSettings):
         600.0,
         gt=0,
         description="How long a label waits for a transaction not seen yet before it is "
-        "dead-lettered as unknown_transaction.",
+        "dead-lettered as `unknown_transaction`.",
     )
     waiting_cache_mb: int = Field(
         32,
@@ -150,65 +151,102 @@ class Settings(BaseSettings):
     )
     classifier: Literal["logreg", "tree", "forest"] = Field(
         "logreg",
-        description="Supervised model: logreg (logistic regression), tree (Hoeffding "
-        "adaptive tree) or forest (adaptive random forest, slower).",
+        description="Supervised model: `logreg` (logistic regression), `tree` (Hoeffding "
+        "adaptive tree) or `forest` (adaptive random forest, slower).",
     )
     classifier_warmup_frauds: int = Field(
         50, ge=1, description="Fraud labels after which classifier and detector weigh equally."
     )
-    challengers: list[Literal["logreg", "tree", "forest"]] = Field(
-        default_factory=list,
-        description='More supervised models (JSON list, e.g. ["tree"]) scored in shadow '
+    challengers: tuple[Literal["logreg", "tree", "forest"], ...] = Field(
+        (),
+        description='More supervised models (JSON list, e.g. `["tree"]`) scored in shadow '
         "and learning from the same labels; an admin can make one of them decide.",
     )
     quality_window: int = Field(
         5000, ge=100, description="Labelled transactions behind the online quality figures."
     )
 
-    # --- Metrics ---------------------------------------------------------------------
+    # Where this run places the model step (not settings: the detector sets them, see
+    # ``placed``): its shards, and the store of the features waiting for labels (None:
+    # in memory, as in offline replays).
+    _shards: int = PrivateAttr(1)
+    _waiting_store: Path | None = PrivateAttr(None)
+
+    @property
+    def shards(self) -> int:
+        """Shards of the model step in this run."""
+        return self._shards
+
+    @property
+    def waiting_store(self) -> Path | None:
+        """The detector's store of features waiting for labels (None: in memory)."""
+        return self._waiting_store
+
+    @property
+    def model_kinds(self) -> tuple[str, ...]:
+        """The classifier kinds to run, the deciding one at start first, each once."""
+        return tuple(dict.fromkeys((self.classifier, *self.challengers)))
+
+    def placed(self, *, shards: int = 1, waiting_store: Path | None = None) -> ScoringSettings:
+        """These settings for a model step of ``shards`` shards, waiting features in
+        ``waiting_store``."""
+        placed = self.model_copy()
+        placed._shards = shards
+        placed._waiting_store = waiting_store
+        return placed
+
+    def evaluation(self) -> ScoringSettings:
+        """The same core for an offline replay, where every label is explicit."""
+        return self.model_copy(update={"presume_legit_days": 0.0})
+
+
+class DetectorSettings(BaseSettings):
+    """The detector process: workers, recovery, model shards, inputs and /metrics."""
+
+    model_config = ENV
+
+    recovery: bool = Field(True, description="Keep Bytewax recovery snapshots.")
+    recovery_dir: Path | None = Field(
+        None, description="Recovery snapshot folder (default: `<home>/recovery`)."
+    )
+    snapshot_interval_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="Epoch length: how often state and offsets are snapshotted; a crash "
+        "publishes again at most about this much of the stream.",
+    )
+    workers: int = Field(1, ge=1, description="Bytewax worker threads per process.")
+    process_id: int | None = Field(
+        None, ge=0, description="This process's index in a multi-process detector cluster."
+    )
+    addresses: str | None = Field(
+        None, description="host:port of every detector process, `;`-separated (a cluster)."
+    )
+    model_shards: int = Field(
+        0,
+        ge=0,
+        description="Shards of the model step, each scoring its share of transactions on a "
+        "worker of its own; 0: one per worker of the detector (processes x workers).",
+    )
+    status_interval_seconds: float = Field(
+        5.0, gt=0, description="How often the model's status is published."
+    )
+    max_message_bytes: int = Field(
+        65536, ge=256, description="Larger records go to the dead-letter topic."
+    )
+    max_clock_skew_seconds: float = Field(
+        300.0, ge=0, description="Transactions this far in the future are rejected."
+    )
     metrics_host: str = Field(
-        "127.0.0.1", description="Address of the detector's Prometheus /metrics endpoint."
+        "127.0.0.1", description="Address of the detector's Prometheus `/metrics` endpoint."
     )
     metrics_port: int = Field(
         3030,
         ge=0,
         le=65535,
-        description="Port of the detector's /metrics (0 disables); processes of a cluster "
+        description="Port of the detector's `/metrics` (`0` disables); processes of a cluster "
         "on one host take the next ports, in process order.",
     )
-
-    # --- API -------------------------------------------------------------------------
-    api_host: str = Field("127.0.0.1", description="Address the API listens on.")
-    api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
-    database_url: str | None = Field(
-        None,
-        description="SQLAlchemy URL of the review database (default: a SQLite file "
-        "<home>/review.db; e.g. postgresql+psycopg://user:pass@host/db).",
-    )
-    api_keys: SecretStr | None = Field(
-        None,
-        description="API keys as comma-separated role:key pairs (role: viewer, analyst, "
-        "admin; role:name:key names the holder in the audit trail).",
-    )
-    api_keys_file: Path | None = Field(
-        None, description="File with one role:key (or role:name:key) pair per line."
-    )
-    claim_ttl_seconds: float = Field(
-        900.0, gt=0, description="How long an analyst's claim on an alert lasts."
-    )
-    outbox_interval_seconds: float = Field(
-        1.0, gt=0, description="How often undelivered labels and control messages are retried."
-    )
-
-    # --- Logs ------------------------------------------------------------------------
-    log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
-    log_format: str = Field(
-        "auto", description="console, json, or auto (console on a terminal, else json)."
-    )
-
-    @cached_property
-    def brokers(self) -> list[str]:
-        return [b.strip() for b in self.bootstrap_servers.split(",") if b.strip()]
 
     @property
     def cluster(self) -> list[str]:
@@ -220,24 +258,80 @@ class Settings(BaseSettings):
         """Shards of the model step in force (see ``model_shards``)."""
         return self.model_shards or max(len(self.cluster), 1) * self.workers
 
+
+class ApiSettings(BaseSettings):
+    """The review service (API)."""
+
+    model_config = ENV
+
+    api_host: str = Field("127.0.0.1", description="Address the API listens on.")
+    api_port: int = Field(
+        8000, ge=1, le=65535, description="Port the API listens on (its `/metrics` too)."
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the review database, e.g. "
+        "`postgresql+psycopg://user:pass@host/db` (default: SQLite file `<home>/review.db`).",
+    )
+    api_keys: SecretStr | None = Field(
+        None,
+        description="API keys as comma-separated `role:key` pairs (role: `viewer`, `analyst`, "
+        "`admin`); `role:name:key` names the holder in the audit trail.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File with one `role:key` (or `role:name:key`) pair per line."
+    )
+    claim_ttl_seconds: float = Field(
+        900.0, gt=0, description="How long an analyst's claim on an alert lasts."
+    )
+    outbox_interval_seconds: float = Field(
+        1.0, gt=0, description="How often undelivered labels and control messages are retried."
+    )
+
+
+class LogSettings(BaseSettings):
+    """Logs of every process."""
+
+    model_config = ENV
+
+    log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
+    log_format: str = Field(
+        "auto", description="console, json, or auto (console on a terminal, else json)."
+    )
+
+
+class Settings(BaseModel):
+    """fraudstream settings, by group; each group reads its fields from the environment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Kafka")
+    local: LocalSettings = Field(default_factory=LocalSettings, description="Local broker")
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings, description="Scoring")
+    detector: DetectorSettings = Field(default_factory=DetectorSettings, description="Detector")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="API")
+    logs: LogSettings = Field(default_factory=LogSettings, description="Logs")
+
     @property
     def recovery_path(self) -> Path:
-        return self.recovery_dir if self.recovery_dir is not None else self.home / "recovery"
+        """The detector's recovery snapshots (default: <home>/recovery)."""
+        own = self.detector.recovery_dir
+        return own if own is not None else self.local.home / "recovery"
 
     @property
     def database(self) -> str:
-        if self.database_url:
-            return self.database_url
-        return f"sqlite:///{self.home / 'review.db'}"
+        """The review database's URL (default: a SQLite file in the home)."""
+        if self.api.database_url:
+            return self.api.database_url
+        return f"sqlite:///{self.local.home / 'review.db'}"
 
-    @property
-    def topics(self) -> list[str]:
-        return [
-            self.topic_transactions,
-            self.topic_decisions,
-            self.topic_alerts,
-            self.topic_labels,
-            self.topic_dead_letters,
-            self.topic_model_status,
-            self.topic_control,
-        ]
+
+# Each group's settings, by its name in ``Settings``, in the order of the README's table
+GROUPS: dict[str, type[BaseSettings]] = {
+    "kafka": KafkaSettings,
+    "local": LocalSettings,
+    "scoring": ScoringSettings,
+    "detector": DetectorSettings,
+    "api": ApiSettings,
+    "logs": LogSettings,
+}

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from detector.contracts import ModelQuality, ModelStatus
+from detector.settings import GROUPS, Settings
 
 
 def model_status(
@@ -39,3 +40,25 @@ def model_status(
         "alert_recall": None,
     }
     return ModelStatus(**(base | fields), quality=ModelQuality(**(figures | (quality or {}))))
+
+
+def settings_of(**fields: Any) -> Settings:
+    """``Settings`` with ``fields``, named as their variables are, each in its group."""
+    groups = _by_group(fields)
+    return Settings.model_validate({g: GROUPS[g](**values) for g, values in groups.items()})
+
+
+def settings_with(settings: Settings, **fields: Any) -> Settings:
+    """A copy of ``settings`` with ``fields``, named as their variables are, changed."""
+    groups = _by_group(fields)
+    return settings.model_copy(
+        update={g: getattr(settings, g).model_copy(update=values) for g, values in groups.items()}
+    )
+
+
+def _by_group(fields: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    groups: dict[str, dict[str, Any]] = {}
+    for name, value in fields.items():
+        [group] = [g for g, kind in GROUPS.items() if name in kind.model_fields]
+        groups.setdefault(group, {})[name] = value
+    return groups

@@ -14,11 +14,11 @@ from api.review.records import Context, storable_text
 from api.schemas import ModelInfo
 from api.tables import ModelStatusRecord
 from detector.contracts import ModelStatus
-from detector.settings import Settings
+from detector.settings import DetectorSettings
 
 # A status older than this many reporting intervals is stale.
 STALE_INTERVALS = 3
-STATUS_INTERVAL: float = Settings.model_fields["status_interval_seconds"].default
+STATUS_INTERVAL: float = DetectorSettings.model_fields["status_interval_seconds"].default
 
 
 def _finite_json(value: object) -> bool:

@@ -21,7 +21,7 @@ from api.fields import NAME_MAX, AlertStatus
 from api.review.errors import Conflict, Invalid, NotFound
 from api.schemas import AlertFacts, AlertItem
 from api.tables import AlertEventRecord, AlertRecord
-from detector.settings import Settings
+from detector.settings import KafkaSettings, Settings
 
 T = TypeVar("T")
 Shape = TypeVar("Shape", bound=AlertItem)
@@ -41,12 +41,12 @@ def utc(value: datetime) -> datetime:
 class Topics:
     """Where the outbox sends analysts' labels and admins' control messages."""
 
-    labels: str = Settings.model_fields["topic_labels"].default
-    control: str = Settings.model_fields["topic_control"].default
+    labels: str = KafkaSettings.model_fields["topic_labels"].default
+    control: str = KafkaSettings.model_fields["topic_control"].default
 
     @classmethod
     def of(cls, settings: Settings) -> Topics:
-        return cls(labels=settings.topic_labels, control=settings.topic_control)
+        return cls(labels=settings.kafka.topic_labels, control=settings.kafka.topic_control)
 
 
 class Observer(Protocol):

@@ -147,7 +147,7 @@ def claim(
 ) -> AlertItem:
     """Take the alert for ``claim_ttl_seconds`` so no one else works on it; claiming it
     again extends the claim. Another analyst's live claim is a 409."""
-    ttl = settings.claim_ttl_seconds
+    ttl = settings.api.claim_ttl_seconds
     return review.claim(ctx, alert_id=alert_id, actor=principal.name, ttl=ttl)
 
 

@@ -31,7 +31,7 @@ ModelNamePath = Annotated[str, Path(min_length=1, max_length=NAME_MAX, pattern=N
 @router.get("/models", summary="Model status", response_model=list[ModelInfo])
 def list_models(ctx: ReviewDep, settings: SettingsDep) -> list[ModelInfo]:
     """The latest status of every model the detector reported (deciding and challengers)."""
-    return review.model_statuses(ctx, interval=settings.status_interval_seconds)
+    return review.model_statuses(ctx, interval=settings.detector.status_interval_seconds)
 
 
 @router.get(
@@ -42,7 +42,7 @@ def list_models(ctx: ReviewDep, settings: SettingsDep) -> list[ModelInfo]:
 )
 def get_model(model_name: ModelNamePath, ctx: ReviewDep, settings: SettingsDep) -> ModelInfo:
     """The latest status of one model."""
-    interval = settings.status_interval_seconds
+    interval = settings.detector.status_interval_seconds
     return review.get_model_status(ctx, model_name=model_name, interval=interval)
 
 

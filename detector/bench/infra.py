@@ -28,14 +28,14 @@ from detector.local.broker_config import find_free_ports
 from detector.local.topics import create_topics
 from detector.replay.datasets import read_dataset
 from detector.replay.progress import ProgressBar
-from detector.settings import Settings
+from detector.settings import KafkaSettings, Settings
 
 log = structlog.get_logger("fraudstream.bench")
 
 BOOTSTRAP_ENV = "FRAUDSTREAM_BOOTSTRAP_SERVERS"
 TOPIC_FIELDS = tuple(
     name
-    for name, field in Settings.model_fields.items()
+    for name, field in KafkaSettings.model_fields.items()
     if name.startswith("topic_") and field.annotation is str
 )
 _POLL_SECONDS = 0.1
@@ -89,13 +89,13 @@ def broker_for(settings: Settings, bootstrap: str | None, work: Path) -> Iterato
         yield with_bootstrap(settings, given)
         return
     port, controller_port = find_free_ports(2)
-    libs = settings.kafka_libs_dir or settings.home / "kafka" / "libs"
+    libs = settings.local.kafka_libs_dir or settings.local.home / "kafka" / "libs"
     broker = LocalBroker(
         work / "broker",
         port=port,
         controller_port=controller_port,
-        version=settings.kafka_version,
-        heap=settings.kafka_heap,
+        version=settings.local.kafka_version,
+        heap=settings.local.kafka_heap,
         libs_dir=libs,
     )
     broker.start(wait=120)
@@ -107,8 +107,10 @@ def broker_for(settings: Settings, bootstrap: str | None, work: Path) -> Iterato
 
 def with_bootstrap(settings: Settings, bootstrap: str) -> Settings:
     """``settings`` pointed at another broker (a new object: ``brokers`` is cached)."""
-    values = settings.model_dump(exclude={"bootstrap_servers"})
-    return Settings(**values, bootstrap_servers=bootstrap)
+    kafka = settings.kafka.model_dump(exclude={"bootstrap_servers"})
+    return settings.model_copy(
+        update={"kafka": KafkaSettings(**kafka, bootstrap_servers=bootstrap)}
+    )
 
 
 @contextlib.contextmanager
@@ -143,8 +145,10 @@ class Topics:
         }
         if transactions is not None:
             update["topic_transactions"] = transactions
-        settings = self.settings.model_copy(update=update)
-        self._create([t for t in settings.topics if t != transactions])
+        settings = self.settings.model_copy(
+            update={"kafka": self.settings.kafka.model_copy(update=update)}
+        )
+        self._create([t for t in settings.kafka.topics if t != transactions])
         return settings
 
     def _create(self, names: Sequence[str]) -> None:

@@ -216,7 +216,7 @@ def _run(
         )
         started = time.monotonic()
         publisher.start()
-        marks = Watermarks(settings, settings.topic_decisions)
+        marks = Watermarks(settings, settings.kafka.topic_decisions)
 
         def sample(day: float, decided: int) -> None:
             rss = child.rss_kib()

@@ -21,9 +21,10 @@ import structlog
 from confluent_kafka import Consumer, Producer
 
 from detector.contracts import Transaction
+from detector.core import ScoringCore
+from detector.items import Scored
 from detector.kafka_config import consumer_config, producer_config
 from detector.local.logs import configure_logging
-from detector.scoring import CoreConfig, Scored, ScoringCore
 from detector.settings import Settings
 from detector.validation import parse_event
 
@@ -45,14 +46,14 @@ def run_plain_loop(settings: Settings, group_id: str, stop: threading.Event) -> 
         )
     )
     producer = Producer(producer_config(settings))
-    core = ScoringCore(CoreConfig.from_settings(settings))
-    skew = timedelta(seconds=settings.max_clock_skew_seconds)
-    topic = settings.topic_decisions
+    core = ScoringCore(settings.scoring.placed(shards=settings.detector.shards))
+    skew = timedelta(seconds=settings.detector.max_clock_skew_seconds)
+    topic = settings.kafka.topic_decisions
     decided = rejected = 0
-    consumer.subscribe([settings.topic_transactions])
+    consumer.subscribe([settings.kafka.topic_transactions])
     try:
         while not stop.is_set():
-            batch = consumer.consume(settings.kafka_batch_size, timeout=0.5)
+            batch = consumer.consume(settings.kafka.kafka_batch_size, timeout=0.5)
             if not batch:
                 continue
             for msg in batch:
@@ -62,7 +63,7 @@ def run_plain_loop(settings: Settings, group_id: str, stop: threading.Event) -> 
                 event = parse_event(
                     msg.value(),
                     Transaction,
-                    max_bytes=settings.max_message_bytes,
+                    max_bytes=settings.detector.max_message_bytes,
                     max_clock_skew=skew,
                 )
                 if isinstance(event, tuple):
@@ -100,7 +101,7 @@ def main() -> None:
     parser.add_argument("--group-id", required=True)
     args = parser.parse_args()
     settings = Settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.logs.log_level, settings.logs.log_format)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

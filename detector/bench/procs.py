@@ -29,11 +29,14 @@ STOP_SECONDS = 20.0
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that points a fraudstream process at ``settings``' broker and topics."""
     env = {
-        "FRAUDSTREAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        **{f"FRAUDSTREAM_{name.upper()}": str(getattr(settings, name)) for name in TOPIC_FIELDS},
+        "FRAUDSTREAM_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        **{
+            f"FRAUDSTREAM_{name.upper()}": str(getattr(settings.kafka, name))
+            for name in TOPIC_FIELDS
+        },
     }
-    if settings.kafka_extra_config:
-        env["FRAUDSTREAM_KAFKA_EXTRA_CONFIG"] = json.dumps(settings.kafka_extra_config)
+    if settings.kafka.kafka_extra_config:
+        env["FRAUDSTREAM_KAFKA_EXTRA_CONFIG"] = json.dumps(settings.kafka.kafka_extra_config)
     return env
 
 

@@ -42,8 +42,8 @@ from detector.bench.procs import (
     plain_loop_args,
     settings_env,
 )
+from detector.core import ScoringCore
 from detector.replay.progress import ProgressBar
-from detector.scoring import CoreConfig, ScoringCore
 from detector.settings import Settings
 
 log = structlog.get_logger("fraudstream.bench")
@@ -159,7 +159,7 @@ def run_bench(settings: Settings, options: BenchOptions) -> BenchReport:
 
 def core_alone(settings: Settings, records: Sequence[InputRecord]) -> float:
     """``ScoringCore.process`` in this process on parsed transactions: transactions/s."""
-    core = ScoringCore(CoreConfig.from_settings(settings))
+    core = ScoringCore(settings.scoring.placed(shards=settings.detector.shards))
     elapsed = 0.0
     # The benchmark's own objects (every input record) are no business of the collector:
     # without this, each full collection would walk them and bill the core for it.
@@ -189,7 +189,7 @@ def run_system(
     try:
         wait_for_records(
             settings,
-            settings.topic_decisions,
+            settings.kafka.topic_decisions,
             len(records),
             alive=lambda: alive_check(children),
             description=system,
@@ -199,7 +199,7 @@ def run_system(
         for child in children:
             child.stop()
     started = min(child.started for child in children)
-    read = read_back(settings, settings.topic_decisions)
+    read = read_back(settings, settings.kafka.topic_decisions)
     expected = {r.transaction_id for r in records}
     decided = expected.intersection(read.ids)
     first, last = min(read.timestamps), max(read.timestamps)
@@ -251,20 +251,22 @@ def run_latency(
     [child] = start_system(settings, "detector x1", folder, folder / "recovery")
     alive = lambda: alive_check([child])  # noqa: E731
     try:
-        produce_all(settings, settings.topic_transactions, records[:warmup], description="warm-up")
+        produce_all(
+            settings, settings.kafka.topic_transactions, records[:warmup], description="warm-up"
+        )
         wait_for_records(
             settings,
-            settings.topic_decisions,
+            settings.kafka.topic_decisions,
             warmup,
             alive=alive,
             description="latency warm-up",
             stall_seconds=options.stall_seconds,
         )
         load = records[warmup : warmup + paced]
-        achieved = produce_paced(settings, settings.topic_transactions, load, options.rate)
+        achieved = produce_paced(settings, settings.kafka.topic_transactions, load, options.rate)
         wait_for_records(
             settings,
-            settings.topic_decisions,
+            settings.kafka.topic_decisions,
             paced,
             alive=alive,
             description="latency decisions",
@@ -274,9 +276,9 @@ def run_latency(
     finally:
         child.stop()
     wanted = {r.transaction_id for r in load}
-    sent = read_back(settings, settings.topic_transactions)
+    sent = read_back(settings, settings.kafka.topic_transactions)
     sent_at = {i: ts for i, ts in zip(sent.ids, sent.timestamps, strict=True) if i in wanted}
-    decisions = read_back(settings, settings.topic_decisions)
+    decisions = read_back(settings, settings.kafka.topic_decisions)
     delays = sorted(
         float(ts - sent_at[i])
         for i, ts in zip(decisions.ids, decisions.timestamps, strict=True)

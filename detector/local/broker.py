@@ -105,17 +105,17 @@ class LocalBroker:
     def from_settings(cls, settings: Settings) -> LocalBroker:
         """The broker for ``settings``: its port comes from a local first bootstrap server."""
         port = 9092
-        if settings.brokers:
-            host, _, port_text = settings.brokers[0].rpartition(":")
+        if settings.kafka.brokers:
+            host, _, port_text = settings.kafka.brokers[0].rpartition(":")
             if host in LOCAL_HOSTS and port_text.isdigit():
                 port = int(port_text)
         return cls(
-            settings.home,
+            settings.local.home,
             port=port,
             controller_port=port + 1,
-            version=settings.kafka_version,
-            heap=settings.kafka_heap,
-            libs_dir=settings.kafka_libs_dir,
+            version=settings.local.kafka_version,
+            heap=settings.local.kafka_heap,
+            libs_dir=settings.local.kafka_libs_dir,
         )
 
     @property

@@ -74,7 +74,7 @@ def topic_config(replication_factor: int) -> dict[str, str]:
 
 def new_topics(settings: Settings, names: Iterable[str], partitions: int) -> list[NewTopic]:
     """The topics ``create_topics`` asks the broker for."""
-    factor = settings.topic_replication_factor
+    factor = settings.kafka.topic_replication_factor
     return [
         NewTopic(
             name,
@@ -88,7 +88,7 @@ def new_topics(settings: Settings, names: Iterable[str], partitions: int) -> lis
 
 def wait_for_broker(settings: Settings, timeout: float) -> None:
     """Return once a broker answers a metadata request; raise after ``timeout`` seconds."""
-    config = {**probe_config(settings.bootstrap_servers), **settings.kafka_extra_config}
+    config = {**probe_config(settings.kafka.bootstrap_servers), **settings.kafka.kafka_extra_config}
     admin = new_admin(config)
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -103,7 +103,7 @@ def wait_for_broker(settings: Settings, timeout: float) -> None:
         except KafkaException as exc:
             last_error = exc
     raise BrokerUnavailableError(
-        f"Kafka is not reachable at {settings.bootstrap_servers} after {timeout:g} s"
+        f"Kafka is not reachable at {settings.kafka.bootstrap_servers} after {timeout:g} s"
         + (f" ({_describe(last_error)})" if last_error else "")
         + "; start one with the local broker or set FRAUDSTREAM_BOOTSTRAP_SERVERS"
     )
@@ -122,8 +122,8 @@ def create_topics(
     ``min.insync.replicas``). Returns ``{topic: "created" | "exists"}``. Existing topics are
     left as they are.
     """
-    names = list(dict.fromkeys(topics if topics is not None else settings.topics))
-    wanted = partitions if partitions is not None else settings.topic_partitions
+    names = list(dict.fromkeys(topics if topics is not None else settings.kafka.topics))
+    wanted = partitions if partitions is not None else settings.kafka.topic_partitions
     if wanted < 1:
         raise ValueError(f"partitions must be at least 1, got {wanted}")
     deadline = time.monotonic() + timeout
@@ -150,8 +150,8 @@ def create_topics(
                 "topics created",
                 topics=created,
                 partitions=wanted,
-                replication_factor=settings.topic_replication_factor,
-                min_insync_replicas=min_insync_replicas(settings.topic_replication_factor),
+                replication_factor=settings.kafka.topic_replication_factor,
+                min_insync_replicas=min_insync_replicas(settings.kafka.topic_replication_factor),
             )
     return {name: result[name] for name in names}
 
@@ -185,7 +185,7 @@ def _create(
             failures.append(f"{name}: no answer from the broker in time")
     if failures:
         raise TopicCreationError(
-            f"could not create topics on {settings.bootstrap_servers}: " + "; ".join(failures)
+            f"could not create topics on {settings.kafka.bootstrap_servers}: " + "; ".join(failures)
         )
     return result
 
@@ -210,7 +210,7 @@ def _wait_until_ready(
             return
         if time.monotonic() >= deadline:
             raise TopicCreationError(
-                f"topics {sorted(pending)} were created on {settings.bootstrap_servers} "
+                f"topics {sorted(pending)} were created on {settings.kafka.bootstrap_servers} "
                 "but their partitions have no leader yet"
             )
         time.sleep(0.1)
@@ -228,7 +228,7 @@ def _list_topics(admin: AdminClient, settings: Settings, timeout: float) -> dict
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         raise BrokerUnavailableError(
-            f"Kafka is not reachable at {settings.bootstrap_servers}: {_describe(exc)}"
+            f"Kafka is not reachable at {settings.kafka.bootstrap_servers}: {_describe(exc)}"
         ) from exc
     return {name: len(topic.partitions) for name, topic in metadata.topics.items()}
 

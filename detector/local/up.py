@@ -94,7 +94,7 @@ class LocalKeys:
 
 def local_keys(settings: Settings) -> LocalKeys | None:
     """Fresh keys for the local system, or None when the user configured their own."""
-    if settings.api_keys is not None or settings.api_keys_file is not None:
+    if settings.api.api_keys is not None or settings.api.api_keys_file is not None:
         return None
     from api.auth import new_key
 
@@ -103,12 +103,12 @@ def local_keys(settings: Settings) -> LocalKeys | None:
 
 def page_url(settings: Settings, key: str | None = None) -> str:
     """The analysts' page; with ``key`` it signs the browser in once."""
-    host = settings.api_host
+    host = settings.api.api_host
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     elif ":" in host:
         host = f"[{host}]"
-    url = f"http://{host}:{settings.api_port}/"
+    url = f"http://{host}:{settings.api.api_port}/"
     return f"{url}?key={key}" if key else url
 
 
@@ -128,7 +128,7 @@ def run_system(settings: Settings, *, simulate: bool = True, rate: float = 100.0
     """Start everything, wait for Ctrl-C (or a child's death), stop everything."""
     broker = LocalBroker.from_settings(settings)
     started_broker = broker.start()
-    log.info("broker ready", bootstrap=settings.bootstrap_servers, started=started_broker)
+    log.info("broker ready", bootstrap=settings.kafka.bootstrap_servers, started=started_broker)
     for topic, outcome in create_topics(settings).items():
         log.info("topic", topic=topic, outcome=outcome)
 
@@ -153,12 +153,12 @@ def run_system(settings: Settings, *, simulate: bool = True, rate: float = 100.0
             "fraudstream is up",
             api=page_url(settings),
             metrics=[
-                f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
-                if settings.metrics_port
+                f"http://{settings.detector.metrics_host}:{settings.detector.metrics_port}/metrics"
+                if settings.detector.metrics_port
                 else None,
                 f"{page_url(settings).rstrip('/')}/metrics",
             ],
-            topics=settings.topics,
+            topics=settings.kafka.topics,
         )
         if keys is not None:
             announce_keys(settings, keys)

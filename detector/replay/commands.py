@@ -178,7 +178,6 @@ def evaluate(
     precision and card precision@k per test week, with already known compromised cards
     removed.
     """
-    import dataclasses
     import json
     from datetime import date
 
@@ -186,7 +185,6 @@ def evaluate(
     from detector.replay.evaluation import DEFAULT_TEST_WEEKS, LabelPolicy
     from detector.replay.evaluation import evaluate as run_evaluation
     from detector.replay.handbook import format_table
-    from detector.scoring import CoreConfig
 
     settings = command_settings()
     if save_model is not None and not save_model.parent.is_dir():
@@ -201,9 +199,9 @@ def evaluate(
     policy = LabelPolicy(
         review_capacity=review_capacity, label_delay_days=label_delay, enabled=not no_labels
     )
-    config = CoreConfig.from_settings(settings).evaluation()
+    config = settings.scoring.evaluation()
     if shards is not None:
-        config = dataclasses.replace(config, shards=shards)
+        config = config.placed(shards=shards)
     reader = read_dataset(file, limit=limit)
     out = scores_out.open("w", newline="") if scores_out else None
     try:
@@ -236,7 +234,7 @@ def evaluate(
                 "labels": not no_labels,
             },
             k=k,
-            core=dataclasses.asdict(config),
+            core={**config.model_dump(mode="json"), "shards": config.shards},
         )
         report.write_text(json.dumps(payload, indent=2, default=str) + "\n")
         typer.echo(f"report written to {report}")
@@ -291,11 +289,11 @@ def model_info(
     except IncompatibleModelError as error:
         typer.echo(f"not loadable here: {error}")
         return
-    scorer = obj.scorer if isinstance(obj, ModelState) else obj
+    scorer = obj.decider.scorer if isinstance(obj, ModelState) else obj
     if isinstance(obj, ModelState):
         typer.echo(
-            f"model: {obj.name} {obj.version}, {obj.transactions_scored:,} transactions "
-            f"scored, labels by source {dict(obj.labels_by_source)}"
+            f"model: {obj.deciding} {obj.version}, {obj.decider.transactions_scored:,} "
+            f"transactions scored, labels by source {dict(obj.labels_by_source)}"
         )
     if isinstance(scorer, HybridScorer):
         typer.echo(

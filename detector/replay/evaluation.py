@@ -26,10 +26,13 @@ from datetime import time as dtime
 from typing import IO, Any
 
 from detector.contracts import Label
+from detector.core import ScoringCore
+from detector.items import Learned, Rejected, Scored
 from detector.replay.datasets import Record
 from detector.replay.handbook import ScoredTransaction, WeekReport, evaluate_week
 from detector.replay.progress import ProgressBar
-from detector.scoring import CoreConfig, Learned, ModelState, Rejected, Scored, ScoringCore
+from detector.scoring import ModelState
+from detector.settings import ScoringSettings
 
 DAY = timedelta(days=1)
 DEFAULT_TEST_WEEKS = (date(2018, 7, 4), date(2018, 7, 11), date(2018, 7, 18), date(2018, 7, 25))
@@ -192,7 +195,7 @@ def _label(tx_id: str, card_id: str, truth: bool, source: str, at: datetime) -> 
 def evaluate(
     records: Iterable[Record],
     *,
-    config: CoreConfig | None = None,
+    config: ScoringSettings | None = None,
     policy: LabelPolicy | None = None,
     test_weeks: Sequence[date] = DEFAULT_TEST_WEEKS,
     k: int = 100,
@@ -204,7 +207,7 @@ def evaluate(
     """Replay ``records`` (in timestamp order, with ground truth) and measure the core."""
     policy = policy or LabelPolicy()
     # Labels are explicit here: no transaction is presumed legitimate for lack of one.
-    config = config or CoreConfig().evaluation()
+    config = config or ScoringSettings().evaluation()
     core = ScoringCore(config)
     feed = _LabelFeed(policy)
     keep_from = min(test_weeks) - timedelta(days=14) if test_weeks else None
@@ -261,7 +264,7 @@ def evaluate(
         weeks=weeks,
         throughput=stats,
         labels_by_source=dict(core.model.labels_by_source),
-        decisions=dict(core.model.decisions),
+        decisions=dict(core.model.decider.decisions),
         rows=rows,
         labels_by_day=labels_by_day,
         skipped_records=getattr(records, "skipped", 0),

@@ -184,8 +184,8 @@ class _Publisher:
     def __init__(self, settings: Settings, stop: threading.Event | None) -> None:
         # Each record's delivery report is ours (``_delivered``): it counts failures.
         self._producer = Producer(producer_config(settings))
-        self._transactions_topic = settings.topic_transactions
-        self._labels_topic = settings.topic_labels
+        self._transactions_topic = settings.kafka.topic_transactions
+        self._labels_topic = settings.kafka.topic_labels
         self._stop = stop
         self.stats = PublishStats()
         self.transactions_sent = 0  # handed to the producer; stats count deliveries

@@ -19,7 +19,7 @@ import pytest
 from detector.local.broker import LocalBroker
 from detector.local.broker_config import SaslListener, find_free_ports
 from detector.local.topics import create_topics, wait_for_broker
-from detector.settings import Settings
+from detector.settings import KafkaSettings, LocalSettings, Settings
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -28,7 +28,7 @@ EXTERNAL_ENV = "FRAUDSTREAM_TEST_BOOTSTRAP_SERVERS"
 # Every topic name field (topic_partitions etc. are numbers), so new topics are included.
 TOPIC_FIELDS = tuple(
     name
-    for name, field in Settings.model_fields.items()
+    for name, field in KafkaSettings.model_fields.items()
     if name.startswith("topic_") and field.annotation is str
 )
 
@@ -89,11 +89,17 @@ def kafka_settings(
     """Settings pointing at the session's broker, with a temporary home."""
     external = os.environ.get(EXTERNAL_ENV)
     if external:
-        settings = Settings(bootstrap_servers=external, home=tmp_path_factory.mktemp("home"))
+        settings = Settings(
+            kafka=KafkaSettings(bootstrap_servers=external),
+            local=LocalSettings(home=tmp_path_factory.mktemp("home")),
+        )
         wait_for_broker(settings, timeout=30)
         return settings
     broker: LocalBroker = request.getfixturevalue("kafka_broker")
-    return Settings(bootstrap_servers=broker.bootstrap, home=broker.home)
+    return Settings(
+        kafka=KafkaSettings(bootstrap_servers=broker.bootstrap),
+        local=LocalSettings(home=broker.home),
+    )
 
 
 @pytest.fixture
@@ -111,9 +117,8 @@ def local_broker_factory() -> Callable[[Path], LocalBroker]:
 def own_topics(settings: Settings) -> Settings:
     """A copy of ``settings`` whose topic names are new (the topics are not created)."""
     suffix = uuid.uuid4().hex[:10]
-    return settings.model_copy(
-        update={field: f"{getattr(settings, field)}-{suffix}" for field in TOPIC_FIELDS}
-    )
+    topics = {field: f"{getattr(settings.kafka, field)}-{suffix}" for field in TOPIC_FIELDS}
+    return settings.model_copy(update={"kafka": settings.kafka.model_copy(update=topics)})
 
 
 @pytest.fixture
@@ -165,8 +170,10 @@ def sasl_settings_of(broker: LocalBroker) -> Settings:
     assert broker.sasl is not None
     return own_topics(
         Settings(
-            bootstrap_servers=broker.sasl_bootstrap,
-            kafka_extra_config=broker.sasl.client_config(),
-            home=broker.home,
+            kafka=KafkaSettings(
+                bootstrap_servers=broker.sasl_bootstrap,
+                kafka_extra_config=broker.sasl.client_config(),
+            ),
+            local=LocalSettings(home=broker.home),
         )
     )

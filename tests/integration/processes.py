@@ -12,17 +12,17 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
-from detector.settings import Settings
+from detector.settings import KafkaSettings, Settings
 
 
 def service_env(settings: Settings) -> dict[str, str]:
     """The environment that points a fraudstream process at ``settings``' broker and topics."""
     return {
-        "FRAUDSTREAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "FRAUDSTREAM_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         **{
-            f"FRAUDSTREAM_{name.upper()}": getattr(settings, name)
-            for name in Settings.model_fields
-            if name.startswith("topic_") and isinstance(getattr(settings, name), str)
+            f"FRAUDSTREAM_{name.upper()}": getattr(settings.kafka, name)
+            for name in KafkaSettings.model_fields
+            if name.startswith("topic_") and isinstance(getattr(settings.kafka, name), str)
         },
     }
 

@@ -21,7 +21,8 @@ from detector.contracts import Control, Label
 from detector.local.broker import LocalBroker
 from detector.local.broker_config import find_free_ports
 from detector.local.topics import create_topics
-from detector.settings import Settings
+from detector.settings import KafkaSettings, LocalSettings, Settings
+from tests.factories import settings_with
 from tests.integration.kafka_io import produce
 from tests.unit.test_api import make_alert, make_status
 
@@ -31,12 +32,11 @@ KEYS = f"admin:ada:{ADMIN},analyst:ann:{ANALYST}"
 
 
 def review_settings(kafka: Settings, home: Path) -> Settings:
-    return kafka.model_copy(
-        update={
-            "database_url": f"sqlite:///{home / 'review.db'}",
-            "api_keys": SecretStr(KEYS),
-            "outbox_interval_seconds": 0.2,
-        }
+    return settings_with(
+        kafka,
+        database_url=f"sqlite:///{home / 'review.db'}",
+        api_keys=SecretStr(KEYS),
+        outbox_interval_seconds=0.2,
     )
 
 
@@ -44,7 +44,7 @@ def read_all(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes]]
     """(key, value) of everything on ``topic`` now."""
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.bootstrap_servers,
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
             "group.id": f"test-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
         }
@@ -101,12 +101,12 @@ def test_alert_in_verdict_out_and_control(served: tuple[FastAPI, TestClient]) ->
     alert = make_alert(1, card="card-77")
     produce(
         settings,
-        settings.topic_alerts,
+        settings.kafka.topic_alerts,
         [("card-77", alert.model_dump_json().encode()), ("card-77", b"not an alert")],
     )
     produce(
         settings,
-        settings.topic_model_status,
+        settings.kafka.topic_model_status,
         [
             ("logreg", make_status("logreg", deciding=True).model_dump_json().encode()),
             ("tree", make_status("tree", deciding=False).model_dump_json().encode()),
@@ -124,7 +124,7 @@ def test_alert_in_verdict_out_and_control(served: tuple[FastAPI, TestClient]) ->
         headers={"X-API-Key": ANALYST},
     )
     assert verdict.status_code == 200
-    [(key, value)] = wait_for("the label", lambda: read_all(settings, settings.topic_labels))
+    [(key, value)] = wait_for("the label", lambda: read_all(settings, settings.kafka.topic_labels))
     label = Label.model_validate_json(value)
     assert key == b"card-77"
     assert (label.transaction_id, label.card_id, label.label, label.source) == (
@@ -138,7 +138,9 @@ def test_alert_in_verdict_out_and_control(served: tuple[FastAPI, TestClient]) ->
         "/api/models/deciding", json={"model_name": "tree"}, headers={"X-API-Key": ADMIN}
     )
     assert accepted.status_code == 202
-    [(key, value)] = wait_for("the control", lambda: read_all(settings, settings.topic_control))
+    [(key, value)] = wait_for(
+        "the control", lambda: read_all(settings, settings.kafka.topic_control)
+    )
     control = Control.model_validate_json(value)
     assert key == b"model"
     assert (control.control_id, control.action, control.model_name, control.requested_by) == (
@@ -163,13 +165,16 @@ def decide(client: TestClient, alert_id: str, label: str) -> None:
 def test_verdicts_during_an_outage_are_delivered_once_when_the_broker_is_back(
     own_broker: LocalBroker, tmp_path: Path
 ) -> None:
-    kafka = Settings(bootstrap_servers=own_broker.bootstrap, home=tmp_path)
+    kafka = Settings(
+        kafka=KafkaSettings(bootstrap_servers=own_broker.bootstrap),
+        local=LocalSettings(home=tmp_path),
+    )
     create_topics(kafka)
     settings = review_settings(kafka, tmp_path)
     before, first, second = (make_alert(n, card=f"card-{n}") for n in range(3))
     produce(
         settings,
-        settings.topic_alerts,
+        settings.kafka.topic_alerts,
         [(a.transaction.card_id, a.model_dump_json().encode()) for a in (before, first, second)],
     )
     app = create_app(settings)
@@ -192,8 +197,8 @@ def test_verdicts_during_an_outage_are_delivered_once_when_the_broker_is_back(
 
         own_broker.start(wait=120)
         wait_for("the outbox to drain", lambda: pending(client) == 0, timeout=90)
-        time.sleep(2 * settings.outbox_interval_seconds + 1)  # any duplicate would be out now
-        labels = read_all(settings, settings.topic_labels)
+        time.sleep(2 * settings.api.outbox_interval_seconds + 1)  # any duplicate would be out now
+        labels = read_all(settings, settings.kafka.topic_labels)
 
     parsed = [(key, Label.model_validate_json(value)) for key, value in labels]
     assert sorted((key, label.transaction_id, label.label) for key, label in parsed) == [
@@ -205,7 +210,9 @@ def test_verdicts_during_an_outage_are_delivered_once_when_the_broker_is_back(
 
 def test_the_api_starts_and_takes_verdicts_without_a_broker(tmp_path: Path) -> None:
     [port] = find_free_ports(1)
-    settings = review_settings(Settings(bootstrap_servers=f"127.0.0.1:{port}"), tmp_path)
+    settings = review_settings(
+        Settings(kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}")), tmp_path
+    )
     app = create_app(settings)
     started = time.monotonic()
     with TestClient(app) as client:

@@ -41,7 +41,7 @@ def test_bench_prints_every_system_and_decides_every_transaction(
 ) -> None:
     env = {
         **os.environ,
-        "FRAUDSTREAM_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "FRAUDSTREAM_BOOTSTRAP_SERVERS": kafka_settings.kafka.bootstrap_servers,
         "FRAUDSTREAM_HOME": str(tmp_path / "home"),
         "FRAUDSTREAM_LOG_LEVEL": "WARNING",
     }

@@ -18,7 +18,7 @@ from detector.local.topics import (
     new_admin,
     wait_for_broker,
 )
-from detector.settings import Settings
+from detector.settings import KafkaSettings, LocalSettings, Settings
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,10 @@ def test_start_status_reuse_stop(own_broker: LocalBroker) -> None:
 def test_restart_keeps_data_and_cluster_id(own_broker: LocalBroker) -> None:
     assert own_broker.start(wait=120)
     cluster_id = own_broker.cluster_id()
-    settings = Settings(bootstrap_servers=own_broker.bootstrap, home=own_broker.home)
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers=own_broker.bootstrap),
+        local=LocalSettings(home=own_broker.home),
+    )
     topic = f"restart-{uuid.uuid4().hex[:8]}"
     assert create_topics(settings, [topic], partitions=2) == {topic: "created"}
     assert own_broker.stop()
@@ -83,7 +86,7 @@ def test_create_topics_is_idempotent(kafka_settings: Settings) -> None:
     assert create_topics(kafka_settings, topics, partitions=4) == dict.fromkeys(topics, "created")
     assert create_topics(kafka_settings, topics, partitions=4) == dict.fromkeys(topics, "exists")
 
-    metadata = new_admin({"bootstrap.servers": kafka_settings.bootstrap_servers}).list_topics(
+    metadata = new_admin({"bootstrap.servers": kafka_settings.kafka.bootstrap_servers}).list_topics(
         timeout=10
     )
     for topic in topics:
@@ -100,22 +103,24 @@ def test_created_topics_have_their_min_insync_replicas(kafka_settings: Settings)
     resources = [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in topics]
     for resource, future in admin.describe_configs(resources).items():
         entry = future.result(timeout=30)["min.insync.replicas"]
-        expected = min_insync_replicas(kafka_settings.topic_replication_factor)
+        expected = min_insync_replicas(kafka_settings.kafka.topic_replication_factor)
         assert entry.value == str(expected), resource
         # Set on the topic itself, not inherited from the broker's default.
         assert entry.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value, resource
 
 
 def test_unique_topics_fixture_creates_settings_topics(unique_topics: Settings) -> None:
-    assert create_topics(unique_topics) == dict.fromkeys(unique_topics.topics, "exists")
-    metadata = new_admin({"bootstrap.servers": unique_topics.bootstrap_servers}).list_topics(
+    assert create_topics(unique_topics) == dict.fromkeys(unique_topics.kafka.topics, "exists")
+    metadata = new_admin({"bootstrap.servers": unique_topics.kafka.bootstrap_servers}).list_topics(
         timeout=10
     )
-    for topic in unique_topics.topics:
-        assert len(metadata.topics[topic].partitions) == unique_topics.topic_partitions
+    for topic in unique_topics.kafka.topics:
+        assert len(metadata.topics[topic].partitions) == unique_topics.kafka.topic_partitions
 
 
 def test_wait_for_broker_names_the_servers(tmp_path: Path) -> None:
-    settings = Settings(bootstrap_servers="127.0.0.1:1", home=tmp_path)
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"), local=LocalSettings(home=tmp_path)
+    )
     with pytest.raises(BrokerUnavailableError, match=r"127\.0\.0\.1:1"):
         wait_for_broker(settings, timeout=1)

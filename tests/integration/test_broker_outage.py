@@ -20,7 +20,7 @@ import pytest
 
 from detector.local.broker import LocalBroker
 from detector.local.topics import create_topics
-from detector.settings import Settings
+from detector.settings import KafkaSettings, Settings
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +112,9 @@ def test_an_outage_logs_one_lost_one_back_and_a_few_lines_instead_of_a_flood(
     own_broker: LocalBroker, tmp_path: Path
 ) -> None:
     topic = f"outage-{uuid.uuid4().hex[:8]}"
-    create_topics(Settings(bootstrap_servers=own_broker.bootstrap), [topic], partitions=1)
+    create_topics(
+        Settings(kafka=KafkaSettings(bootstrap_servers=own_broker.bootstrap)), [topic], partitions=1
+    )
     clients = [
         Client(mode, own_broker.bootstrap, topic, tmp_path) for mode in ("plain", "structured")
     ]

@@ -38,26 +38,26 @@ def start_detector(settings: Settings, tmp_path: Path, log: Path) -> subprocess.
 
 
 def decisions(settings: Settings) -> dict[str, Decision]:
-    values = consume_all(settings, settings.topic_decisions)
+    values = consume_all(settings, settings.kafka.topic_decisions)
     return {d.transaction_id: d for d in map(Decision.model_validate_json, values)}
 
 
 def statuses(settings: Settings) -> list[ModelStatus]:
-    values = consume_all(settings, settings.topic_model_status)
+    values = consume_all(settings, settings.kafka.topic_model_status)
     return [ModelStatus.model_validate_json(v) for v in values]
 
 
 def send(settings: Settings, txs: list[Transaction]) -> None:
     produce(
         settings,
-        settings.topic_transactions,
+        settings.kafka.topic_transactions,
         [(t.card_id, t.model_dump_json().encode()) for t in txs],
     )
 
 
 def send_control(settings: Settings, control: Control | bytes) -> None:
     value = control if isinstance(control, bytes) else control.model_dump_json().encode()
-    produce(settings, settings.topic_control, [("model", value)])
+    produce(settings, settings.kafka.topic_control, [("model", value)])
 
 
 def control(control_id: str, **fields: Any) -> Control:
@@ -130,13 +130,15 @@ def test_controls_apply_to_the_running_detector(unique_topics: Settings, tmp_pat
         assert {got[t.transaction_id].decision for t in third} == {"block"}
 
         def two_dead_letters() -> list[dict[str, Any]]:
-            found = [json.loads(v) for v in consume_all(settings, settings.topic_dead_letters)]
+            found = [
+                json.loads(v) for v in consume_all(settings, settings.kafka.topic_dead_letters)
+            ]
             return found if len(found) >= 2 else []
 
         dead = wait_until("the refused controls", two_dead_letters, proc, log)
         assert len(dead) == 2
         assert all(d["reason"] == "invalid" for d in dead)
-        assert all(d["source_topic"] == settings.topic_control for d in dead)
+        assert all(d["source_topic"] == settings.kafka.topic_control for d in dead)
         errors = {base64.b64decode(d["value_base64"]): d["error"] for d in dead}
         assert "action: Field required" in errors[b'{"control_id": "broken"}']
         [unknown] = [e for e in errors.values() if "unknown model" in e]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from detector.settings import Settings
-from tests.integration.campaign import DEFAULT_MARGIN_SECONDS, CampaignConfig, run_campaign
+from tests.integration.campaign import run_campaign
+from tests.integration.campaign_result import DEFAULT_MARGIN_SECONDS, CampaignConfig
 
 pytestmark = pytest.mark.slow
 

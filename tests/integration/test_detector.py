@@ -14,9 +14,11 @@ import pytest
 from bytewax.testing import run_main
 
 from detector.contracts import Alert, Decision, Label, ModelStatus, Transaction
-from detector.dataflow import build_flow, recovery_config
+from detector.dataflow import build_flow
+from detector.flow.recovery import recovery_config
 from detector.replay.simulator import SimulationConfig, simulate
 from detector.settings import Settings
+from tests.factories import settings_with
 from tests.integration.kafka_io import consume_all, produce
 
 pytestmark = pytest.mark.slow
@@ -84,8 +86,8 @@ def planted_fraud(history: list[Transaction]) -> Transaction:
 
 
 def test_detector_end_to_end(unique_topics: Settings, tmp_path: Path) -> None:
-    settings = unique_topics.model_copy(
-        update={"recovery_dir": tmp_path / "recovery", "status_interval_seconds": 0.5}
+    settings = settings_with(
+        unique_topics, recovery_dir=tmp_path / "recovery", status_interval_seconds=0.5
     )
     records = list(
         itertools.islice(simulate(SimulationConfig(n_customers=300, n_terminals=600, seed=7)), 3000)
@@ -101,31 +103,34 @@ def test_detector_end_to_end(unique_topics: Settings, tmp_path: Path) -> None:
         batch.insert(100 + i * 150, ("card-bad", value))
     duplicate = history[10]
     batch.insert(2500, (duplicate.card_id, duplicate.model_dump_json().encode()))
-    produce(settings, settings.topic_transactions, batch)
+    produce(settings, settings.kafka.topic_transactions, batch)
 
     run_detector(settings)
 
     decisions = [
-        Decision.model_validate_json(v) for v in consume_all(settings, settings.topic_decisions)
+        Decision.model_validate_json(v)
+        for v in consume_all(settings, settings.kafka.topic_decisions)
     ]
     decided = Counter(d.transaction_id for d in decisions)
     assert set(decided) == {tx.transaction_id for tx in valid}
     assert max(decided.values()) == 1, "a transaction was decided twice"
 
-    dead = [json.loads(v) for v in consume_all(settings, settings.topic_dead_letters)]
+    dead = [json.loads(v) for v in consume_all(settings, settings.kafka.topic_dead_letters)]
     reasons = Counter(d["reason"] for d in dead)
     expected = Counter(reason for _, reason in MALFORMED.values()) + Counter({"duplicate": 1})
     assert reasons == expected
     for d in dead:
         assert d["error"], d
-        assert d["source_topic"] == settings.topic_transactions
+        assert d["source_topic"] == settings.kafka.topic_transactions
     originals = {d["value_base64"] for d in dead if d["reason"] != "duplicate"}
     import base64
 
     assert originals == {base64.b64encode(v).decode() for v, _ in MALFORMED.values()}
     assert all(d["offset"] is not None for d in dead if d["reason"] != "duplicate")
 
-    alerts = [Alert.model_validate_json(v) for v in consume_all(settings, settings.topic_alerts)]
+    alerts = [
+        Alert.model_validate_json(v) for v in consume_all(settings, settings.kafka.topic_alerts)
+    ]
     by_tx = {a.transaction.transaction_id: a for a in alerts}
     planted_decision = next(d for d in decisions if d.transaction_id == fraud.transaction_id)
     assert fraud.transaction_id in by_tx, f"the planted fraud was not alerted: {planted_decision}"
@@ -140,7 +145,7 @@ def test_detector_end_to_end(unique_topics: Settings, tmp_path: Path) -> None:
 
     statuses = [
         ModelStatus.model_validate_json(v)
-        for v in consume_all(settings, settings.topic_model_status)
+        for v in consume_all(settings, settings.kafka.topic_model_status)
     ]
     before = statuses[-1]
     assert before.transactions_scored == len(valid)
@@ -155,7 +160,9 @@ def test_detector_end_to_end(unique_topics: Settings, tmp_path: Path) -> None:
         source="analyst",
         labeled_at=datetime.now(UTC),
     )
-    produce(settings, settings.topic_labels, [(label.card_id, label.model_dump_json().encode())])
+    produce(
+        settings, settings.kafka.topic_labels, [(label.card_id, label.model_dump_json().encode())]
+    )
     later = [
         tx.model_copy(
             update={
@@ -167,14 +174,15 @@ def test_detector_end_to_end(unique_topics: Settings, tmp_path: Path) -> None:
     ]
     produce(
         settings,
-        settings.topic_transactions,
+        settings.kafka.topic_transactions,
         [(tx.card_id, tx.model_dump_json().encode()) for tx in later],
     )
 
     run_detector(settings)
 
     decisions = [
-        Decision.model_validate_json(v) for v in consume_all(settings, settings.topic_decisions)
+        Decision.model_validate_json(v)
+        for v in consume_all(settings, settings.kafka.topic_decisions)
     ]
     decided = Counter(d.transaction_id for d in decisions)
     assert set(decided) == {tx.transaction_id for tx in [*valid, *later]}
@@ -182,7 +190,7 @@ def test_detector_end_to_end(unique_topics: Settings, tmp_path: Path) -> None:
 
     statuses = [
         ModelStatus.model_validate_json(v)
-        for v in consume_all(settings, settings.topic_model_status)
+        for v in consume_all(settings, settings.kafka.topic_model_status)
     ]
     after = statuses[-1]
     assert after.transactions_scored == len(valid) + len(later), "model state was not restored"

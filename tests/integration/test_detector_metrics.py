@@ -77,7 +77,7 @@ def test_metrics_count_what_was_sent(unique_topics: Settings, tmp_path: Path) ->
             (tx.card_id, tx.model_dump_json().encode()) for tx in txs
         ]
         batch.insert(150, ("card-bad", b'{"transaction_id": "x", '))
-        produce(settings, settings.topic_transactions, batch)
+        produce(settings, settings.kafka.topic_transactions, batch)
         labelled = txs[42]
         label = Label(
             transaction_id=labelled.transaction_id,
@@ -87,7 +87,9 @@ def test_metrics_count_what_was_sent(unique_topics: Settings, tmp_path: Path) ->
             labeled_at=datetime.now(UTC),
         )
         produce(
-            settings, settings.topic_labels, [(label.card_id, label.model_dump_json().encode())]
+            settings,
+            settings.kafka.topic_labels,
+            [(label.card_id, label.model_dump_json().encode())],
         )
 
         def settled() -> tuple[str, Samples] | None:
@@ -127,7 +129,7 @@ def test_metrics_count_what_was_sent(unique_topics: Settings, tmp_path: Path) ->
     assert total(found, "fraudstream_state_pending_labels") == len(txs)
 
     lags = found["bytewax_kafka_consumer_lag"]
-    assert {lab["topic"] for lab, _ in lags} >= {settings.topic_transactions}
+    assert {lab["topic"] for lab, _ in lags} >= {settings.kafka.topic_transactions}
     assert all(v >= 0 for _, v in lags)
     # Bounded labels only: no transaction, card or terminal ids in any series.
     ids = {t.transaction_id for t in txs} | {t.card_id for t in txs} | {t.terminal_id for t in txs}

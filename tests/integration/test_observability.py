@@ -105,9 +105,9 @@ class Feed:
                 labels.append((label.card_id, label.model_dump_json().encode()))
             if self.sent % 50 == 0:
                 txs.append((None, MALFORMED[self.sent // 50 % len(MALFORMED)]))
-        produce(self.settings, self.settings.topic_transactions, txs)
+        produce(self.settings, self.settings.kafka.topic_transactions, txs)
         if labels:
-            produce(self.settings, self.settings.topic_labels, labels)
+            produce(self.settings, self.settings.kafka.topic_labels, labels)
 
     def _stream(self) -> None:
         while not self.stop.wait(0.25):

@@ -62,9 +62,9 @@ class Produced:
 
 def topic_names(settings: Settings) -> dict[str, str]:
     return {
-        TRANSACTIONS: settings.topic_transactions,
-        LABELS: settings.topic_labels,
-        CONTROL: settings.topic_control,
+        TRANSACTIONS: settings.kafka.topic_transactions,
+        LABELS: settings.kafka.topic_labels,
+        CONTROL: settings.kafka.topic_control,
     }
 
 
@@ -73,7 +73,7 @@ def produce_records(settings: Settings, records: list[PoisonRecord]) -> list[Pro
     names = topic_names(settings)
     producer = Producer(
         {
-            "bootstrap.servers": settings.bootstrap_servers,
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
@@ -300,11 +300,11 @@ def test_poison_is_decided_or_dead_lettered_and_never_stops_the_detector(
         def decisions() -> list[Decision]:
             return [
                 Decision.model_validate_json(v)
-                for v in consume_all(settings, settings.topic_decisions)
+                for v in consume_all(settings, settings.kafka.topic_decisions)
             ]
 
         def dead_letters() -> list[bytes]:
-            return consume_all(settings, settings.topic_dead_letters)
+            return consume_all(settings, settings.kafka.topic_dead_letters)
 
         def settled() -> tuple[list[Decision], list[bytes]] | None:
             ds, dls = decisions(), dead_letters()

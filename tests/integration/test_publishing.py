@@ -17,7 +17,7 @@ from detector.kafka_config import admin_config, consumer_config
 from detector.replay.datasets import Record
 from detector.replay.publishing import PublishError, publish, start_time_for_live
 from detector.replay.simulator import SimulationConfig, simulate
-from detector.settings import Settings
+from detector.settings import KafkaSettings, Settings
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,9 @@ def settings(kafka_settings: Settings) -> Settings:
     futures = admin.create_topics([NewTopic(name, 1, 1) for name in topics.values()])
     for future in futures.values():
         future.result(timeout=30)
-    return kafka_settings.model_copy(update=topics)
+    return kafka_settings.model_copy(
+        update={"kafka": kafka_settings.kafka.model_copy(update=topics)}
+    )
 
 
 def _consume(settings: Settings, topic: str, expected: int) -> list[tuple[str, bytes]]:
@@ -96,13 +98,13 @@ def test_every_transaction_and_chargeback_arrives(settings: Settings) -> None:
 
     assert (stats.transactions, stats.labels, stats.errors) == (len(records), len(frauds), 0)
     assert not stats.interrupted
-    sent = _consume(settings, settings.topic_transactions, len(records))
+    sent = _consume(settings, settings.kafka.topic_transactions, len(records))
     # One partition: the topic holds the records in publication (timestamp) order.
     assert [Transaction.model_validate_json(value) for _, value in sent] == [
         r.transaction for r in records
     ]
     assert [key for key, _ in sent] == [r.transaction.card_id for r in records]
-    labels = _consume(settings, settings.topic_labels, len(frauds))
+    labels = _consume(settings, settings.kafka.topic_labels, len(frauds))
     expected = {
         r.transaction.transaction_id: Label(
             transaction_id=r.transaction.transaction_id,
@@ -135,7 +137,9 @@ def test_chargebacks_are_sent_when_due_and_never_dated_ahead_of_real_time(
     ]
     stats = publish(records, settings, chargeback_delay=timedelta(hours=3), realtime_cap=True)
     assert (stats.transactions, stats.labels) == (4, 1)
-    labels = [Label.model_validate_json(v) for _, v in _consume(settings, settings.topic_labels, 1)]
+    labels = [
+        Label.model_validate_json(v) for _, v in _consume(settings, settings.kafka.topic_labels, 1)
+    ]
     assert [(label.transaction_id, label.labeled_at) for label in labels] == [
         ("spaced-0", start + timedelta(hours=3))
     ]
@@ -177,15 +181,17 @@ def test_stop_ends_publishing_early_and_flushes(settings: Settings) -> None:
         timer.cancel()
     assert stats.interrupted
     assert 10 < stats.transactions < 200
-    assert len(_consume(settings, settings.topic_transactions, stats.transactions)) == (
+    assert len(_consume(settings, settings.kafka.topic_transactions, stats.transactions)) == (
         stats.transactions
     )
 
 
 def test_undeliverable_records_raise_with_the_count() -> None:
     unreachable = Settings(
-        bootstrap_servers="127.0.0.1:9",
-        kafka_extra_config={"message.timeout.ms": "1000", "log_level": "0"},
+        kafka=KafkaSettings(
+            bootstrap_servers="127.0.0.1:9",
+            kafka_extra_config={"message.timeout.ms": "1000", "log_level": "0"},
+        )
     )
     expected = r"3 record\(s\) could not be delivered to Kafka \(0 were\)"
     with pytest.raises(PublishError, match=expected) as caught:
@@ -197,7 +203,7 @@ def test_undeliverable_records_raise_with_the_count() -> None:
     "extra", [{"acks": "1"}, {"request.required.acks": "0"}, {"enable.idempotence": "false"}]
 )
 def test_an_extra_config_that_weakens_durability_is_refused(extra: dict[str, str]) -> None:
-    weak = Settings(bootstrap_servers="127.0.0.1:9", kafka_extra_config=extra)
+    weak = Settings(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:9", kafka_extra_config=extra))
     with pytest.raises(ValueError, match="FRAUDSTREAM_KAFKA_EXTRA_CONFIG"):
         publish(_spaced(1, timedelta(seconds=1)), weak)
 

@@ -41,7 +41,8 @@ def committed_epoch(recovery: Path) -> int:
 
 def decided(settings: Settings) -> list[Decision]:
     return [
-        Decision.model_validate_json(v) for v in consume_all(settings, settings.topic_decisions)
+        Decision.model_validate_json(v)
+        for v in consume_all(settings, settings.kafka.topic_decisions)
     ]
 
 
@@ -67,7 +68,7 @@ def test_detector_crash_resumes_from_snapshot_with_same_ids(
     txs = [r.transaction for r in records]
     produce(
         settings,
-        settings.topic_transactions,
+        settings.kafka.topic_transactions,
         [(t.card_id, t.model_dump_json().encode()) for t in txs],
     )
 
@@ -98,7 +99,9 @@ def test_detector_crash_resumes_from_snapshot_with_same_ids(
     again = [tx for tx, n in counts.items() if n > 1]
     # At least once: only the epoch in flight at the crash is decided again.
     assert len(again) < crashed_at
-    alerts = [Alert.model_validate_json(v) for v in consume_all(settings, settings.topic_alerts)]
+    alerts = [
+        Alert.model_validate_json(v) for v in consume_all(settings, settings.kafka.topic_alerts)
+    ]
     ids_by_tx: dict[str, set[str]] = {}
     for alert in alerts:
         ids_by_tx.setdefault(alert.transaction.transaction_id, set()).add(alert.alert_id)
@@ -107,6 +110,6 @@ def test_detector_crash_resumes_from_snapshot_with_same_ids(
     # The model resumed with its state: it did not start counting from zero again.
     statuses = [
         ModelStatus.model_validate_json(v)
-        for v in consume_all(settings, settings.topic_model_status)
+        for v in consume_all(settings, settings.kafka.topic_model_status)
     ]
     assert statuses[-1].transactions_scored == TOTAL

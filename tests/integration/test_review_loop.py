@@ -49,7 +49,7 @@ def history() -> tuple[list[Transaction], list[Label]]:
 
 def send(settings: Settings, txs: list[Transaction]) -> None:
     records = [(t.card_id, t.model_dump_json().encode()) for t in txs]
-    produce(settings, settings.topic_transactions, records)
+    produce(settings, settings.kafka.topic_transactions, records)
 
 
 def deciding_status(client: TestClient) -> dict[str, Any] | None:
@@ -73,7 +73,7 @@ def test_an_analyst_verdict_teaches_the_running_detector(
     send(settings, txs)
     produce(
         settings,
-        settings.topic_labels,
+        settings.kafka.topic_labels,
         [(label.card_id, label.model_dump_json().encode()) for label in chargebacks],
     )
     log = tmp_path / "detector.log"
@@ -146,7 +146,8 @@ def test_an_analyst_verdict_teaches_the_running_detector(
 
             def decision_of_twin() -> Decision | None:
                 found = map(
-                    Decision.model_validate_json, consume_all(settings, settings.topic_decisions)
+                    Decision.model_validate_json,
+                    consume_all(settings, settings.kafka.topic_decisions),
                 )
                 return next((d for d in found if d.transaction_id == twin.transaction_id), None)
 

@@ -59,7 +59,7 @@ def detected(
         tmp_path,
         log,
         {
-            "FRAUDSTREAM_KAFKA_EXTRA_CONFIG": json.dumps(settings.kafka_extra_config),
+            "FRAUDSTREAM_KAFKA_EXTRA_CONFIG": json.dumps(settings.kafka.kafka_extra_config),
             # Every transaction is reviewed: each one makes an alert.
             "FRAUDSTREAM_THRESHOLD_MODE": "fixed",
             "FRAUDSTREAM_REVIEW_THRESHOLD": "0",
@@ -76,7 +76,7 @@ def detected(
         assert (stats.transactions, stats.errors) == (TRANSACTIONS, 0)
         wait_until(
             "a decision for every transaction",
-            lambda: len(consume_all(settings, settings.topic_decisions)) >= TRANSACTIONS,
+            lambda: len(consume_all(settings, settings.kafka.topic_decisions)) >= TRANSACTIONS,
             process,
             log,
         )
@@ -88,14 +88,17 @@ def detected(
 
 def test_the_detector_reads_and_writes_through_sasl(detected: Detected) -> None:
     settings = detected.settings
-    assert detected.created == dict.fromkeys(settings.topics, "created")
+    assert detected.created == dict.fromkeys(settings.kafka.topics, "created")
     expected = {tx.transaction_id for tx in detected.transactions}
 
     decisions = [
-        Decision.model_validate_json(v) for v in consume_all(settings, settings.topic_decisions)
+        Decision.model_validate_json(v)
+        for v in consume_all(settings, settings.kafka.topic_decisions)
     ]
     assert sorted(d.transaction_id for d in decisions) == sorted(expected)
-    alerts = [Alert.model_validate_json(v) for v in consume_all(settings, settings.topic_alerts)]
+    alerts = [
+        Alert.model_validate_json(v) for v in consume_all(settings, settings.kafka.topic_alerts)
+    ]
     assert {a.transaction.transaction_id for a in alerts} == expected
     assert detected.process.poll() is None, detected.log.read_text()[-3000:]
 
@@ -103,7 +106,8 @@ def test_the_detector_reads_and_writes_through_sasl(detected: Detected) -> None:
 def test_an_alert_reaches_the_review_queue_through_sasl(detected: Detected, tmp_path: Path) -> None:
     settings = review_settings(detected.settings, tmp_path)
     alerts = {
-        Alert.model_validate_json(v).alert_id for v in consume_all(settings, settings.topic_alerts)
+        Alert.model_validate_json(v).alert_id
+        for v in consume_all(settings, settings.kafka.topic_alerts)
     }
     with TestClient(create_app(settings)) as client:
         wait_for("the detector's alerts in the queue", lambda: alert_ids(client) >= alerts)
@@ -112,16 +116,20 @@ def test_an_alert_reaches_the_review_queue_through_sasl(detected: Detected, tmp_
 @pytest.mark.parametrize("credentials", ["none", "wrong password"])
 def test_without_the_credentials_nothing_is_read(detected: Detected, credentials: str) -> None:
     settings = detected.settings
-    extra = {} if credentials == "none" else {**settings.kafka_extra_config, "sasl.password": "x"}
-    outsider = settings.model_copy(update={"kafka_extra_config": extra})
+    extra = (
+        {} if credentials == "none" else {**settings.kafka.kafka_extra_config, "sasl.password": "x"}
+    )
+    outsider = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"kafka_extra_config": extra})}
+    )
     consumer = Consumer(consumer_config(outsider, **{"group.id": f"outsider-{uuid.uuid4().hex}"}))
     try:
         with pytest.raises(KafkaException):
-            consumer.list_topics(settings.topic_decisions, timeout=5)
-        consumer.assign([TopicPartition(settings.topic_decisions, 0, 0)])
+            consumer.list_topics(settings.kafka.topic_decisions, timeout=5)
+        consumer.assign([TopicPartition(settings.kafka.topic_decisions, 0, 0)])
         read = [m for m in consumer.consume(100, timeout=5) if m.error() is None]
         assert read == []
     finally:
         consumer.close()
     # The same records are there for a client with the credentials.
-    assert len(consume_all(settings, settings.topic_decisions)) >= TRANSACTIONS
+    assert len(consume_all(settings, settings.kafka.topic_decisions)) >= TRANSACTIONS

@@ -33,7 +33,7 @@ from detector.contracts import (
 )
 from detector.local.broker_config import find_free_ports
 from detector.settings import Settings
-from tests.factories import model_status
+from tests.factories import model_status, settings_with
 from tests.integration.kafka_io import produce
 
 pytestmark = pytest.mark.integration
@@ -65,13 +65,12 @@ def chromium_path() -> str:
 @pytest.fixture
 def service(unique_topics: Settings, tmp_path: os.PathLike[str]) -> Iterator[Service]:
     """The real app (Kafka bridge on) served by uvicorn in a thread on a free port."""
-    settings = unique_topics.model_copy(
-        update={
-            "home": tmp_path,
-            "database_url": f"sqlite:///{tmp_path}/review.db",
-            "api_keys": SecretStr(f"analyst:ana:{ANA_KEY},analyst:bob:{BOB_KEY}"),
-            "outbox_interval_seconds": 0.2,
-        }
+    settings = settings_with(
+        unique_topics,
+        home=tmp_path,
+        database_url=f"sqlite:///{tmp_path}/review.db",
+        api_keys=SecretStr(f"analyst:ana:{ANA_KEY},analyst:bob:{BOB_KEY}"),
+        outbox_interval_seconds=0.2,
     )
     port = find_free_ports(1)[0]
     config = uvicorn.Config(
@@ -145,13 +144,13 @@ def read_labels(settings: Settings, expected: int, timeout: float = 30) -> list[
     """The first ``expected`` labels of the labels topic, waiting up to ``timeout``."""
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.bootstrap_servers,
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
             "group.id": f"test-{uuid.uuid4().hex}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
         }
     )
-    consumer.subscribe([settings.topic_labels])
+    consumer.subscribe([settings.kafka.topic_labels])
     labels: list[Label] = []
     deadline = time.monotonic() + timeout
     try:
@@ -210,12 +209,12 @@ def test_an_analyst_decides_an_alert_in_the_browser(service: Service) -> None:
     theirs = make_alert(f"tx-{uuid.uuid4().hex[:8]}", "card-web-2", 55.0, 0.91)
     produce(
         settings,
-        settings.topic_alerts,
+        settings.kafka.topic_alerts,
         [(a.transaction.card_id, a.model_dump_json().encode()) for a in (mine, theirs)],
     )
     produce(
         settings,
-        settings.topic_model_status,
+        settings.kafka.topic_model_status,
         [("logreg", make_status().model_dump_json().encode())],
     )
 

@@ -19,7 +19,7 @@ from api.bridge import CONSUMER_GROUP, Bridge, delivery_problem
 from api.db import make_engine, session_factory, upgrade
 from api.metrics import ApiMetrics
 from api.tables import OutboxRecord
-from detector.settings import Settings
+from tests.factories import settings_of
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 SASL_PLAIN = {
@@ -73,7 +73,7 @@ def sessions(tmp_path: Path) -> Iterator[Callable[[], Session]]:
 
 
 def bridge_for(sessions: Callable[[], Session], **settings: Any) -> Bridge:
-    return Bridge(Settings(**settings), sessions, ApiMetrics())
+    return Bridge(settings_of(**settings), sessions, ApiMetrics())
 
 
 def add_rows(sessions: Callable[[], Session], n: int) -> list[int]:

@@ -27,7 +27,7 @@ from schemathesis.checks import (
 
 from api import review
 from api.main import create_app
-from detector.settings import Settings
+from detector.settings import ApiSettings, LocalSettings, Settings
 from tests.unit.test_api import make_alert, make_status
 
 ADMIN = "admin-key-0123456789abcdef"
@@ -39,7 +39,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def served_app(database_url: str, tmp_path: Path) -> Iterator[FastAPI]:
     """The app with its lifespan running (schemathesis' own clients do not run it)."""
     app = create_app(
-        Settings(home=tmp_path, database_url=database_url, api_keys=SecretStr(f"admin:{ADMIN}")),
+        Settings(
+            local=LocalSettings(home=tmp_path),
+            api=ApiSettings(database_url=database_url, api_keys=SecretStr(f"admin:{ADMIN}")),
+        ),
         kafka=False,
     )
     with TestClient(app):

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from api.main import CONTENT_SECURITY_POLICY, WEB, WebFiles, _loggable, create_app
-from detector.settings import Settings
+from detector.settings import ApiSettings, LocalSettings, Settings
 
 VIEWER = "viewer-key-0123456789abcdef"
 
@@ -27,7 +27,11 @@ VIEWER = "viewer-key-0123456789abcdef"
 @pytest.fixture
 def app(tmp_path: Path) -> FastAPI:
     return create_app(
-        Settings(home=tmp_path, api_keys=SecretStr(f"viewer:vic:{VIEWER}")), kafka=False
+        Settings(
+            local=LocalSettings(home=tmp_path),
+            api=ApiSettings(api_keys=SecretStr(f"viewer:vic:{VIEWER}")),
+        ),
+        kafka=False,
     )
 
 

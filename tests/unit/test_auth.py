@@ -24,7 +24,7 @@ from api.auth import (
     parse_entry,
 )
 from api.main import create_app
-from detector.settings import Settings
+from detector.settings import ApiSettings, LocalSettings, Settings
 
 ADMIN = "admin-key-0123456789abcdef"
 VIEWER = "viewer-key-0123456789abcdef"
@@ -79,7 +79,9 @@ def test_bad_entries_are_refused_without_showing_the_key(entry: str, fragment: s
 def test_keys_from_settings_and_file(tmp_path: Path) -> None:
     keys_file = tmp_path / "keys"
     keys_file.write_text(f"# the team\nanalyst:ann:{'a' * 20}  # Ann\n\nviewer:{'v' * 20}\n")
-    settings = Settings(api_keys=SecretStr(f"admin:{ADMIN}"), api_keys_file=keys_file)
+    settings = Settings(
+        api=ApiSettings(api_keys=SecretStr(f"admin:{ADMIN}"), api_keys_file=keys_file)
+    )
     entries = configured_entries(settings)
     assert [(role, name) for role, name, _ in entries] == [
         (Role.admin, default_name(Role.admin, ADMIN)),
@@ -93,12 +95,18 @@ def test_keys_from_settings_and_file(tmp_path: Path) -> None:
 
 def test_missing_keys_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(KeyConfigError, match="cannot read the API keys file"):
-        configured_entries(Settings(api_keys_file=tmp_path / "nope"))
+        configured_entries(Settings(api=ApiSettings(api_keys_file=tmp_path / "nope")))
 
 
 def test_bad_keys_fail_app_creation(tmp_path: Path) -> None:
     with pytest.raises(KeyConfigError):
-        create_app(Settings(home=tmp_path, api_keys=SecretStr("boss:" + ADMIN)), kafka=False)
+        create_app(
+            Settings(
+                local=LocalSettings(home=tmp_path),
+                api=ApiSettings(api_keys=SecretStr("boss:" + ADMIN)),
+            ),
+            kafka=False,
+        )
 
 
 def test_keyring_keeps_digests_only() -> None:
@@ -123,7 +131,9 @@ def test_new_keys_are_random_and_usable() -> None:
 @pytest.fixture
 def app(tmp_path: Path) -> FastAPI:
     keys = SecretStr(f"admin:{ADMIN},viewer:{VIEWER}")
-    return create_app(Settings(home=tmp_path, api_keys=keys), kafka=False)
+    return create_app(
+        Settings(local=LocalSettings(home=tmp_path), api=ApiSettings(api_keys=keys)), kafka=False
+    )
 
 
 @pytest.fixture
@@ -208,7 +218,9 @@ def test_keys_new_prints_a_key_and_its_env_line() -> None:
     key = re.search(r"key: (\S+)", result.output)
     assert key is not None
     assert f"FRAUDSTREAM_API_KEYS=admin:ops:{key.group(1)}" in result.output
-    ring = KeyRing.from_settings(Settings(api_keys=SecretStr(f"admin:ops:{key.group(1)}")))
+    ring = KeyRing.from_settings(
+        Settings(api=ApiSettings(api_keys=SecretStr(f"admin:ops:{key.group(1)}")))
+    )
     assert ring.authenticate(key.group(1)) == Principal("ops", Role.admin)
 
     refused = CliRunner().invoke(cli, ["keys", "new", "--role", "root"])
@@ -220,12 +232,12 @@ def test_up_makes_local_keys_only_when_none_is_configured(tmp_path: Path) -> Non
 
     keys = local_keys(Settings())
     assert keys is not None and keys.admin != keys.analyst
-    ring = KeyRing.from_settings(Settings(api_keys=SecretStr(keys.env_value)))
+    ring = KeyRing.from_settings(Settings(api=ApiSettings(api_keys=SecretStr(keys.env_value))))
     assert ring.authenticate(keys.admin) == Principal("local-admin", Role.admin)
     assert ring.authenticate(keys.analyst) == Principal("local-analyst", Role.analyst)
-    assert local_keys(Settings(api_keys=SecretStr(f"admin:{ADMIN}"))) is None
-    assert local_keys(Settings(api_keys_file=tmp_path / "keys")) is None
+    assert local_keys(Settings(api=ApiSettings(api_keys=SecretStr(f"admin:{ADMIN}")))) is None
+    assert local_keys(Settings(api=ApiSettings(api_keys_file=tmp_path / "keys"))) is None
 
-    settings = Settings(api_host="0.0.0.0", api_port=8123)
+    settings = Settings(api=ApiSettings(api_host="0.0.0.0", api_port=8123))
     assert page_url(settings, "k") == "http://127.0.0.1:8123/?key=k"
-    assert page_url(Settings(api_host="::1", api_port=80)) == "http://[::1]:80/"
+    assert page_url(Settings(api=ApiSettings(api_host="::1", api_port=80))) == "http://[::1]:80/"

@@ -20,7 +20,7 @@ from detector.local.broker_config import (
     render_properties,
     server_properties,
 )
-from detector.settings import Settings
+from detector.settings import KafkaSettings, LocalSettings, Settings
 
 
 def parse_properties(text: str) -> dict[str, str]:
@@ -147,10 +147,8 @@ def test_cluster_id_is_kept_in_the_home(tmp_path: Path) -> None:
 
 def test_from_settings_takes_a_local_port(tmp_path: Path) -> None:
     settings = Settings(
-        bootstrap_servers="localhost:19092,127.0.0.1:29092",
-        home=tmp_path,
-        kafka_version="3.8.0",
-        kafka_heap="1g",
+        kafka=KafkaSettings(bootstrap_servers="localhost:19092,127.0.0.1:29092"),
+        local=LocalSettings(home=tmp_path, kafka_version="3.8.0", kafka_heap="1g"),
     )
     broker = LocalBroker.from_settings(settings)
     assert (broker.host, broker.port, broker.controller_port) == ("127.0.0.1", 19092, 19093)
@@ -158,7 +156,10 @@ def test_from_settings_takes_a_local_port(tmp_path: Path) -> None:
 
 
 def test_from_settings_ignores_a_remote_broker(tmp_path: Path) -> None:
-    settings = Settings(bootstrap_servers="kafka.example.com:9094", home=tmp_path)
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers="kafka.example.com:9094"),
+        local=LocalSettings(home=tmp_path),
+    )
     assert LocalBroker.from_settings(settings).port == 9092
 
 

@@ -10,18 +10,11 @@ from typing import Any
 import pytest
 
 from detector.contracts import Control, RejectReason, ThresholdChange
+from detector.core import ScoringCore
 from detector.decision import Thresholds, VolumeThresholds
-from detector.scoring import (
-    ControlApplied,
-    CoreConfig,
-    ModelState,
-    Rejected,
-    Scored,
-    ScoringCore,
-    ensure_models,
-    new_model_state,
-)
-from detector.settings import Settings
+from detector.items import ControlApplied, Rejected, Scored
+from detector.scoring import ModelState, ensure_models, new_model_state
+from detector.settings import ScoringSettings, Settings
 from detector.validation import parse_control
 from tests.unit.test_scoring import background, label, tx
 
@@ -47,7 +40,7 @@ def set_deciding(name: str, control_id: str = "c-1") -> Control:
     return control(control_id, action="set_deciding_model", model_name=name)
 
 
-def warmed(config: CoreConfig, n: int | None = None) -> tuple[ScoringCore, list[Scored]]:
+def warmed(config: ScoringSettings, n: int | None = None) -> tuple[ScoringCore, list[Scored]]:
     core = ScoringCore(config)
     scored = [core.score(t) for t in background()[:n]]
     return core, scored
@@ -61,12 +54,14 @@ def later(i: int) -> Any:
 
 
 def test_fixed_thresholds_apply_at_once() -> None:
-    config = CoreConfig(threshold_mode="fixed", review_threshold=1.0, block_threshold=1.0)
+    config = ScoringSettings(
+        presume_legit_days=0, threshold_mode="fixed", review_threshold=1.0, block_threshold=1.0
+    )
     core, _ = warmed(config, 200)
     assert core.score(later(0)).decision == "allow"
     assert isinstance(core.apply(set_fixed(0.0, 0.0, "block-all")), ControlApplied)
     assert core.score(later(1)).decision == "block"
-    assert core.model.thresholds == Thresholds(0.0, 0.0)
+    assert core.model.decider.thresholds == Thresholds(0.0, 0.0)
     [status] = core.statuses()
     assert (status.threshold_mode, status.review_threshold, status.block_threshold) == (
         "fixed",
@@ -78,11 +73,11 @@ def test_fixed_thresholds_apply_at_once() -> None:
 
 
 def test_volume_shares_change_over_the_same_window() -> None:
-    core, scored = warmed(CoreConfig(threshold_mode="volume"), 1500)
-    before = core.model.thresholds
+    core, scored = warmed(ScoringSettings(presume_legit_days=0, threshold_mode="volume"), 1500)
+    before = core.model.decider.thresholds
     assert isinstance(before, VolumeThresholds)
     core.apply(set_volume(0.2, 0.05))
-    after = core.model.thresholds
+    after = core.model.decider.thresholds
     assert after is before, "the rolling window is kept"
     # The new thresholds are the new shares' quantiles of the very same scores.
     expected = VolumeThresholds(0.2, 0.05)
@@ -96,27 +91,27 @@ def test_volume_shares_change_over_the_same_window() -> None:
 
 
 def test_switching_modes_keeps_the_models_learning() -> None:
-    core, _ = warmed(CoreConfig(threshold_mode="volume"), 300)
+    core, _ = warmed(ScoringSettings(presume_legit_days=0, threshold_mode="volume"), 300)
     core.apply(set_fixed(0.5, 0.7, "fixed"))
-    assert core.model.thresholds == Thresholds(0.5, 0.7)
+    assert core.model.decider.thresholds == Thresholds(0.5, 0.7)
     core.apply(set_volume(0.1, 0.01, "volume"))
-    volume = core.model.thresholds
+    volume = core.model.decider.thresholds
     assert isinstance(volume, VolumeThresholds)
-    scored_before = core.model.transactions_scored
+    scored_before = core.model.decider.transactions_scored
     core.score(later(0))
-    assert core.model.transactions_scored == scored_before + 1
+    assert core.model.decider.transactions_scored == scored_before + 1
 
 
 def test_back_to_volume_the_thresholds_follow_the_scores_at_once() -> None:
     # Regression: after fixed 0/0 and back to volume, the old fixed thresholds decided
     # (blocking everything) until a fresh window had warmed up on 1,000 new scores.
-    core, _ = warmed(CoreConfig(threshold_mode="volume"))
+    core, _ = warmed(ScoringSettings(presume_legit_days=0, threshold_mode="volume"))
     core.apply(set_fixed(0.0, 0.0, "block-all"))
     assert core.score(later(0)).decision == "block"
     for i in range(1, 300):  # the scores under fixed thresholds still fill the window
         core.score(later(i))
     core.apply(set_volume(0.01, 0.001, "volume-again"))
-    volume = core.model.thresholds
+    volume = core.model.decider.thresholds
     assert isinstance(volume, VolumeThresholds)
     assert volume.review > 0.0 and volume.block >= volume.review
     decided = [core.score(later(1000 + i)).decision for i in range(300)]
@@ -130,17 +125,19 @@ def test_back_to_volume_the_thresholds_follow_the_scores_at_once() -> None:
 
 
 def test_fixed_from_the_start_then_volume_needs_no_warm_up() -> None:
-    core, _ = warmed(CoreConfig(threshold_mode="fixed", review_threshold=0.0))
+    core, _ = warmed(
+        ScoringSettings(presume_legit_days=0, threshold_mode="fixed", review_threshold=0.0)
+    )
     for i in range(200):  # past the window's warm-up of 1,000 scores
         core.score(later(i))
     core.apply(set_volume(0.01, 0.001, "volume"))
-    volume = core.model.thresholds
+    volume = core.model.decider.thresholds
     assert isinstance(volume, VolumeThresholds)
     assert volume.review > 0.0, "the window of the fixed period decides"
 
 
 def test_the_deciding_model_can_be_switched() -> None:
-    core, scored = warmed(CoreConfig(challengers=("tree",)), 300)
+    core, scored = warmed(ScoringSettings(presume_legit_days=0, challengers=("tree",)), 300)
     assert {s.model_name for s in scored} == {LOGREG}
     assert isinstance(core.apply(set_deciding(TREE, "to-tree")), ControlApplied)
     t = later(0)
@@ -156,7 +153,7 @@ def test_the_deciding_model_can_be_switched() -> None:
 
 
 def test_an_unknown_model_is_rejected_and_nothing_changes() -> None:
-    core, _ = warmed(CoreConfig(challengers=("tree",)), 50)
+    core, _ = warmed(ScoringSettings(presume_legit_days=0, challengers=("tree",)), 50)
     core.apply(set_fixed(0.3, 0.6, "earlier"))
     before = pickle.dumps(core.model)
     out = core.apply(set_deciding("hybrid-tail-forest", "bad"))
@@ -171,7 +168,9 @@ def test_an_unknown_model_is_rejected_and_nothing_changes() -> None:
 
 
 def test_challengers_score_in_shadow_and_learn_the_same_labels() -> None:
-    core, scored = warmed(CoreConfig(challengers=("tree", "logreg", "tree")), 400)
+    core, scored = warmed(
+        ScoringSettings(presume_legit_days=0, challengers=("tree", "logreg", "tree")), 400
+    )
     assert list(core.model.models) == [LOGREG, TREE], "each model once, the deciding first"
     for s in scored[:40]:
         core.learn(label(s.transaction, "fraud" if s.score > 0.5 else "legit", "analyst"))
@@ -191,13 +190,15 @@ def test_challengers_score_in_shadow_and_learn_the_same_labels() -> None:
 
 
 def test_last_label_at_ignores_presumed_labels() -> None:
-    core, _ = warmed(CoreConfig(presume_legit_days=1.0), 200)
+    core, _ = warmed(ScoringSettings(presume_legit_days=1.0), 200)
     assert core.model.labels_by_source["presumed"] > 0
     assert core.statuses()[0].last_label_at is None
 
 
 def test_quality_uses_the_score_and_decision_at_decision_time() -> None:
-    core, scored = warmed(CoreConfig(threshold_mode="fixed", review_threshold=0.0), 20)
+    core, scored = warmed(
+        ScoringSettings(presume_legit_days=0, threshold_mode="fixed", review_threshold=0.0), 20
+    )
     core.apply(set_fixed(1.0, 1.0))  # nothing alerted any more; the window keeps the past
     for s in scored[:10]:
         core.learn(label(s.transaction, "legit", "analyst"))
@@ -208,13 +209,16 @@ def test_quality_uses_the_score_and_decision_at_decision_time() -> None:
 
 
 def test_state_with_controls_survives_a_pickle() -> None:
-    core, _ = warmed(CoreConfig(challengers=("tree",)), 1200)
+    core, _ = warmed(ScoringSettings(presume_legit_days=0, challengers=("tree",)), 1200)
     core.apply(set_volume(0.05, 0.01, "shares"))
     core.apply(set_deciding(TREE, "switch"))
     restored: ModelState = pickle.loads(pickle.dumps(core.model))
     assert restored.deciding == TREE and restored.last_control_id == "switch"
-    assert isinstance(restored.thresholds, VolumeThresholds)
-    assert (restored.thresholds.review_share, restored.thresholds.block_share) == (0.05, 0.01)
+    assert isinstance(restored.decider.thresholds, VolumeThresholds)
+    assert (restored.decider.thresholds.review_share, restored.decider.thresholds.block_share) == (
+        0.05,
+        0.01,
+    )
     twin = ScoringCore(core.config)
     twin.cards, twin.terminals, twin.model = core.cards, core.terminals, restored
     original = copy.deepcopy(core)
@@ -226,37 +230,23 @@ def test_state_with_controls_survives_a_pickle() -> None:
 
 
 def test_a_recovered_state_gains_newly_configured_models() -> None:
-    state = new_model_state(CoreConfig(threshold_mode="fixed"))
-    state.thresholds = Thresholds(0.2, 0.4)
-    state = ensure_models(state, CoreConfig(challengers=("tree",), quality_window=100))
+    state = new_model_state(ScoringSettings(presume_legit_days=0, threshold_mode="fixed"))
+    state.decider.thresholds = Thresholds(0.2, 0.4)
+    state = ensure_models(
+        state, ScoringSettings(presume_legit_days=0, challengers=("tree",), quality_window=100)
+    )
     assert list(state.models) == [LOGREG, TREE]
     assert state.deciding == LOGREG
     assert state.models[TREE].thresholds == Thresholds(0.2, 0.4), "the thresholds in force"
     assert all(slot.quality.size == 100 for slot in state.models.values())
 
 
-def test_a_single_model_snapshot_of_an_older_version_loads() -> None:
-    old = new_model_state(CoreConfig())
-    slot = old.decider
-    legacy = {
-        "scorer": slot.scorer,
-        "thresholds": slot.thresholds,
-        "name": slot.name,
-        "version": old.version,
-        "transactions_scored": 7,
-        "decisions": slot.decisions,
-        "labels_by_source": old.labels_by_source,
-    }
-    state = ModelState.__new__(ModelState)
-    state.__setstate__(legacy)
-    assert state.deciding == LOGREG and state.transactions_scored == 7
-    assert state.last_control_id is None
-
-
 def test_config_from_settings_picks_up_challengers_and_the_quality_window() -> None:
-    config = CoreConfig.from_settings(
-        Settings(classifier="tree", challengers=["logreg", "forest"], quality_window=200)
-    )
+    config = Settings(
+        scoring=ScoringSettings(
+            classifier="tree", challengers=["logreg", "forest"], quality_window=200
+        )
+    ).scoring
     assert config.challengers == ("logreg", "forest")
     assert config.quality_window == 200
     assert config.model_kinds == ("tree", "logreg", "forest")

@@ -23,7 +23,7 @@ from detector.kafka_config import (
 )
 from detector.local.logs import RateLimiter
 from detector.local.topics import min_insync_replicas, new_topics, topic_config
-from detector.settings import Settings
+from detector.settings import KafkaSettings, Settings
 
 SASL = {
     "security.protocol": "SASL_PLAINTEXT",
@@ -35,7 +35,9 @@ SASL = {
 
 def settings(**extra: str) -> Settings:
     # Port 9 (discard): nothing listens, and the clients built here never poll.
-    return Settings(bootstrap_servers="127.0.0.1:9, 127.0.0.2:9", kafka_extra_config=extra)
+    return Settings(
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:9, 127.0.0.2:9", kafka_extra_config=extra)
+    )
 
 
 @pytest.fixture
@@ -375,7 +377,7 @@ def test_min_insync_replicas_needs_a_replica() -> None:
 
 
 def test_created_topics_carry_the_replication_factor_and_min_insync_replicas() -> None:
-    production = Settings(topic_replication_factor=3)
+    production = Settings(kafka=KafkaSettings(topic_replication_factor=3))
     topics = new_topics(production, ["transactions", "decisions"], partitions=6)
     assert [t.topic for t in topics] == ["transactions", "decisions"]
     for topic in topics:

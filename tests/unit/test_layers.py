@@ -1,7 +1,9 @@
 """The packages are layered models < detector < api: no import runs back up the layers.
 
 ``models`` imports neither ``detector`` nor ``api``; ``detector`` imports ``api`` only
-inside the functions that start the review service, never when a module is loaded.
+inside the functions that start the review service, never when a module is loaded. In
+``detector``, only the dataflow (``dataflow.py`` and the ``flow`` package) imports
+Bytewax: the scoring core, the replays and the local system run without it.
 """
 
 from __future__ import annotations
@@ -53,3 +55,16 @@ def test_the_check_sees_an_import_inside_a_function() -> None:
     tree = ast.parse("import os\n\ndef f():\n    from api.main import create_app\n")
     assert list(_imports(tree, in_functions=False)) == [(1, "os")]
     assert list(_imports(tree, in_functions=True)) == [(1, "os"), (4, "api")]
+
+
+# The dataflow's own code: the only place in ``detector`` that may import Bytewax.
+BYTEWAX_HOMES = ("detector/dataflow.py", "detector/flow/")
+
+
+def test_only_the_dataflow_imports_bytewax() -> None:
+    found = [
+        line
+        for line in _violations("detector", {"bytewax"}, in_functions=True)
+        if not line.startswith(BYTEWAX_HOMES)
+    ]
+    assert found == []

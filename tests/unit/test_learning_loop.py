@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from detector.contracts import Label, Transaction
+from detector.core import ScoringCore
+from detector.items import Scored
 from detector.replay.simulator import SimulationConfig, simulate
-from detector.scoring import CoreConfig, Scored, ScoringCore
+from detector.settings import ScoringSettings
 
 
 def twin_card_history(last: datetime) -> list[Transaction]:
@@ -34,7 +35,7 @@ def scored(core: ScoringCore, tx: Transaction) -> Scored:
 
 def trained_core() -> tuple[ScoringCore, datetime]:
     """A core that has seen two weeks of traffic with chargebacks of the frauds."""
-    core = ScoringCore(dataclasses.replace(CoreConfig(), presume_legit_days=1.0))
+    core = ScoringCore(ScoringSettings(presume_legit_days=1.0))
     records = simulate(SimulationConfig(n_customers=300, n_terminals=600, seed=7))
     last = datetime(2018, 4, 1, tzinfo=UTC)
     for record in itertools.islice(records, 8000):

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from detector import __version__
 from detector.cli import app
-from detector.scoring import CoreConfig, ModelState, new_model_state
+from detector.scoring import ModelState, new_model_state
+from detector.settings import ScoringSettings
 from models import HybridScorer
 from models.persistence import (
     IncompatibleModelError,
@@ -185,18 +186,18 @@ def test_a_failed_save_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> N
 
 
 def test_model_state_round_trips(tmp_path: Path) -> None:
-    state = new_model_state(CoreConfig(warmup_frauds=5))
-    state.scorer = _trained_scorer()
-    state.transactions_scored = 416
+    state = new_model_state(ScoringSettings(presume_legit_days=0, classifier_warmup_frauds=5))
+    state.decider.scorer = _trained_scorer()
+    state.decider.transactions_scored = 416
     state.labels_by_source["review"] += 16
     path = tmp_path / "state.fsm"
     save_model(state, path, model_version=__version__)
     loaded = load_model(path, model_version=__version__, expected_type=ModelState)
-    assert loaded.transactions_scored == 416
+    assert loaded.decider.transactions_scored == 416
     assert loaded.labels_by_source == {"review": 16}
-    assert loaded.thresholds.decide(0.0) == state.thresholds.decide(0.0)
-    assert [loaded.scorer.score_one(x) for x in PROBES] == [
-        state.scorer.score_one(x) for x in PROBES
+    assert loaded.decider.thresholds.decide(0.0) == state.decider.thresholds.decide(0.0)
+    assert [loaded.decider.scorer.score_one(x) for x in PROBES] == [
+        state.decider.scorer.score_one(x) for x in PROBES
     ]
 
 
@@ -216,7 +217,7 @@ def test_evaluate_saves_the_model_and_model_info_describes_it(tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     assert f"model written to {model_file}" in result.output
     state = load_model(model_file, model_version=__version__, expected_type=ModelState)
-    assert state.transactions_scored > 0
+    assert state.decider.transactions_scored > 0
 
     result = runner.invoke(app, ["model-info", str(model_file)])
     assert result.exit_code == 0, result.output

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from detector.contracts import ModelQuality
-from detector.scoring import model_quality
+from detector.status import model_quality
 from models.quality import LabelledOutcome, QualityTracker
 
 DAY = 86400.0

@@ -11,16 +11,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from detector.cards import MAX_PARKED_LABELS_PER_CARD
 from detector.contracts import Alert, Decision, Label, RejectReason, Transaction, alert_id_for
+from detector.core import ScoringCore
 from detector.decision import Thresholds
-from detector.scoring import (
-    MAX_PARKED_LABELS_PER_CARD,
-    CoreConfig,
-    Learned,
-    Rejected,
-    Scored,
-    ScoringCore,
-)
+from detector.items import Learned, Rejected, Scored
+from detector.settings import ScoringSettings
 from models import FEATURES
 from models.pending import FEATURE_TYPECODE
 
@@ -106,8 +102,8 @@ def test_duplicate_transaction_is_rejected_without_a_second_decision() -> None:
     # Same id, other content (a replay with a changed amount) is still a duplicate.
     changed = core.process(tx("tx-1", "c1", "t2", 99.0, START + timedelta(minutes=1)))
     assert isinstance(changed[0], Rejected) and changed[0].reason is RejectReason.DUPLICATE
-    assert core.model.transactions_scored == 1
-    assert sum(core.model.decisions.values()) == 1
+    assert core.model.decider.transactions_scored == 1
+    assert sum(core.model.decider.decisions.values()) == 1
     with pytest.raises(ValueError, match="already decided"):
         core.score(first)
 
@@ -135,7 +131,7 @@ def test_label_for_an_unknown_transaction_is_rejected() -> None:
     wrong_card = unknown.model_copy(update={"transaction_id": "tx-1", "card_id": "c2"})
     other = core.learn(wrong_card)
     assert isinstance(other, Rejected) and other.reason is RejectReason.UNKNOWN_TRANSACTION
-    assert core.model.scorer.labels_learned == {"fraud": 0, "legit": 0}
+    assert core.model.decider.scorer.labels_learned == {"fraud": 0, "legit": 0}
     assert not core.model.labels_by_source
 
 
@@ -143,7 +139,7 @@ def test_label_for_an_unknown_transaction_is_rejected() -> None:
 
 
 def test_late_label_is_learned_from_the_features_recorded_at_scoring_time() -> None:
-    core = ScoringCore(CoreConfig(warmup_frauds=1))
+    core = ScoringCore(ScoringSettings(presume_legit_days=0, classifier_warmup_frauds=1))
     history = list(background(days=20, cards=10))
     replay(core, history[:100])
     victim = tx("victim", "c1", "t1-0", 500.0, history[99].timestamp + timedelta(minutes=5))
@@ -158,15 +154,15 @@ def test_late_label_is_learned_from_the_features_recorded_at_scoring_time() -> N
     assert recorded == dict(zip(FEATURES, as_scored, strict=True))
 
     # What the model should become: the same model learning the recorded features.
-    expected = copy.deepcopy(core.model.scorer)
+    expected = copy.deepcopy(core.model.decider.scorer)
     expected.learn_one(recorded, True)
 
     learned = core.learn(label(victim, "fraud", "chargeback", days=4))
     assert learned == Learned("victim", is_fraud=True, source="chargeback")
     assert core.model.labels_by_source == {"chargeback": 1}
-    assert core.model.scorer.labels_learned == {"fraud": 1, "legit": 0}
+    assert core.model.decider.scorer.labels_learned == {"fraud": 1, "legit": 0}
     probes = [s.features for s in replay(ScoringCore(), history[150:160])]
-    assert [core.model.scorer.predict_parts(x) for x in probes] == [
+    assert [core.model.decider.scorer.predict_parts(x) for x in probes] == [
         expected.predict_parts(x) for x in probes
     ]
 
@@ -204,7 +200,7 @@ def test_held_labels_per_card_are_bounded() -> None:
 
 
 def test_label_after_the_label_horizon_is_rejected() -> None:
-    core = ScoringCore(CoreConfig(label_horizon_days=2))
+    core = ScoringCore(ScoringSettings(presume_legit_days=0, label_horizon_days=2))
     old = tx("old", "c1", "t1", 20.0, START)
     core.score(old)
     core.score(tx("new", "c1", "t1", 20.0, START + timedelta(days=3)))
@@ -280,16 +276,18 @@ def test_thresholds_are_validated(review: float, block: float) -> None:
 
 
 def test_core_uses_the_configured_thresholds() -> None:
-    core = ScoringCore(CoreConfig(review_threshold=0.0, block_threshold=0.0))
+    core = ScoringCore(
+        ScoringSettings(presume_legit_days=0, review_threshold=0.0, block_threshold=0.0)
+    )
     assert core.score(tx("a", "c1", "t1", 10.0, START)).decision == "block"
-    assert core.model.decisions == {"block": 1}
+    assert core.model.decider.decisions == {"block": 1}
 
 
 # --- presumed-legit labels -----------------------------------------------------------------
 
 
 def test_presumed_legit_labels_come_once_per_transaction() -> None:
-    core = ScoringCore(CoreConfig(presume_legit_days=1))
+    core = ScoringCore(ScoringSettings(presume_legit_days=1))
     a = tx("a", "c1", "t1", 10.0, START)
     b = tx("b", "c2", "t1", 10.0, START + timedelta(hours=2))
     labelled = tx("labelled", "c3", "t1", 10.0, START + timedelta(hours=3))
@@ -310,11 +308,11 @@ def test_presumed_legit_labels_come_once_per_transaction() -> None:
     # Each transaction once, in time order, never the labelled one.
     assert presumed == ["a", "b", "c", "d", "e0", "e1", "e2"]
     assert core.model.labels_by_source == {"presumed": 7, "analyst": 1}
-    assert core.model.scorer.labels_learned == {"fraud": 1, "legit": 7}
+    assert core.model.decider.scorer.labels_learned == {"fraud": 1, "legit": 7}
 
 
 def test_presumption_is_off_with_zero_days() -> None:
-    core = ScoringCore(CoreConfig(presume_legit_days=0))
+    core = ScoringCore(ScoringSettings(presume_legit_days=0))
     core.score(tx("a", "c1", "t1", 10.0, START))
     out = core.process(tx("b", "c1", "t1", 10.0, START + timedelta(days=40)))
     assert [type(o) for o in out] == [Scored]
@@ -354,9 +352,9 @@ def test_allowed_transactions_raise_no_alert() -> None:
 def test_core_counts_what_it_decides() -> None:
     core = ScoringCore()
     decided = replay(core, list(background(days=5, cards=4)))
-    assert core.model.transactions_scored == len(decided)
-    assert sum(core.model.decisions.values()) == len(decided)
-    assert all(s.model_name == core.model.name for s in decided)
+    assert core.model.decider.transactions_scored == len(decided)
+    assert sum(core.model.decider.decisions.values()) == len(decided)
+    assert all(s.model_name == core.model.decider.name for s in decided)
 
 
 def test_volume_thresholds_alert_about_the_target_share() -> None:

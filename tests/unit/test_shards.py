@@ -10,19 +10,14 @@ from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.testing import TestingSink, TestingSource, cluster_main
 
 from detector.contracts import Control, Decision, Label, ModelStatus, ThresholdChange, Transaction
-from detector.dataflow import Sinks, _where_keys_land, build_flow, shard_keys
+from detector.core import ScoringCore
+from detector.dataflow import build_flow
+from detector.flow.kafka import Sinks
+from detector.flow.shards import shard_keys, where_keys_land
+from detector.items import Featured, LabelToLearn, Learned, Scored
 from detector.replay.simulator import SimulationConfig, simulate
-from detector.scoring import (
-    CoreConfig,
-    Featured,
-    LabelToLearn,
-    Learned,
-    Scored,
-    ScoringCore,
-    shard_of,
-    to_shards,
-)
-from detector.settings import Settings
+from detector.scoring import shard_of, to_shards
+from detector.settings import DetectorSettings, ScoringSettings, Settings
 from tests.unit.test_dataflow import Feed, values
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -66,7 +61,7 @@ def test_shards_split_transactions_by_id_and_share_every_label() -> None:
 
 
 def test_a_sharded_core_learns_each_label_once_and_reports_one_status_per_model() -> None:
-    core = ScoringCore(CoreConfig(shards=3))
+    core = ScoringCore(ScoringSettings(presume_legit_days=0).placed(shards=3))
     frauds = learned = 0
     for t, is_fraud in simulated(3000):
         core.score(t)
@@ -91,7 +86,7 @@ def test_a_sharded_core_learns_each_label_once_and_reports_one_status_per_model(
 
 
 def test_a_control_reaches_every_shard() -> None:
-    core = ScoringCore(CoreConfig(shards=2))
+    core = ScoringCore(ScoringSettings(presume_legit_days=0).placed(shards=2))
     for t, _ in simulated(200):
         core.score(t)
     change = ThresholdChange(mode="fixed", review_threshold=0.0, block_threshold=0.0)
@@ -109,17 +104,20 @@ def test_a_control_reaches_every_shard() -> None:
 
 
 def test_shard_keys_land_on_distinct_workers() -> None:
-    settings = Settings(workers=3)
+    settings = Settings(detector=DetectorSettings(workers=3))
     keys = shard_keys(3, settings)
-    assert sorted(_where_keys_land(keys, 3).values()) == [0, 1, 2]
+    assert sorted(where_keys_land(keys, 3).values()) == [0, 1, 2]
     assert shard_keys(1, Settings()) == ["model-0"]
 
 
 def test_a_flow_with_two_workers_scores_on_both_and_merges_the_status() -> None:
     config = Settings(
-        workers=2, threshold_mode="fixed", status_interval_seconds=3600.0, max_message_bytes=1024
+        detector=DetectorSettings(
+            workers=2, status_interval_seconds=3600.0, max_message_bytes=1024
+        ),
+        scoring=ScoringSettings(threshold_mode="fixed"),
     )
-    assert config.shards == 2
+    assert config.detector.shards == 2
     feed = Feed()
     sent = simulated(1500)
     frauds = 0
@@ -148,10 +146,10 @@ def test_a_flow_with_two_workers_scores_on_both_and_merges_the_status() -> None:
 def test_the_core_and_the_flow_shard_alike() -> None:
     # One worker, two shards: the same routing, learning and decisions as the core.
     config = Settings(
-        model_shards=2,
-        threshold_mode="fixed",
-        status_interval_seconds=3600.0,
-        max_message_bytes=1024,
+        detector=DetectorSettings(
+            model_shards=2, status_interval_seconds=3600.0, max_message_bytes=1024
+        ),
+        scoring=ScoringSettings(threshold_mode="fixed"),
     )
     feed = Feed()
     events: list[Transaction | Label] = []
@@ -176,7 +174,7 @@ def test_the_core_and_the_flow_shard_alike() -> None:
         0,
         worker_count_per_proc=1,
     )
-    core = ScoringCore(CoreConfig.from_settings(config))
+    core = ScoringCore(config.scoring.placed(shards=config.detector.shards))
     expected = {}
     for event in events:
         for item in core.process(event):

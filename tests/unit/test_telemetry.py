@@ -14,17 +14,12 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from prometheus_client.parser import text_string_to_metric_families
 
 from detector.contracts import ModelQuality, ModelStatus, RejectReason
-from detector.dataflow import Sinks, build_flow, start_metrics
+from detector.dataflow import build_flow, start_metrics
+from detector.flow.kafka import Sinks
 from detector.local.broker_config import find_free_ports
-from detector.metrics import (
-    LABEL_SOURCES,
-    DetectorMetrics,
-    MetricsServerError,
-    label_source,
-    metrics_port,
-    serve,
-)
-from detector.settings import Settings
+from detector.metrics import LABEL_SOURCES, DetectorMetrics, label_source
+from detector.metrics.endpoint import MetricsServerError, metrics_port, serve
+from detector.settings import DetectorSettings, Settings
 from tests.factories import model_status
 from tests.unit.test_dataflow import Feed, ordinary_traffic
 
@@ -272,7 +267,9 @@ def test_the_flow_updates_the_metrics() -> None:
     m = DetectorMetrics()
     out: list[KafkaSinkMessage[bytes | None, bytes | None]] = []
     sinks = Sinks(*(TestingSink(out) for _ in range(4)))
-    settings = Settings(status_interval_seconds=1e-6, max_message_bytes=1024)
+    settings = Settings(
+        detector=DetectorSettings(status_interval_seconds=1e-6, max_message_bytes=1024)
+    )
     run_main(build_flow(settings, source=TestingSource(feed.messages), sinks=sinks, metrics=m))
 
     decided = sum(v for _, v in samples(m)["fraudstream_transactions_total"])
@@ -360,7 +357,7 @@ def test_a_port_in_use_gives_a_plain_message(taken_port: int) -> None:
 
 
 def test_the_detector_exits_with_that_message_not_a_traceback(taken_port: int) -> None:
-    settings = Settings(metrics_port=taken_port)
+    settings = Settings(detector=DetectorSettings(metrics_port=taken_port))
     with pytest.raises(SystemExit) as caught:
         start_metrics(settings)
     assert "already in use" in str(caught.value.code)
@@ -372,7 +369,7 @@ def test_an_unknown_host_gives_a_plain_message() -> None:
 
 
 def test_port_zero_disables_the_endpoint() -> None:
-    assert start_metrics(Settings(metrics_port=0)) is None
+    assert start_metrics(Settings(detector=DetectorSettings(metrics_port=0))) is None
 
 
 def test_processes_of_a_cluster_on_one_host_take_the_next_ports() -> None:
@@ -391,7 +388,9 @@ def test_start_metrics_serves_on_the_configured_address() -> None:
     port = find_free_ports(1)[0]
     cluster = "127.0.0.1:2101;127.0.0.1:2102"
     settings = Settings(
-        metrics_host="127.0.0.1", metrics_port=port - 1, process_id=1, addresses=cluster
+        detector=DetectorSettings(
+            metrics_host="127.0.0.1", metrics_port=port - 1, process_id=1, addresses=cluster
+        )
     )
     url = start_metrics(settings)
     assert url == f"http://127.0.0.1:{port}/metrics"
@@ -401,7 +400,8 @@ def test_start_metrics_serves_on_the_configured_address() -> None:
 def test_the_fast_histogram_exposes_what_a_client_histogram_would() -> None:
     from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-    from detector.metrics import SCORE_BUCKETS, FastHistogram
+    from detector.metrics import SCORE_BUCKETS
+    from detector.metrics.histogram import FastHistogram
 
     values = [0.0, 0.05, 0.049, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0, 0.3333, 1.5]
     ours, theirs = CollectorRegistry(), CollectorRegistry()

@@ -12,22 +12,15 @@ import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from detector.contracts import Decision, Label, ModelStatus, Transaction
-from detector.dataflow import Sinks, build_flow
+from detector.core import ScoringCore
+from detector.dataflow import build_flow
+from detector.flow.kafka import Sinks
 from detector.metrics import DetectorMetrics
-from detector.scoring import CoreConfig, ScoringCore
+from detector.settings import ScoringSettings
 from detector.waiting import StoredPending, StoredScores, StoreFormatError, WaitingStore
 from models import PendingFeatures, QualityTracker
-from tests.unit.test_dataflow import (
-    Feed,
-    SinkMessage,
-    _comparable,
-    _feed_of,
-    _scored_by_core,
-    _simulated_events,
-    settings,
-    tx,
-    values,
-)
+from tests.unit.test_dataflow import Feed, SinkMessage, settings, tx, values
+from tests.unit.test_flow_and_core import _comparable, _feed_of, _scored_by_core, _simulated_events
 
 DAY = 86400.0
 NAMES = ("a", "b")
@@ -150,14 +143,18 @@ def test_decision_time_scores_wait_on_disk_and_outlive_a_replayed_label(tmp_path
 
 
 def test_the_model_state_keeps_no_waiting_score_in_memory(tmp_path: Path) -> None:
-    def quality_bytes(config: CoreConfig) -> int:
+    def quality_bytes(config: ScoringSettings) -> int:
         core = ScoringCore(config)
         for i in range(2000):
             core.process(tx(f"s{i}", f"c{i % 50}", f"t{i % 20}", 10.0 + i % 7, i / 10))
         return sum(len(pickle.dumps(slot.quality)) for slot in core.model.models.values())
 
-    in_memory = quality_bytes(CoreConfig())
-    on_disk = quality_bytes(CoreConfig(waiting_store=str(tmp_path / "w.db"), waiting_cache_mb=8))
+    in_memory = quality_bytes(ScoringSettings(presume_legit_days=0))
+    on_disk = quality_bytes(
+        ScoringSettings(presume_legit_days=0, waiting_cache_mb=8).placed(
+            waiting_store=tmp_path / "w.db"
+        )
+    )
     assert in_memory > 2000 * 10 and on_disk < 2000, (in_memory, on_disk)
 
 
@@ -197,7 +194,7 @@ def test_the_flow_on_the_disk_store_decides_as_the_core(tmp_path: Path) -> None:
 def test_quiet_cards_and_terminals_leave_the_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import detector.dataflow as dataflow
+    import detector.flow.steps as dataflow
 
     monkeypatch.setattr(dataflow, "IDLE_CHECK_SECONDS", 0.2)
     feed = Feed()
@@ -218,7 +215,7 @@ def test_quiet_cards_and_terminals_leave_the_state(
 def test_a_quiet_terminal_presumes_its_transactions_legitimate_on_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import detector.dataflow as dataflow
+    import detector.flow.steps as dataflow
 
     monkeypatch.setattr(dataflow, "IDLE_CHECK_SECONDS", 0.2)
     feed = Feed()

@@ -1,0 +1,4 @@
+"""The Bytewax side of the detector: keyed steps, Kafka ends, recovery and shards.
+
+With ``detector/dataflow.py``, the only code that imports Bytewax.
+"""

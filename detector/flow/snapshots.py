@@ -1,0 +1,46 @@
+"""Recovery snapshots of the keyed state: pickled at once, with a format number."""
+
+from __future__ import annotations
+
+import pickle
+from typing import TypeVar
+
+from detector import __version__
+
+# Snapshots are pickled at once, which copies the state as it is at the end of the epoch
+# (Bytewax pickles what ``snapshot`` returns later, while the state goes on changing),
+# and carry a format number: a store written by another format is refused, not misread.
+SNAPSHOT_FORMAT = 4
+# (format, version that wrote it, pickled state)
+Snapshot = tuple[int, str, bytes]
+T = TypeVar("T")
+
+
+class RecoveryStoreError(RuntimeError):
+    """The recovery store holds snapshots this version cannot read."""
+
+
+def freeze(state: object) -> Snapshot:
+    return SNAPSHOT_FORMAT, __version__, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def thaw(snapshot: object, kind: type[T]) -> T:
+    if (
+        isinstance(snapshot, tuple)
+        and len(snapshot) == 3
+        and snapshot[0] == SNAPSHOT_FORMAT
+        and isinstance(snapshot[2], bytes)
+    ):
+        state = pickle.loads(snapshot[2])
+        if isinstance(state, kind):
+            return state
+    written_by = (
+        f"fraudstream {snapshot[1]} (format {snapshot[0]})"
+        if isinstance(snapshot, tuple) and len(snapshot) == 3
+        else "an older fraudstream"
+    )
+    raise RecoveryStoreError(
+        f"the recovery store was written by {written_by}; this is fraudstream {__version__} "
+        f"(format {SNAPSHOT_FORMAT}). Start from scratch by deleting FRAUDSTREAM_RECOVERY_DIR "
+        f"(and the output topics' consumers' expectations), or run the version that wrote it."
+    )

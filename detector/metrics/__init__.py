@@ -1,0 +1,254 @@
+"""Prometheus metrics of the detector, served at ``http://<metrics_host>:<metrics_port>/metrics``.
+
+The endpoint serves this module's registry together with prometheus-client's default
+registry, where Bytewax's Kafka connector keeps ``bytewax_kafka_consumer_lag`` (and where
+the client library keeps its ``python_*`` and ``process_*`` metrics). Processes of a
+cluster on one host take the next ports in process order; port 0 disables the endpoint.
+
+Every label value is bounded: decisions, dead-letter reasons, label sources (mapped onto
+analyst, chargeback, presumed and other), model names and versions, fraud or legit.
+
+=============================================== ==================================================
+Metric                                          Meaning
+=============================================== ==================================================
+``fraudstream_transactions_total{decision}``    Transactions decided: allow, review or block.
+``fraudstream_alerts_total{decision}``          Alerts published: review or block.
+``fraudstream_dead_letters_total{reason}``      Records sent to the dead-letter topic, by
+                                                ``RejectReason`` value.
+``fraudstream_labels_total{source}``            Labels the models learned from: analyst,
+                                                chargeback, presumed (no chargeback in time)
+                                                or other.
+``fraudstream_processing_latency_seconds``      Histogram: Kafka record timestamp (producer
+                                                or broker clock) to decision; the time the
+                                                record was parsed when it has no timestamp.
+``fraudstream_event_time_lag_seconds``          Histogram: transaction timestamp to decision
+                                                (large on replays and catch-ups).
+``fraudstream_score``                           Histogram of the deciding model's scores.
+``fraudstream_label_delay_seconds{source}``     Histogram: transaction time to the label's
+                                                ``labeled_at``, for explicit labels (presumed
+                                                labels come after a fixed delay, not counted).
+``fraudstream_model_info{model,version,``       1 per model; ``deciding`` is "true" for the
+``deciding}``                                   model whose scores decide.
+``fraudstream_model_transactions_scored_total`` Transactions a model scored (decided or in
+``{model}``                                     shadow), from its last status.
+``fraudstream_model_labels_learned_total``      Labels a model learned, by ``label`` (fraud,
+``{model,label}``                               legit), from its last status.
+``fraudstream_model_auc{model,version}``        ROC AUC over the quality window (absent until
+                                                the window holds both classes).
+``fraudstream_model_average_precision``         Average precision over the quality window.
+``{model,version}``
+``fraudstream_model_alert_precision``           Share of the window's alerted transactions that
+``{model,version}``                             were fraud (absent without alerts).
+``fraudstream_model_alert_recall``              Share of the window's frauds that were alerted
+``{model,version}``                             (absent without frauds).
+``fraudstream_model_quality_window_labels``     Labelled transactions in the quality window.
+``{model,version}``
+``fraudstream_model_review_threshold{model}``   Score at or above which the model reviews.
+``fraudstream_model_block_threshold{model}``    Score at or above which the model blocks.
+``fraudstream_model_status_timestamp_seconds``  Unix time of the model's last status.
+``{model}``
+``fraudstream_state_cards``                     Cards with state in this process (all workers).
+``fraudstream_state_terminals``                 Terminals with state in this process.
+``fraudstream_state_pending_labels``            Scored transactions whose features are kept for
+                                                a label, summed over the terminals of this
+                                                process.
+``fraudstream_state_parked_labels``             Labels that arrived before their transaction
+                                                and wait for it (at most LABEL_PARK_SECONDS;
+                                                then dead-lettered as unknown_transaction).
+``bytewax_kafka_consumer_lag{step_id,topic,``   Bytewax: records between the broker's last
+``partition}``                                  offset and the consumed one, per partition
+                                                (updated every second, once a partition has
+                                                been read from).
+=============================================== ==================================================
+
+The model metrics are read at scrape time from the last ``ModelStatus`` of each model, so
+they appear in the process that runs the model step, after its first status. Counters
+start at zero with each process; the model counters carry the totals kept in the model's
+recovered state."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from detector.contracts import ModelStatus, RejectReason
+from detector.metrics.histogram import FastHistogram
+from detector.metrics.models import ModelCollector
+from detector.metrics.state import StateCollector, StateSizes
+
+DECISIONS = ("allow", "review", "block")
+
+
+ALERT_DECISIONS = ("review", "block")
+
+
+LABEL_SOURCES = ("analyst", "chargeback", "presumed", "other")
+
+
+MINUTE = 60.0
+
+
+HOUR = 3600.0
+
+
+DAY = 86400.0
+
+
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+
+EVENT_TIME_LAG_BUCKETS = (
+    0.1,
+    0.5,
+    1.0,
+    5.0,
+    15.0,
+    MINUTE,
+    5 * MINUTE,
+    15 * MINUTE,
+    HOUR,
+    6 * HOUR,
+    DAY,
+    3 * DAY,
+    7 * DAY,
+)
+
+
+SCORE_BUCKETS = (*(round(0.05 * i, 2) for i in range(1, 20)), 0.99, 0.999, 1.0)
+
+
+LABEL_DELAY_BUCKETS = (
+    MINUTE,
+    5 * MINUTE,
+    15 * MINUTE,
+    HOUR,
+    6 * HOUR,
+    DAY,
+    2 * DAY,
+    3 * DAY,
+    7 * DAY,
+    14 * DAY,
+    30 * DAY,
+    45 * DAY,
+    60 * DAY,
+    90 * DAY,
+)
+
+
+def label_source(source: str) -> str:
+    """The bounded metric label of a label's source (sources are free-form names)."""
+    return source if source in LABEL_SOURCES else "other"
+
+
+class DetectorMetrics:
+    """The detector's registry and the instruments the dataflow updates.
+
+    The dataflow uses the process-wide ``METRICS``; tests build their own.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.transactions = Counter(
+            "fraudstream_transactions",
+            "Transactions decided, by decision.",
+            ["decision"],
+            registry=r,
+        )
+        self.alerts = Counter(
+            "fraudstream_alerts", "Alerts published, by decision.", ["decision"], registry=r
+        )
+        self.dead_letters = Counter(
+            "fraudstream_dead_letters",
+            "Records sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.labels = Counter(
+            "fraudstream_labels",
+            "Labels the models learned from, by source (analyst, chargeback, presumed, other).",
+            ["source"],
+            registry=r,
+        )
+        self.latency = FastHistogram(
+            "fraudstream_processing_latency_seconds",
+            "Kafka record timestamp to decision.",
+            LATENCY_BUCKETS,
+        )
+        self.event_time_lag = FastHistogram(
+            "fraudstream_event_time_lag_seconds",
+            "Transaction timestamp to decision.",
+            EVENT_TIME_LAG_BUCKETS,
+        )
+        self.score = FastHistogram(
+            "fraudstream_score", "Scores of the deciding model.", SCORE_BUCKETS
+        )
+        for histogram in (self.latency, self.event_time_lag, self.score):
+            r.register(histogram)
+        self.label_delay = Histogram(
+            "fraudstream_label_delay_seconds",
+            "Transaction time to label time, by source (explicit labels).",
+            ["source"],
+            buckets=LABEL_DELAY_BUCKETS,
+            registry=r,
+        )
+        self.models = ModelCollector()
+        self.state = StateSizes()
+        r.register(self.models)
+        r.register(StateCollector(self.state))
+        # Every bounded series exists from the start (at 0), so that rates and alert rules
+        # see them before the first event; the children are resolved once, here.
+        self._decided = {d: self.transactions.labels(d) for d in DECISIONS}
+        self._alerted = {d: self.alerts.labels(d) for d in ALERT_DECISIONS}
+        self._dead = {reason: self.dead_letters.labels(reason.value) for reason in RejectReason}
+        self._labelled = {s: self.labels.labels(s) for s in LABEL_SOURCES}
+        self._delays = {s: self.label_delay.labels(s) for s in LABEL_SOURCES if s != "presumed"}
+
+    def decided(
+        self, decision: str, score: float, *, received: float, event_time: float, now: float
+    ) -> None:
+        """One transaction decided at ``now`` (all times in epoch seconds)."""
+        self._decided[decision].inc()
+        alerted = self._alerted.get(decision)
+        if alerted is not None:
+            alerted.inc()
+        self.score.observe(score)
+        self.latency.observe(max(0.0, now - received))
+        self.event_time_lag.observe(max(0.0, now - event_time))
+
+    def dead_letter(self, reason: RejectReason) -> None:
+        self._dead[reason].inc()
+
+    def learned(self, source: str) -> None:
+        """A label the models learned from."""
+        self._labelled[label_source(source)].inc()
+
+    def label_delay_observed(self, source: str, seconds: float) -> None:
+        """The delay of an explicit label (presumed labels are skipped)."""
+        delays = self._delays.get(label_source(source))
+        if delays is not None:
+            delays.observe(max(0.0, seconds))
+
+    def model_status(self, status: ModelStatus) -> None:
+        self.models.update(status)
+
+
+METRICS = DetectorMetrics()
+
+
+"""The process's detector metrics (the dataflow updates these)."""
