@@ -4,9 +4,11 @@ The detector keeps the features of scored transactions in ``<recovery>/waiting-0
 until a label comes, presumes them legitimate after ``PRESUME_LEGIT_DAYS`` and deletes
 them past ``LABEL_HORIZON_DAYS`` (``detector.waiting``). Here eight simulated days go
 through it one day at a time, each with labels for some of that day's transactions,
-and the detector is killed with SIGKILL in the middle of four of those days (while it
-scores, records features, routes labels and presumes older days legitimate), then
-resumed on the same recovery folder.
+and the detector is killed with SIGKILL in four of those days, then resumed on the same
+recovery folder. Such a day goes in two halves: once the first is decided, its labels
+learned and a snapshot of it committed, the second is sent and the detector killed as
+soon as its first decision is on the topic, while it records that half's features,
+learns its labels and presumes older days legitimate.
 
 Every count is exact. A day's labels are all learned before the next day is sent, so
 no labelled transaction can be presumed first (presumption needs ``PRESUME_LEGIT_DAYS``
