@@ -71,8 +71,8 @@ SIMULATION = SimulationConfig(n_customers=1000, n_terminals=300, days=DAYS, seed
 # ``python -m detector detect`` with a shorter idle check.
 LAUNCHER = (
     "import sys\n"
-    "import detector.dataflow\n"
-    "detector.dataflow.IDLE_CHECK_SECONDS = float(sys.argv[1])\n"
+    "import detector.flow.steps\n"
+    "detector.flow.steps.IDLE_CHECK_SECONDS = float(sys.argv[1])\n"
     "sys.argv = ['fraudstream', 'detect']\n"
     "from detector.cli import main\n"
     "main()\n"
@@ -105,7 +105,7 @@ class StatusWatcher:
     """Follows the model-status topic: the latest status published."""
 
     def __init__(self, settings: Settings) -> None:
-        topic = settings.topic_model_status
+        topic = settings.kafka.topic_model_status
         self.consumer = Consumer(
             consumer_config(
                 settings, **{"group.id": f"test-{uuid.uuid4().hex}", "enable.auto.commit": False}
@@ -173,12 +173,12 @@ def send(settings: Settings, day: Day) -> None:
     """The transactions, then their labels."""
     produce(
         settings,
-        settings.topic_transactions,
+        settings.kafka.topic_transactions,
         [(tx.card_id, tx.model_dump_json().encode()) for tx in day.transactions],
     )
     produce(
         settings,
-        settings.topic_labels,
+        settings.kafka.topic_labels,
         [(lb.card_id, lb.model_dump_json().encode()) for lb in day.labels],
     )
 
@@ -194,7 +194,7 @@ def first_decisions(
 ) -> None:
     """Return as soon as decisions beyond the first ``published`` are on the topic."""
     deadline = time.monotonic() + 60
-    while sum(end_offsets(settings, settings.topic_decisions).values()) <= published:
+    while sum(end_offsets(settings, settings.kafka.topic_decisions).values()) <= published:
         assert proc.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, "no decision\n" + log.read_text()[-3000:]
         time.sleep(0.01)
@@ -259,7 +259,7 @@ def test_crashes_while_labels_wait_on_disk_lose_nothing_and_learn_nothing_twice(
             parts = halves(day) if number in KILL_DAYS else [day]
             for half, part in enumerate(parts):
                 ids = {tx.transaction_id for tx in part.transactions}
-                published = sum(end_offsets(settings, settings.topic_decisions).values())
+                published = sum(end_offsets(settings, settings.kafka.topic_decisions).values())
                 send(settings, part)
                 sent.extend(part.transactions)
                 sent_labels.update(label.source for label in part.labels)
@@ -309,7 +309,7 @@ def test_crashes_while_labels_wait_on_disk_lose_nothing_and_learn_nothing_twice(
     assert len(kills) == len(KILL_DAYS)
     decided = Counter(d for _, d in decisions.decided)
     assert set(decided) == {tx.transaction_id for tx in everything}, "a transaction was lost"
-    dead = consume_all(settings, settings.topic_dead_letters)
+    dead = consume_all(settings, settings.kafka.topic_dead_letters)
     assert not dead, f"{len(dead)} dead letter(s), e.g. {dead[:2]}"
 
     assert final is not None
