@@ -82,7 +82,7 @@ def test_memory_bench_reports_the_state_it_holds(
 ) -> None:
     env = {
         **os.environ,
-        "FRAUDSTREAM_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "FRAUDSTREAM_BOOTSTRAP_SERVERS": kafka_settings.kafka.bootstrap_servers,
         "FRAUDSTREAM_HOME": str(tmp_path / "home"),
         "FRAUDSTREAM_LOG_LEVEL": "WARNING",
     }
