@@ -6,7 +6,7 @@ is on every in-sync replica (at least ``min.insync.replicas`` of them, see
 delivered raises ``KafkaDeliveryError`` from the producer's ``poll`` or ``flush``, unless
 the caller checks its deliveries itself with a callback per record.
 
-``settings.kafka_extra_config`` (``FRAUDSTREAM_KAFKA_EXTRA_CONFIG``, e.g. SASL settings)
+``settings.kafka.kafka_extra_config`` (``FRAUDSTREAM_KAFKA_EXTRA_CONFIG``, e.g. SASL settings)
 goes on top of every configuration, but it cannot weaken the producers' durability.
 
 librdkafka's own log lines go to the structured log, at most ``LOG_LINES_PER_KIND`` per
@@ -332,7 +332,7 @@ _watches_lock = threading.Lock()
 
 
 def _watch_for(settings: Settings) -> _ConnectionWatch:
-    """The process's watch of the cluster at ``settings.brokers``, shared by its clients."""
+    """The process's watch of the cluster at ``settings.kafka.brokers``, shared by its clients."""
     key = tuple(settings.kafka.brokers)
     # What the recheck's metadata request uses: the clients' settings, logs structured
     # (an admin client's are never served: it is not polled).

@@ -42,6 +42,10 @@ DAY = 86400.0
 # still look up a row a little past the horizon of the run that crashed.
 PURGE_MARGIN_SECONDS = DAY
 JOURNAL_LIMIT_BYTES = 4 * 2**20
+# ``between`` reads a span of up to this many days day by day, by primary key; a longer
+# one (a terminal's first presumption, or event times years apart) through the index of
+# the terminal's rows.
+DAYS_BY_KEY = 16
 # The layout of the rows (``PRAGMA user_version``): a file written with another one is
 # refused rather than misread.
 STORE_FORMAT = 2
@@ -174,18 +178,33 @@ class WaitingStore:
         first = _day(after) if after > float("-inf") else self._first_day(db)
         if first is None:
             return []
-        rows: list[tuple[float, str, bytes]] = []
-        for day in range(first, _day(upto) + 1):
-            rows.extend(
-                (float(ts), str(tx), bytes(values))
-                for ts, tx, values in db.execute(
-                    "SELECT ts, transaction_id, features FROM waiting "
-                    "WHERE day = ? AND terminal = ? AND ts > ? AND ts <= ?",
-                    (day, terminal, after, upto),
-                )
-            )
+        last = _day(upto)
+        if last - first <= DAYS_BY_KEY:  # the usual case: a day or two, by primary key
+            rows: list[tuple[float, str, bytes]] = []
+            for day in range(first, last + 1):
+                rows.extend(self._rows(db, "day = ? AND ", (day,), terminal, after, upto))
+        else:  # a long span (a first presumption, a jump in time): all of the terminal's
+            rows = self._rows(db, "", (), terminal, after, upto)
         rows.sort()
         return [(tx, values) for _, tx, values in rows]
+
+    @staticmethod
+    def _rows(
+        db: sqlite3.Connection,
+        where: str,
+        params: tuple[int, ...],
+        terminal: str,
+        after: float,
+        upto: float,
+    ) -> list[tuple[float, str, bytes]]:
+        return [
+            (float(ts), str(tx), bytes(values))
+            for ts, tx, values in db.execute(
+                "SELECT ts, transaction_id, features FROM waiting "
+                f"WHERE {where}terminal = ? AND ts > ? AND ts <= ?",
+                (*params, terminal, after, upto),
+            )
+        ]
 
     @staticmethod
     def _first_day(db: sqlite3.Connection) -> int | None:

@@ -152,6 +152,24 @@ def scrape(url: str) -> dict[str, int]:
     return {name: int(float(value)) for name, value in _GAUGE.findall(text)}
 
 
+def committed_epoch(recovery: Path) -> int:
+    """The latest epoch whose snapshots every recovery partition has committed."""
+    epochs = []
+    for part in recovery.glob("part-*.sqlite3"):
+        with contextlib.closing(sqlite3.connect(f"file:{part}?mode=ro", uri=True)) as db:
+            epochs.append(db.execute("SELECT MAX(commit_epoch) FROM commits").fetchone()[0] or 0)
+    return min(epochs, default=0)
+
+
+def _wait_for_epochs(recovery: Path, epochs: int, timeout: float) -> None:
+    target = committed_epoch(recovery) + epochs
+    deadline = time.monotonic() + timeout
+    while committed_epoch(recovery) < target:
+        if time.monotonic() > deadline:
+            raise BenchError(f"memory run: no snapshot committed in {timeout:g} s")
+        time.sleep(0.2)
+
+
 def snapshot_sizes(recovery: Path) -> dict[str, tuple[int, int]]:
     """Keys and bytes of the latest snapshot of each key, by step, in the recovery
     partitions (read only, beside the running detector)."""
@@ -264,6 +282,8 @@ def _run(
                             break
                     time.sleep(1.0)
             report.seconds = time.monotonic() - started
+            # The last sample once the state after the last decision is in a snapshot.
+            _wait_for_epochs(recovery, 2, options.stall_seconds)
             sample(timeline.last_day, seen)
         finally:
             marks.close()

@@ -118,7 +118,7 @@ def create_topics(
 ) -> dict[str, str]:
     """Create the missing topics and wait until all their partitions have a leader.
 
-    Topics get ``settings.topic_replication_factor`` replicas and ``topic_config`` (their
+    Topics get ``settings.kafka.topic_replication_factor`` replicas and ``topic_config`` (their
     ``min.insync.replicas``). Returns ``{topic: "created" | "exists"}``. Existing topics are
     left as they are.
     """

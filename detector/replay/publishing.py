@@ -1,8 +1,8 @@
 """Publishing records to Kafka: replays, the live simulator, and their chargebacks.
 
-Transactions go to ``settings.topic_transactions`` keyed by ``card_id``. Optionally, a
+Transactions go to ``settings.kafka.topic_transactions`` keyed by ``card_id``. Optionally, a
 fraudulent transaction's chargeback (a ``Label`` from source ``chargeback``) goes to
-``settings.topic_labels`` once the stream's event time passes the transaction time plus
+``settings.kafka.topic_labels`` once the stream's event time passes the transaction time plus
 a delay, the way a real chargeback arrives weeks after the payment.
 
 Kafka message timestamps are left to the producer (wall clock): a replay of 2018 data

@@ -41,10 +41,10 @@ if mode == "plain":
 else:
     from detector.kafka_config import consumer_config, producer_config
     from detector.local.logs import configure_logging
-    from detector.settings import Settings
+    from detector.settings import KafkaSettings, Settings
 
     configure_logging("INFO", "json")
-    settings = Settings(bootstrap_servers=bootstrap)
+    settings = Settings(kafka=KafkaSettings(bootstrap_servers=bootstrap))
     producer = Producer(producer_config(settings))
     consumer = Consumer(consumer_config(settings, **group))
 consumer.subscribe([topic])

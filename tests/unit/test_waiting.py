@@ -111,6 +111,16 @@ def test_purging_whole_days_keeps_the_rest_findable(tmp_path: Path) -> None:
     assert [tx for tx, _ in store.between("t0", float("-inf"), 6 * DAY)] == ["tx22", "tx24"]
 
 
+def test_a_span_of_years_is_read_at_once_not_day_by_day(tmp_path: Path) -> None:
+    store = WaitingStore(tmp_path / "w.sqlite3", 8)
+    ancient, recent = -60_000_000_000.0, 1_700_000_000.0  # years 68 and 2023
+    store.put("t", "old", ancient, b"o")
+    store.put("t", "new", recent, b"n")
+    store.put("u", "other", recent, b"x")
+    assert store.between("t", float("-inf"), recent) == [("old", b"o"), ("new", b"n")]
+    assert store.between("t", ancient, recent) == [("new", b"n")]
+
+
 def test_a_store_of_another_format_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     path = tmp_path / "w.sqlite3"
     WaitingStore(path, 8).close()
