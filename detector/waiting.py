@@ -42,7 +42,7 @@ DAY = 86400.0
 # still look up a row a little past the horizon of the run that crashed.
 PURGE_MARGIN_SECONDS = DAY
 JOURNAL_LIMIT_BYTES = 4 * 2**20
-# ``between`` reads a span of up to this many days day by day, by primary key; a longer
+# ``between`` reads a span of up to this many days by primary key, day by day; a longer
 # one (a terminal's first presumption, or event times years apart) through the index of
 # the terminal's rows.
 DAYS_BY_KEY = 16
@@ -174,42 +174,20 @@ class WaitingStore:
 
     def between(self, terminal: str, after: float, upto: float) -> list[tuple[str, bytes]]:
         """A terminal's transactions with ``after < ts <= upto``, oldest first."""
-        db = self._db
-        first = _day(after) if after > float("-inf") else self._first_day(db)
-        if first is None:
-            return []
-        last = _day(upto)
-        if last - first <= DAYS_BY_KEY:  # the usual case: a day or two, by primary key
-            rows: list[tuple[float, str, bytes]] = []
-            for day in range(first, last + 1):
-                rows.extend(self._rows(db, "day = ? AND ", (day,), terminal, after, upto))
-        else:  # a long span (a first presumption, a jump in time): all of the terminal's
-            rows = self._rows(db, "", (), terminal, after, upto)
-        rows.sort()
-        return [(tx, values) for _, tx, values in rows]
-
-    @staticmethod
-    def _rows(
-        db: sqlite3.Connection,
-        where: str,
-        params: tuple[int, ...],
-        terminal: str,
-        after: float,
-        upto: float,
-    ) -> list[tuple[float, str, bytes]]:
+        where: str = "terminal = ? AND ts > ? AND ts <= ?"
+        params: list[object] = [terminal, after, upto]
+        if after > float("-inf") and _day(upto) - _day(after) <= DAYS_BY_KEY:
+            days = range(_day(after), _day(upto) + 1)  # the usual case: by primary key
+            where = f"day IN ({', '.join('?' * len(days))}) AND {where}"
+            params = [*days, *params]
         return [
-            (float(ts), str(tx), bytes(values))
-            for ts, tx, values in db.execute(
-                "SELECT ts, transaction_id, features FROM waiting "
-                f"WHERE {where}terminal = ? AND ts > ? AND ts <= ?",
-                (*params, terminal, after, upto),
+            (str(tx), bytes(values))
+            for tx, values in self._db.execute(
+                f"SELECT transaction_id, features FROM waiting WHERE {where} "
+                "ORDER BY ts, transaction_id",
+                params,
             )
         ]
-
-    @staticmethod
-    def _first_day(db: sqlite3.Connection) -> int | None:
-        row = db.execute("SELECT MIN(day) FROM waiting").fetchone()
-        return None if row[0] is None else int(row[0])
 
     def put_score(
         self, model: str, transaction_id: str, ts: float, score: float, alerted: bool

@@ -35,16 +35,21 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.slow
-def test_bench_prints_every_system_and_decides_every_transaction(
-    kafka_settings: Settings, dataset: Path, tmp_path: Path
-) -> None:
-    env = {
+def bench_env(kafka_settings: Settings, tmp_path: Path) -> dict[str, str]:
+    """``fraudstream bench`` on the session's broker, its files under ``tmp_path``."""
+    return {
         **os.environ,
         "FRAUDSTREAM_BOOTSTRAP_SERVERS": kafka_settings.kafka.bootstrap_servers,
         "FRAUDSTREAM_HOME": str(tmp_path / "home"),
         "FRAUDSTREAM_LOG_LEVEL": "WARNING",
     }
+
+
+@pytest.mark.slow
+def test_bench_prints_every_system_and_decides_every_transaction(
+    kafka_settings: Settings, dataset: Path, tmp_path: Path
+) -> None:
+    env = bench_env(kafka_settings, tmp_path)
     args = ["--dataset", str(dataset), "--transactions", str(TRANSACTIONS), "--partitions", "2"]
     args += ["--processes", "1,2", "--rate", "200", "--latency-seconds", "2"]
     done = subprocess.run(
@@ -80,12 +85,7 @@ def test_bench_prints_every_system_and_decides_every_transaction(
 def test_memory_bench_reports_the_state_it_holds(
     kafka_settings: Settings, dataset: Path, tmp_path: Path
 ) -> None:
-    env = {
-        **os.environ,
-        "FRAUDSTREAM_BOOTSTRAP_SERVERS": kafka_settings.kafka.bootstrap_servers,
-        "FRAUDSTREAM_HOME": str(tmp_path / "home"),
-        "FRAUDSTREAM_LOG_LEVEL": "WARNING",
-    }
+    env = bench_env(kafka_settings, tmp_path)
     done = subprocess.run(
         [sys.executable, "-m", "detector", "bench", "--memory", "--dataset", str(dataset)],
         cwd=REPO,
