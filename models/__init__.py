@@ -2,16 +2,18 @@
 
 Data enters as plain values passed by the detector's scoring core (a transaction's time,
 amount, card and terminal; later its label) and leaves as return values: features
-(``CardProfile``, ``TerminalProfile``), scores (``HybridScorer``) and quality figures
-(``QualityTracker`` with ``ranking``). Nothing here imports the detector, Kafka or
-Bytewax; ``persistence`` saves and loads a model as bytes on a path the caller gives.
+(``CardProfile``, ``TerminalProfile``), scores (``HybridScorer``), the probability of
+fraud they mean (``ScoreCalibrator``) and quality figures (``QualityTracker`` with
+``ranking``). Nothing here imports the detector, Kafka or Bytewax; ``persistence`` saves
+and loads a model as bytes on a path the caller gives.
 """
 
+from models.calibration import ScoreCalibrator
 from models.card import CardProfile
 from models.card_features import CARD_FEATURES
 from models.hybrid import CLASSIFIERS, HybridScore, HybridScorer
 from models.pending import PendingFeatures
-from models.quality import LabelledOutcome, QualityTracker
+from models.quality import LabelledOutcome, QualityTracker, RecalledScore
 from models.terminal import TERMINAL_FEATURES, TerminalProfile
 
 FEATURES: tuple[str, ...] = CARD_FEATURES + TERMINAL_FEATURES
@@ -27,5 +29,7 @@ __all__ = [
     "LabelledOutcome",
     "PendingFeatures",
     "QualityTracker",
+    "RecalledScore",
+    "ScoreCalibrator",
     "TerminalProfile",
 ]

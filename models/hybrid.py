@@ -25,6 +25,8 @@ class HybridScore(typing.NamedTuple):
     anomaly: float
     fraud_probability: float | None
     classifier_weight: float
+    # the hybrid score before calibration, once ``score`` is calibrated
+    raw_score: float | None = None
 
 
 # Fixed ranges of the detector's (log-compressed) features: unlike running minima and

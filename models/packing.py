@@ -23,6 +23,7 @@ True
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 import sys
 from array import array
@@ -125,6 +126,8 @@ def pack_amounts(amounts: Sequence[float]) -> bytes:
         min(cents, default=0) >= 0
         and max(cents, default=0) < 2**64
         and all(map(operator.eq, map((100).__rtruediv__, cents), amounts))
+        # -0.0 equals 0 cents but would come back as +0.0
+        and (0 not in cents or all(math.copysign(1.0, a) > 0 for a in amounts))
     ):
         return bytes((_COMPACT,)) + pack_uints(cents)
     return _raw(amounts)

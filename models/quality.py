@@ -16,7 +16,7 @@ import collections
 import typing
 from typing import Protocol
 
-__all__ = ["LabelledOutcome", "PendingScores", "QualityTracker", "ScoreBook"]
+__all__ = ["LabelledOutcome", "PendingScores", "QualityTracker", "RecalledScore", "ScoreBook"]
 
 DAY = 86400.0
 
@@ -27,6 +27,14 @@ class LabelledOutcome(typing.NamedTuple):
     score: float
     alerted: bool
     is_fraud: bool
+
+
+class RecalledScore(typing.NamedTuple):
+    """The decision-time score of a labelled transaction, for the calibration to learn."""
+
+    score: float
+    # the verdict this label replaces (None: the transaction's first label)
+    previous: bool | None
 
 
 class ScoreBook(Protocol):
@@ -113,13 +121,13 @@ class QualityTracker:
     >>> q.record("b", 1.0, 0.2, False)
     >>> q.record("c", 2.0, 0.4, False)
     >>> q.learn("a", True), q.learn("b", False), q.learn("zzz", True)
-    (True, True, False)
+    (RecalledScore(score=0.9, previous=None), RecalledScore(score=0.2, previous=None), None)
     >>> q.learn("c", True)  # the window keeps the last two labelled
-    True
+    RecalledScore(score=0.4, previous=None)
     >>> [tuple(o) for o in q.window()]
     [(0.2, False, False), (0.4, False, True)]
     >>> q.learn("b", True)  # a new verdict on "b": still counted once
-    True
+    RecalledScore(score=0.2, previous=False)
     >>> [o.is_fraud for o in q.window()], len(q.window())
     ([True, True], 2)
 
@@ -157,21 +165,22 @@ class QualityTracker:
         """Remember what the model said about a transaction it just scored."""
         self._pending.put(transaction_id, ts, score, alerted)
 
-    def learn(self, transaction_id: str, is_fraud: bool) -> bool:
-        """Count a label; False when the transaction's score is no longer (or never was) kept."""
+    def learn(self, transaction_id: str, is_fraud: bool) -> RecalledScore | None:
+        """Count a label; its decision-time score, or None when the transaction's score
+        is no longer (or never was) kept."""
         entry = self._pending.take(transaction_id)
         window = self._window
         if entry is not None:
             window[transaction_id] = (entry[0], entry[1], is_fraud)
             if len(window) > self.size:
                 window.popitem(last=False)
-            return True
+            return RecalledScore(entry[0], None)
         known = window.get(transaction_id)
         if known is None:
-            return False
+            return None
         # Assigning to an existing key keeps its place: the transaction counts once.
         window[transaction_id] = (known[0], known[1], is_fraud)
-        return True
+        return RecalledScore(known[0], known[2])
 
     def resize(self, window: int) -> None:
         """Keep ``window`` labelled transactions from now on (the most recent stay)."""

@@ -29,6 +29,11 @@ class TailSurprise(AnomalyDetector):
         Histogram bins per feature.
     half_life
         Updates after which old observations weigh half.
+    prior
+        Pseudo-observations spread evenly over each feature's range before the first
+        one: a new detector finds a value near the top of the range rare (a 4,000
+        payment on a fresh system is not scored 0), and real observations soon
+        outweigh them.
 
     Examples
     --------
@@ -37,7 +42,7 @@ class TailSurprise(AnomalyDetector):
     ...     detector.learn_one({"amount": float(i % 50)})
     >>> typical, huge = detector.score_one({"amount": 10.0}), detector.score_one({"amount": 90.0})
     >>> round(typical, 2), round(huge, 3)
-    (0.21, 0.999)
+    (0.2, 0.998)
 
     """
 
@@ -46,16 +51,19 @@ class TailSurprise(AnomalyDetector):
         limits: dict[str, tuple[float, float]],
         bins: int = 50,
         half_life: int = 200_000,
+        prior: float = 10.0,
     ) -> None:
         self.limits = limits
         self.bins = bins
         self.half_life = half_life
-        self._counts: dict[str, list[float]] = {name: [0.0] * bins for name in limits}
+        self.prior = prior
+        self._counts: dict[str, list[float]] = {name: [prior / bins] * bins for name in limits}
         # survival per bin: share of observations in this bin or above, refreshed lazily
         self._survival: dict[str, list[float]] = {name: [1.0] * bins for name in limits}
-        self._total = 0.0
+        self._total = prior
         self._stale = 0
         self._since_decay = 0
+        self._refresh()
 
     def _bin(self, name: str, value: float) -> int:
         low, high = self.limits[name]
@@ -91,7 +99,7 @@ class TailSurprise(AnomalyDetector):
         self._stale = 0
 
     def score_one(self, x: dict[typing.Hashable, typing.Any]) -> float:
-        if self._total == 0:
+        if self._total <= 0:
             return 0.0
         surprise = 0.0
         n = 0

@@ -21,7 +21,14 @@ import pytest
 from river import base
 from river.checks import common
 
-from models import FEATURES, CardProfile, HybridScorer, PendingFeatures, TerminalProfile
+from models import (
+    FEATURES,
+    CardProfile,
+    HybridScorer,
+    PendingFeatures,
+    ScoreCalibrator,
+    TerminalProfile,
+)
 from models.surprise import TailSurprise
 
 DAY = 86400.0
@@ -143,6 +150,21 @@ def _surprise_probe(detector: TailSurprise) -> Any:
     return [detector.score_one({"a": k / 20, "b": k / 5}) for k in range(21)]
 
 
+def _calibrator_learn(calibrator: ScoreCalibrator, i: int) -> None:
+    score = (i * 37 % 101) / 100
+    calibrator.learn_one(score, score > 0.6 and i % 3 == 0)
+    if i % 50 == 49:  # now and then a verdict overturned
+        calibrator.revise_one(score, True)
+
+
+def _calibrator_probe(calibrator: ScoreCalibrator) -> Any:
+    return (
+        [calibrator.predict_one(k / 20) for k in range(21)],
+        calibrator.labels_learned,
+        calibrator.calibration_error(),
+    )
+
+
 DRIVERS = [
     Driver(
         "CardProfile",
@@ -165,6 +187,12 @@ DRIVERS = [
         lambda: TailSurprise({"a": (0.0, 1.0), "b": (0.0, 5.0)}, bins=20, half_life=300),
         _surprise_learn,
         _surprise_probe,
+    ),
+    Driver(
+        "ScoreCalibrator",
+        lambda: ScoreCalibrator(base_rate=0.02, half_life=200),
+        _calibrator_learn,
+        _calibrator_probe,
     ),
 ]
 by_name = pytest.mark.parametrize("driver", DRIVERS, ids=[d.name for d in DRIVERS])
