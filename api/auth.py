@@ -27,11 +27,25 @@ API_KEY_HEADER = "X-API-Key"
 
 
 class Role(IntEnum):
-    """Ordered: a higher role may do everything a lower one may."""
+    """Ordered from ``viewer`` up: a higher role may do everything a lower one may.
 
+    ``scorer`` stands apart, below them all: a payment system's key, which may score
+    transactions (``POST /api/score``) and nothing else; analysts and admins may score
+    too, viewers may not (``may_score``).
+    """
+
+    scorer = 0
     viewer = 1
     analyst = 2
     admin = 3
+
+
+SCORING_ROLES = frozenset({Role.scorer, Role.analyst, Role.admin})
+
+
+def may_score(role: Role) -> bool:
+    """Whether a key of ``role`` may score transactions synchronously."""
+    return role in SCORING_ROLES
 
 
 class KeyConfigError(ValueError):
@@ -76,7 +90,7 @@ def parse_entry(text: str, where: str) -> tuple[Role, str, str]:
         role = Role[role_text]
     except KeyError:
         raise KeyConfigError(
-            f"{where}: unknown role {role_text[:20]!r} (viewer, analyst or admin)"
+            f"{where}: unknown role {role_text[:20]!r} (scorer, viewer, analyst or admin)"
         ) from None
     key = parts[-1].strip()
     if len(key) < 16:

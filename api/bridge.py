@@ -36,7 +36,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 
 from api import review
-from api.kafka_options import aiokafka_options
+from api.kafka_options import aiokafka_options, idempotent_producer_options, started_producer
 from api.metrics import ApiMetrics
 from detector.contracts import Alert, ModelStatus
 from detector.settings import Settings
@@ -298,27 +298,16 @@ class Bridge:
 
     def producer_options(self) -> dict[str, Any]:
         """The producer's keyword arguments: defaults, the extra config, then what is fixed."""
-        return {
-            "client_id": CLIENT_ID,
-            "request_timeout_ms": REQUEST_TIMEOUT_MS,
-            **aiokafka_options(self.settings.kafka.kafka_extra_config, "producer"),
-            "bootstrap_servers": self.settings.kafka.bootstrap_servers,
-            # No duplicates from the producer's own retries, and a record is acknowledged
-            # only once every in-sync replica has it.
-            "enable_idempotence": True,
-            "acks": "all",
-        }
+        return idempotent_producer_options(
+            self.settings.kafka.kafka_extra_config,
+            self.settings.kafka.bootstrap_servers,
+            client_id=CLIENT_ID,
+            request_timeout_ms=REQUEST_TIMEOUT_MS,
+        )
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = AIOKafkaProducer(**self.producer_options())
-            try:
-                await producer.start()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                raise
-            self._producer = producer
+            self._producer = await started_producer(self.producer_options())
         return self._producer
 
     async def _close_producer(self) -> None:

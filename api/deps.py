@@ -21,7 +21,7 @@ from detector.settings import Settings
 _api_key_header = APIKeyHeader(
     name=API_KEY_HEADER,
     auto_error=False,
-    description="An API key of role viewer, analyst or admin.",
+    description="An API key: role viewer, analyst or admin; scorer keys may only score.",
 )
 
 

@@ -50,6 +50,7 @@ from api.kafka_options import IGNORED, aiokafka_options
 from api.metrics import UNMATCHED_ROUTE, ApiMetrics, QueueGauges
 from api.routes import routers
 from api.schemas import ERROR_STATUS, ErrorOut
+from api.score import Scorer
 from detector import __version__
 from detector.settings import Settings
 from detector.validation import describe_errors
@@ -335,8 +336,12 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
         app.state.sessions = session_factory(engine)
         bridge = Bridge(settings, app.state.sessions, app.state.metrics) if kafka else None
         app.state.bridge = bridge
+        scorer = Scorer(settings, app.state.sessions, app.state.metrics) if kafka else None
+        app.state.scorer = scorer
         if bridge is not None:
             await bridge.start()
+        if scorer is not None:
+            await scorer.start()
         extra = settings.kafka.kafka_extra_config
         log.info(
             "review service ready",
@@ -350,6 +355,9 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
         try:
             yield
         finally:
+            if scorer is not None:
+                await scorer.stop()
+            app.state.scorer = None
             if bridge is not None:
                 await bridge.stop()
             app.state.bridge = None
@@ -360,7 +368,9 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
         version=__version__,
         description="Alert review and model control for the fraudstream detector.\n\n"
         "Every `/api` route needs an API key in the `X-API-Key` header; roles are viewer "
-        "(read), analyst (claim and decide) and admin (thresholds and the deciding model). "
+        "(read), analyst (claim and decide) and admin (thresholds and the deciding model); "
+        "scorer (payment systems) may only score (`POST /api/score`), as analysts and admins "
+        "may. "
         'Errors are JSON `{"detail": "..."}`.',
         lifespan=lifespan,
         responses={422: {"model": ErrorOut, "description": "The request is malformed."}},
@@ -372,6 +382,7 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
     app.state.keyring = keyring
     app.state.clock = _now
     app.state.bridge = None
+    app.state.scorer = None
     app.state.metrics = ApiMetrics(_queue_reader(app))
     app.add_middleware(ObserveRequests, metrics=app.state.metrics)
     _install_error_handlers(app)

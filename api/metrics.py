@@ -20,6 +20,14 @@ from api.fields import CONTROL_ACTIONS, LABELS
 log = structlog.get_logger("fraudstream.api")
 
 UNMATCHED_ROUTE = "<unmatched>"
+# How a synchronous score request was answered (``api.score``):
+SCORE_OUTCOMES = (
+    "decided",  # the detector's decision, in time
+    "stored",  # the same transaction again: the decision stored before
+    "timeout",  # no decision in time: the fallback, degraded
+    "unpublished",  # the request could not be published in time: the fallback, degraded
+    "conflict",  # decided before from transactions, or with other details: 409
+)
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,32 @@ class ApiMetrics:
             "Outbox delivery attempts that failed (retried later).",
             registry=self.registry,
         )
+        self.score_latency = Histogram(
+            "fraudstream_api_score_duration_seconds",
+            "POST /api/score: time to the answer, by outcome (see score_answers).",
+            ["outcome"],
+            buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.score_answers = Counter(
+            "fraudstream_api_score_answers",
+            "POST /api/score answers: decided, stored (asked again), timeout and unpublished "
+            "(the fallback, degraded), conflict (409).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.score_replies = Counter(
+            "fraudstream_api_score_replies",
+            "Replies read from score-replies: stored (a decision), late (no request waited "
+            "for it any more), duplicate, invalid.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in SCORE_OUTCOMES:
+            self.score_answers.labels(outcome)
+            self.score_latency.labels(outcome)
+        for outcome in ("stored", "late", "duplicate", "invalid"):
+            self.score_replies.labels(outcome)
         for outcome in ("new", "duplicate", "invalid"):
             self.alerts_ingested.labels(outcome)
         for outcome in ("stored", "invalid"):
@@ -126,6 +160,10 @@ class ApiMetrics:
             self.controls.labels(action)
         if read_queue is not None:
             self.registry.register(_QueueCollector(read_queue))
+
+    def scored(self, outcome: str, seconds: float) -> None:
+        self.score_answers.labels(outcome).inc()
+        self.score_latency.labels(outcome).observe(seconds)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()

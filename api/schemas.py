@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from api.fields import (
     BATCH_MAX,
@@ -20,7 +20,17 @@ from api.fields import (
     AlertStatus,
     ControlAction,
 )
-from detector.contracts import LabelKind, ModelStatus, ThresholdChange
+from detector.contracts import (
+    EXPRESSION_MAX,
+    DecisionKind,
+    LabelKind,
+    ListEntry,
+    ModelStatus,
+    PolicyMode,
+    Rule,
+    RuleMode,
+    ThresholdChange,
+)
 
 # No NUL and no other C0 control character except tab, newline and carriage return.
 NO_CONTROL = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$"
@@ -202,7 +212,7 @@ class ModelInfo(BaseModel):
 
 
 class ThresholdsIn(ThresholdChange):
-    """New thresholds for the deciding model: fixed scores, or shares of traffic."""
+    """New thresholds: alerts an hour (capacity), fixed scores, or shares of traffic."""
 
     model_config = ConfigDict(strict=False)
 
@@ -211,6 +221,49 @@ class DecidingModelIn(_In):
     """The model whose scores should make decisions (one of GET /api/models)."""
 
     model_name: Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX)]
+
+
+EntryNote = Annotated[
+    str,
+    StringConstraints(max_length=256, pattern=r"^[^\x00-\x1f]*$"),
+    Field(description="Why: shown in the reasons, at most 256 characters on one line."),
+]
+
+
+class RuleIn(_In):
+    """A rule: a CEL expression over the transaction's fields and features, and what it
+    decides when it matches (``shadow`` rules only count their hits)."""
+
+    expression: Annotated[str, StringConstraints(min_length=1, max_length=EXPRESSION_MAX)] = Field(
+        examples=["amount > 2000.0 && card_new_terminal == 1.0"]
+    )
+    outcome: DecisionKind
+    mode: RuleMode = "active"
+    expires_at: AwareDatetime | None = Field(None, description="In the future; then it stops.")
+    note: EntryNote | None = None
+
+
+class ListEntryIn(_In):
+    """A value on an allow or block list, with an optional expiry and note."""
+
+    expires_at: AwareDatetime | None = Field(None, description="In the future; then it stops.")
+    note: EntryNote | None = None
+
+
+class ModeIn(_In):
+    """The global mode: ``normal``, ``review_only`` (no blocks: reviews instead) or
+    ``monitor`` (everything allowed; reasons say what would have happened)."""
+
+    mode: PolicyMode
+
+
+class PolicyOut(BaseModel):
+    """The rules, lists and mode in force, from the control history (expired ones left
+    out); the detector's hits and block cap are in ``GET /api/models``."""
+
+    mode: PolicyMode
+    rules: list[Rule]
+    lists: dict[str, list[ListEntry]]
 
 
 class ControlAccepted(BaseModel):

@@ -193,3 +193,20 @@ class ControlEventRecord(Base):
     actor: Mapped[str] = mapped_column(String(NAME_MAX))
     action: Mapped[str] = mapped_column(String(ACTION_MAX))
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ScoreReplyRecord(Base):
+    """The detector's decision of a transaction scored on request (``POST /api/score``).
+
+    Every API process stores every reply it reads, on time or late, so that the same
+    request again gets the same decision from any of them, also after a restart. Rows
+    older than ``score_replies_keep_days`` are purged.
+    """
+
+    __tablename__ = "score_replies"
+
+    card_id: Mapped[str] = mapped_column(String(NAME_MAX), primary_key=True)
+    transaction_id: Mapped[str] = mapped_column(String(NAME_MAX), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(NAME_MAX))
+    decision: Mapped[dict[str, Any]] = mapped_column(JSON)
+    stored_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)

@@ -98,7 +98,11 @@ def api(
 @keys_app.command("new")
 def keys_new(
     role: Annotated[
-        str, typer.Option(help="viewer (read), analyst (claim and decide) or admin (models).")
+        str,
+        typer.Option(
+            help="viewer (read), analyst (claim and decide), admin (models) or scorer "
+            "(POST /api/score only)."
+        ),
     ] = "analyst",
     name: Annotated[
         str | None, typer.Option(help="Holder's name in the audit trail (default: derived).")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -89,6 +90,13 @@ class Decision(_Contract):
     model_version: str
     transaction_time: AwareDatetime
     scored_at: AwareDatetime
+    degraded: bool = Field(
+        False,
+        description=(
+            "True when the decision was made without the full system: by rules alone (the"
+            " model's score was unusable) or by the synchronous path's fallback (timeout)."
+        ),
+    )
 
 
 class Alert(_Contract):
@@ -220,32 +228,64 @@ class ModelStatus(_Contract):
     labels_by_source: dict[str, int]
     classifier_weight: float
     quality: ModelQuality
-    threshold_mode: Literal["volume", "fixed"]
+    threshold_mode: Literal["capacity", "volume", "fixed"]
     review_threshold: float
     block_threshold: float
-    review_share: float | None = Field(description="Volume mode: share of traffic alerted.")
+    review_share: float | None = Field(
+        description="Volume mode: share of traffic alerted; capacity mode: the share the "
+        "capacity allows at the current traffic."
+    )
     block_share: float | None = Field(description="Volume mode: share of traffic blocked.")
+    review_capacity_per_hour: float | None = Field(
+        None, description="Capacity mode: the alerts an hour the thresholds aim at."
+    )
+    alerts_last_hour: int | None = Field(
+        None, description="Capacity mode: alerts (review or block) in the last hour of event time."
+    )
     last_control_id: str | None = Field(description="The last control message applied.")
     last_label_at: AwareDatetime | None = Field(description="When the last label was learned.")
     emitted_at: AwareDatetime
+    policy: PolicyStatus | None = Field(
+        None, description="Rules, lists and safety valves in force (the deciding model's)."
+    )
+    calibration_labels: int = Field(
+        0, ge=0, description="Labels the calibration of scores to fraud probabilities learned."
+    )
+    calibration_error: float | None = Field(
+        None,
+        description="Expected calibration error of the published scores over the labels "
+        "learned, each judged before it was learned (null before labels).",
+    )
 
 
 UnitFloat = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 Share = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+Capacity = Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)]
 
 
 class ThresholdChange(_Contract):
-    """New decision thresholds: fixed scores, or shares of traffic (volume mode)."""
+    """New decision thresholds: alerts an hour (capacity mode), fixed scores, or shares of
+    traffic (volume mode)."""
 
-    mode: Literal["volume", "fixed"]
+    mode: Literal["capacity", "volume", "fixed"]
     review_threshold: UnitFloat | None = Field(None, description="Fixed mode: review at or above.")
-    block_threshold: UnitFloat | None = Field(None, description="Fixed mode: block at or above.")
+    block_threshold: UnitFloat | None = Field(
+        None,
+        description="Fixed mode: block at or above; capacity mode (optional): block an alert "
+        "at or above (1.0: never; default: the block threshold in force).",
+    )
     review_share: Share | None = Field(None, description="Volume mode: share alerted.")
     block_share: Share | None = Field(None, description="Volume mode: share blocked.")
+    review_capacity_per_hour: Capacity | None = Field(
+        None, description="Capacity mode: alerts (review or block) an hour, for the whole team."
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> ThresholdChange:
-        if self.mode == "fixed":
+        if self.mode == "capacity":
+            if self.review_capacity_per_hour is None:
+                raise ValueError("capacity mode needs review_capacity_per_hour")
+        elif self.mode == "fixed":
             if self.review_threshold is None or self.block_threshold is None:
                 raise ValueError("fixed mode needs review_threshold and block_threshold")
             if self.block_threshold < self.review_threshold:
@@ -258,6 +298,86 @@ class ThresholdChange(_Contract):
         return self
 
 
+# --- rules, lists and safety valves (detector/policy.py applies them) ---------------------
+
+PolicyMode = Literal["normal", "review_only", "monitor"]
+RuleMode = Literal["active", "shadow"]
+# The fields a list can hold, and the lists: ``allow.card_id``, ``block.country``, ...
+LIST_FIELDS = ("card_id", "terminal_id", "device_id", "country")
+LIST_NAMES = tuple(f"{kind}.{name}" for kind in ("allow", "block") for name in LIST_FIELDS)
+ListName = Literal[
+    "allow.card_id",
+    "allow.terminal_id",
+    "allow.device_id",
+    "allow.country",
+    "block.card_id",
+    "block.terminal_id",
+    "block.device_id",
+    "block.country",
+]
+RuleName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+EXPRESSION_MAX = 2000
+Note = Annotated[str, StringConstraints(max_length=256, pattern=r"^[^\x00-\x1f]*$")]
+
+
+class Rule(_Contract):
+    """A rule: a CEL expression over the transaction's fields and its features.
+
+    An ``active`` rule that matches decides ``outcome`` (after the allow and block
+    lists, before the model); a ``shadow`` rule only counts its hits.
+    """
+
+    name: RuleName
+    expression: Annotated[str, StringConstraints(min_length=1, max_length=EXPRESSION_MAX)]
+    outcome: DecisionKind
+    mode: RuleMode = "active"
+    expires_at: AwareDatetime | None = Field(None, description="Stops applying then.")
+    note: Note | None = None
+    changed_by: str
+    changed_at: AwareDatetime
+
+
+class ListEntry(_Contract):
+    """A value on an allow or block list, e.g. card ``card-17`` on ``block.card_id``."""
+
+    list_name: ListName
+    value: Identifier
+    expires_at: AwareDatetime | None = Field(None, description="Stops applying then.")
+    note: Note | None = None
+    changed_by: str
+    changed_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _country_code(self) -> ListEntry:
+        # As transactions carry it: a value in another form would never match.
+        if self.list_name.endswith(".country") and not re.fullmatch(r"[A-Z]{2}", self.value):
+            raise ValueError(f"a country is two capital letters (ISO 3166-1), not {self.value!r}")
+        return self
+
+
+class RuleStatus(_Contract):
+    """A rule in force, with its hits since the detector's state began."""
+
+    rule: Rule
+    hits: int
+    errors: int = Field(description="Evaluations that failed (counted as not matched).")
+
+
+class PolicyStatus(_Contract):
+    """The rules, lists and safety valves in force, reported with the deciding model."""
+
+    mode: PolicyMode
+    rules: list[RuleStatus]
+    list_sizes: dict[str, int] = Field(description="Entries in force, by list.")
+    list_hits: dict[str, int] = Field(description="Decisions a list entry made, by list.")
+    max_block_share: float = Field(description="The cap on blocks over the window.")
+    block_window: int = Field(description="Decisions in the block cap's window.")
+    block_share: float = Field(description="Share of blocks in the window now.")
+    block_cap_tripped: bool = Field(description="Blocks are turned into reviews now.")
+    blocks_capped: int = Field(description="Blocks turned into reviews by the cap so far.")
+    degraded: int = Field(description="Decisions made by rules alone (unusable model score).")
+
+
 class Control(_Contract):
     """An admin's change to the running detector, on ``control`` (keyed ``"model"``).
 
@@ -266,9 +386,23 @@ class Control(_Contract):
     """
 
     control_id: str = Field(description="Unique id, echoed in model status.")
-    action: Literal["set_thresholds", "set_deciding_model"]
+    action: Literal[
+        "set_thresholds",
+        "set_deciding_model",
+        "put_rule",
+        "delete_rule",
+        "put_list_entry",
+        "delete_list_entry",
+        "set_mode",
+    ]
     thresholds: ThresholdChange | None = None
     model_name: str | None = Field(None, description="set_deciding_model: the model to use.")
+    rule: Rule | None = Field(None, description="put_rule: the rule, new or replacing.")
+    rule_name: RuleName | None = Field(None, description="delete_rule: the rule to remove.")
+    list_entry: ListEntry | None = Field(None, description="put_list_entry: the entry.")
+    list_name: ListName | None = Field(None, description="delete_list_entry: the list.")
+    list_value: Identifier | None = Field(None, description="delete_list_entry: the value.")
+    mode: PolicyMode | None = Field(None, description="set_mode: the global mode.")
     requested_by: str
     requested_at: AwareDatetime
 
@@ -278,7 +412,20 @@ class Control(_Contract):
             raise ValueError("set_thresholds needs thresholds")
         if self.action == "set_deciding_model" and not self.model_name:
             raise ValueError("set_deciding_model needs model_name")
+        needs = {
+            "put_rule": ("rule",),
+            "delete_rule": ("rule_name",),
+            "put_list_entry": ("list_entry",),
+            "delete_list_entry": ("list_name", "list_value"),
+            "set_mode": ("mode",),
+        }.get(self.action, ())
+        missing = [name for name in needs if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"{self.action} needs {' and '.join(missing)}")
         return self
+
+
+ModelStatus.model_rebuild()
 
 
 def alert_id_for(card_id: str, transaction_id: str) -> str:
@@ -288,3 +435,38 @@ def alert_id_for(card_id: str, transaction_id: str) -> str:
     different cards, and each transaction is its own alert.
     """
     return str(uuid.uuid5(ALERT_NAMESPACE, json.dumps([card_id, transaction_id])))
+
+
+class ScoreRequest(_Contract):
+    """A transaction to decide while its payment system waits, on ``score-requests``.
+
+    Published by the API for ``POST /api/score`` (keyed by ``card_id``); the detector
+    decides the transaction as if it came on ``transactions`` (the same state, one
+    decision) and answers on ``score-replies``.
+    """
+
+    request_id: Identifier = Field(description="Unique per request; echoed in the reply.")
+    transaction: Transaction
+    requested_at: AwareDatetime
+
+
+class ScoreReply(_Contract):
+    """The detector's answer to a ``ScoreRequest``, on ``score-replies`` (keyed by card_id).
+
+    ``decided``: ``decision`` is the transaction's decision, the very one published on
+    ``decisions``. ``duplicate``: the transaction was decided before (from an earlier
+    request, or from ``transactions``), and ``decision`` is None.
+    """
+
+    request_id: Identifier
+    card_id: Identifier
+    transaction_id: Identifier
+    status: Literal["decided", "duplicate"]
+    decision: Decision | None = None
+    replied_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _complete(self) -> ScoreReply:
+        if (self.status == "decided") != (self.decision is not None):
+            raise ValueError("a decided reply carries its decision, a duplicate none")
+        return self

@@ -10,8 +10,9 @@ from __future__ import annotations
 from detector.cards import CardState, card_step
 from detector.contracts import Control, Label, ModelStatus, RejectReason, Transaction
 from detector.items import ControlApplied, Learned, ModelIn, ModelOut, Rejected, Scored
-from detector.scoring import ModelState, model_step, new_model_state, to_shards
+from detector.scoring import ModelState, model_step, new_model_state
 from detector.settings import ScoringSettings
+from detector.shards import to_shards
 from detector.status import merge_statuses, summarize
 from detector.terminals import TerminalState, terminal_key, terminal_step
 

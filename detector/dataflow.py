@@ -3,12 +3,14 @@
 This module and ``detector.flow`` are the only code that imports Bytewax. The flow, step
 by step:
 
-    kafka_in (transactions, labels, control)
+    kafka_in (transactions, labels, control, score-requests)
     -> parse_and_validate        Transaction | Label | Control | DeadLetter
+                                 (a score request: its transaction, carrying the request id)
     -> key_by_card -> card_state         per-card features, duplicates, label routing
     -> key_by_terminal -> terminal_state per-terminal features, frauds, pending features
     -> (+ control) key_by_model -> model score, decide, explain; learn; apply controls
-    -> decisions, alerts, model-status, dead letters (each a Kafka topic)
+    -> decisions, alerts, model-status, dead letters (each a Kafka topic), and the
+       replies to score requests: the decision, or ``duplicate`` from the card step
 
 Items travel with their stamps (``detector.flow.stamped``); the keyed steps are
 ``detector.flow.steps``; Kafka at both ends is ``detector.flow.kafka``. The steps update
@@ -47,6 +49,7 @@ from detector.flow.kafka import Parser, Sinks, kafka_error_letter, kafka_sinks
 from detector.flow.outputs import (
     Router,
     dead_letter_message,
+    duplicate_reply,
     log_dead_letter,
     pick,
     rejected_to_dead_letter,
@@ -105,6 +108,7 @@ def build_flow(
                 settings.kafka.topic_transactions,
                 settings.kafka.topic_labels,
                 settings.kafka.topic_control,
+                settings.kafka.topic_score_requests,
             ],
             tail=tail,
             batch_size=settings.kafka.kafka_batch_size,
@@ -130,6 +134,9 @@ def build_flow(
     # (CardFeatured | RoutedLabel | Rejected, received)
     to_dead_letter = partial(rejected_to_dead_letter, settings)
     errors.append(op.filter_map("card_rejections", card_out, to_dead_letter))
+    duplicates = op.filter_map(
+        "duplicate_requests", card_out, partial(duplicate_reply, settings)
+    )  # KafkaSinkMessage: a score request's transaction was decided before
     card_ok: Stream[Stamped[TerminalIn]] = op.filter_map("card_accepted", card_out, _accepted)
 
     by_terminal = op.key_on("key_by_terminal", card_ok, _terminal_key)
@@ -178,6 +185,13 @@ def build_flow(
     for name in ("decisions", "alerts", "model_status"):
         picked = op.filter_map(f"pick_{name}", routed, partial(pick, name))
         op.output(f"{name}_out", picked, getattr(sinks, name))
+    replies = op.filter_map("pick_score_replies", routed, partial(pick, "score_replies"))
+    if sinks.score_replies is not None:
+        op.output(
+            "score_replies_out",
+            op.merge("all_score_replies", replies, duplicates),
+            sinks.score_replies,
+        )
     unroutable = op.filter_map("pick_unroutable", routed, partial(pick, "dead_letters"))
     dead_messages = op.map("dead_letter_message", dead_letters, dead_letter_message)
     op.output(

@@ -12,6 +12,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+from pydantic import PrivateAttr
 
 from detector.contracts import (
     Alert,
@@ -20,10 +23,14 @@ from detector.contracts import (
     DecisionKind,
     Label,
     RejectReason,
+    ScoreRequest,
     Transaction,
     alert_id_for,
 )
 from models import HybridScore
+
+if TYPE_CHECKING:
+    from detector.policy import PolicyOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +42,25 @@ class Origin:
     offset: int | None
     key: bytes | None
     value: bytes | None
+
+
+class RequestedTransaction(Transaction):
+    """A transaction of a ``ScoreRequest``: the very same transaction for every step, with
+    the request's id riding along (not a field: never serialised), so that its decision
+    is also the request's reply (``detector.flow.outputs``)."""
+
+    _request_id: str = PrivateAttr("")
+
+    @classmethod
+    def of(cls, request: ScoreRequest) -> RequestedTransaction:
+        tx = request.transaction
+        requested = cls.model_construct(tx.model_fields_set, **dict(tx))
+        requested._request_id = request.request_id
+        return requested
+
+    @property
+    def request_id(self) -> str:
+        return self._request_id
 
 
 @dataclass(slots=True)
@@ -110,6 +136,13 @@ class Scored:
     # The decision already published for this transaction before a crash, if any: what
     # is published again, byte for byte (see ``of_record``).
     record: bytes | None = None
+    # What the rules, lists and safety valves did (None: decided by the model alone).
+    policy: PolicyOutcome | None = None
+
+    @property
+    def degraded(self) -> bool:
+        """Decided without a usable model score (by rules and lists alone)."""
+        return self.policy is not None and self.policy.degraded
 
     @property
     def score(self) -> float:
@@ -147,6 +180,7 @@ class Scored:
             model_version=self.model_version,
             transaction_time=tx.timestamp,
             scored_at=self.scored_at,
+            degraded=self.degraded,
         )
 
     def to_alert(self) -> Alert | None:

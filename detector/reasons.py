@@ -31,8 +31,21 @@ def explain(
         ranked.append(
             (0.9, f"first use of terminal {terminal_id} by this card in {history_days:.0f} days")
         )
+    if 0.5 <= parts.anomaly < 0.9 and (history == 0 or ratio < 3.0):
+        # An amount rarer than most made the score, but neither the card's average nor
+        # the strong anomaly reason below says so: say it plainly.
+        ranked.append(
+            (
+                parts.anomaly,
+                f"amount {features.get('amount', 0.0):.2f} rarer than {parts.anomaly:.1%} "
+                f"of past transactions",
+            )
+        )
     if history == 0:
-        ranked.append((0.5, "first transaction seen for this card"))
+        # A card's first transaction is no reason to alert by itself (every card of a new
+        # deployment has one): it only says why the card's habits are unknown, after what
+        # made the score.
+        ranked.append((0.1, "first transaction seen for this card"))
     frauds_7d = features.get("terminal_frauds_7d", 0.0)
     frauds_28d = features.get("terminal_frauds_28d", 0.0)
     if frauds_7d >= 1:
@@ -66,7 +79,10 @@ def explain(
             (
                 parts.anomaly,
                 f"amount rarer than {parts.anomaly:.1%} of past transactions, overall and "
-                f"for this card",
+                f"for this card"
+                if history
+                else f"amount {features.get('amount', 0.0):.2f} rarer than "
+                f"{parts.anomaly:.1%} of past transactions",
             )
         )
     ranked.sort(key=lambda item: item[0], reverse=True)

@@ -9,15 +9,22 @@ same labels, so that an admin can compare them (``ModelStatus.quality``) and swi
 from __future__ import annotations
 
 import collections
-import dataclasses
+import math
 import time
-import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import structlog
+
 from detector import __version__
 from detector.contracts import Control, DecisionKind, RejectReason, ThresholdChange
-from detector.decision import Thresholds, VolumeThresholds
+from detector.decision import (
+    CapacityThresholds,
+    Thresholds,
+    ThresholdsInForce,
+    VolumeThresholds,
+)
+from detector.expressions import ExpressionError
 from detector.items import (
     ControlApplied,
     Featured,
@@ -29,10 +36,14 @@ from detector.items import (
     Rejected,
     Scored,
 )
+from detector.policy import POLICY_ACTIONS, Policy
 from detector.reasons import explain
 from detector.settings import ScoringSettings
+from detector.shards import shard_window
 from detector.waiting import StoredScores
-from models import CLASSIFIERS, HybridScore, HybridScorer, QualityTracker
+from models import CLASSIFIERS, HybridScore, HybridScorer, QualityTracker, ScoreCalibrator
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -40,20 +51,25 @@ class ModelSlot:
     """One model of the model step: its scorer, thresholds, counters and quality.
 
     Every model has its own thresholds of the one setting in force (the same fixed
-    values, or the same shares over a window of its own scores in volume mode): a
-    challenger's shadow decisions, and so its alert precision and recall, are what it
-    would alert if it decided, and making it decide keeps the alert volume steady.
+    values, the same shares over a window of its own scores in volume mode, or the same
+    capacity over its own scores and traffic in capacity mode): a challenger's shadow
+    decisions, and so its alert precision and recall, are what it would alert if it
+    decided, and making it decide keeps the alert volume steady.
     """
 
     name: str
     scorer: HybridScorer
-    thresholds: Thresholds | VolumeThresholds
+    thresholds: ThresholdsInForce
     quality: QualityTracker
     # The model's recent scores, kept in every mode: in volume mode it is ``thresholds``;
     # under fixed thresholds it keeps following the scores, so that going back to volume
     # mode needs no warm-up on the old fixed thresholds.
     window: VolumeThresholds
+    # raw score -> probability of fraud: the published score, on which thresholds act
+    calibrator: ScoreCalibrator
     transactions_scored: int = 0
+    # shards of the model step: in capacity mode each shard keeps its share of the capacity
+    shards: int = 1
     # what this model decided, or would have decided in shadow, under its thresholds
     decisions: collections.Counter[str] = field(default_factory=collections.Counter)
 
@@ -68,6 +84,8 @@ class ModelState:
     labels_by_source: collections.Counter[str] = field(default_factory=collections.Counter)
     last_control_id: str | None = None
     last_label_at: float | None = None  # epoch seconds, wall clock
+    # rules, lists and safety valves on the deciding model's decisions (detector/policy.py)
+    policy: Policy = field(default_factory=Policy)
 
     @property
     def decider(self) -> ModelSlot:
@@ -99,47 +117,99 @@ def _score(state: ModelState, item: Featured, config: ScoringSettings) -> Scored
     tx_id = tx.transaction_id
     ts = tx.epoch_seconds
     deciding = state.deciding
-    chosen: tuple[ModelSlot, HybridScore, DecisionKind] | None = None
+    chosen: tuple[ModelSlot, HybridScore | None, DecisionKind] | None = None
     for slot in state.models.values():
-        parts = slot.scorer.predict_parts(features)
-        decision = slot.thresholds.decide(parts.score)
-        slot.window.update(parts.score)
-        slot.scorer.learn_unlabelled(features, parts)
+        raw = _predict(slot, features)
+        if raw is None:  # an unusable score: the deciding model's decision is degraded
+            if slot.name == deciding:
+                chosen = (slot, None, "allow")
+            continue
+        parts = raw._replace(score=slot.calibrator.predict_one(raw.score), raw_score=raw.score)
+        decision = slot.thresholds.decide_transaction(parts.score, at=ts, anomaly=parts.anomaly)
+        slot.window.update(raw.score)  # raw: see VolumeThresholds.scale
+        slot.scorer.learn_unlabelled(features, raw)
         slot.transactions_scored += 1
         slot.decisions[decision] += 1
-        slot.quality.record(tx_id, ts, parts.score, decision != "allow")
+        # the raw score: what the calibrator learns to map, when the label comes
+        slot.quality.record(tx_id, ts, raw.score, decision != "allow")
         if slot.name == deciding:
             chosen = (slot, parts, decision)
     assert chosen is not None, f"the deciding model {deciding!r} is not among the models"
-    slot, parts, decision = chosen
-    reasons = explain(
-        features,
-        parts,
-        terminal_id=tx.terminal_id,
-        history_days=config.card_history_days,
-        frauds_learned=slot.scorer.labels_learned["fraud"],
+    slot, decided, decision = chosen
+    scored_at = datetime.now(UTC)
+    # Lists, rules and the safety valves decide last, on the deciding model's decision.
+    outcome = state.policy.decide(
+        tx, features, decision if decided is not None else None, now=scored_at.timestamp()
     )
+    reasons = list(outcome.reasons)
+    if decided is not None:
+        reasons += explain(
+            features,
+            decided,
+            terminal_id=tx.terminal_id,
+            history_days=config.card_history_days,
+            frauds_learned=slot.scorer.labels_learned["fraud"],
+        )
+    reasons += outcome.valves
     return Scored(
         transaction=tx,
         features=features,
-        parts=parts,
-        decision=decision,
+        parts=decided if decided is not None else UNUSABLE,
+        decision=outcome.decision,
         reasons=reasons,
         model_name=slot.name,
         model_version=state.version,
-        scored_at=datetime.now(UTC),
+        scored_at=scored_at,
+        policy=outcome,
     )
+
+
+# The parts of a decision made without a usable score (published with score 0).
+UNUSABLE = HybridScore(score=0.0, anomaly=0.0, fraud_probability=None, classifier_weight=0.0)
+
+
+# Models whose last score was unusable, so that a failing model is logged once, not for
+# every transaction (per process).
+_unusable: set[str] = set()
+
+
+def _predict(slot: ModelSlot, features: dict[str, float]) -> HybridScore | None:
+    """The model's score of ``features``, or None when it has none to give (it failed,
+    or gave a number that is not one): the transaction is decided without it."""
+    error = ""
+    try:
+        parts = slot.scorer.predict_parts(features)
+        if not math.isfinite(parts.score):
+            error = f"score {parts.score}"
+    except Exception as failure:
+        error = str(failure)[:300] or type(failure).__name__
+    if not error:
+        if _unusable and slot.name in _unusable:
+            _unusable.discard(slot.name)
+            log.warning("model scores again", model=slot.name)
+        return parts
+    if slot.name not in _unusable:
+        _unusable.add(slot.name)
+        log.warning("model failed to score", model=slot.name, error=error)
+    return None
 
 
 def _learn(state: ModelState, item: LabelToLearn) -> Learned | None:
     """Every model learns every label, from the features recorded at scoring time.
 
     Only the copy of a label in its transaction's own shard (``home``) counts it and
-    reports it learned: every shard learns it, but it is learned once.
+    reports it learned: every shard learns it, but it is learned once. The calibrator
+    learns it in the shard that still knows the transaction's decision-time score.
     """
     for slot in state.models.values():
         slot.scorer.learn_one(item.features, item.is_fraud)
-        slot.quality.learn(item.transaction_id, item.is_fraud)
+        recalled = slot.quality.learn(item.transaction_id, item.is_fraud)
+        if recalled is None:
+            continue
+        if recalled.previous is None:
+            slot.calibrator.learn_one(recalled.score, item.is_fraud)
+        elif recalled.previous != item.is_fraud:
+            slot.calibrator.revise_one(recalled.score, item.is_fraud)
     if not item.home:
         return None
     state.labels_by_source[item.source] += 1
@@ -152,7 +222,18 @@ def apply_control(
     state: ModelState, control: Control, *, origin: Origin | None = None
 ) -> ControlApplied | Rejected:
     """Apply an admin's control message at once, or reject it and change nothing."""
-    if control.action == "set_deciding_model":
+    if control.action in POLICY_ACTIONS:
+        try:
+            state.policy.apply(control)
+        except ExpressionError as error:
+            return Rejected(
+                RejectReason.INVALID,
+                f"control {control.control_id!r}: {error}",
+                control.model_dump_json().encode(),
+                control=True,
+                origin=origin,
+            )
+    elif control.action == "set_deciding_model":
         name = control.model_name
         if name not in state.models:
             return Rejected(
@@ -168,31 +249,63 @@ def apply_control(
         change = control.thresholds
         assert change is not None  # the contract requires it for set_thresholds
         for slot in state.models.values():
-            slot.thresholds = changed_thresholds(slot.window, change)
+            slot.thresholds = changed_thresholds(slot, change)
     state.last_control_id = control.control_id
     return ControlApplied(control)
 
 
-def changed_thresholds(
-    window: VolumeThresholds, change: ThresholdChange
-) -> Thresholds | VolumeThresholds:
-    """The thresholds after ``change``; volume thresholds are the model's window of scores."""
+def changed_thresholds(slot: ModelSlot, change: ThresholdChange) -> ThresholdsInForce:
+    """The thresholds of ``slot`` after ``change``.
+
+    Volume and capacity thresholds decide over the model's window of scores, which has
+    followed the scores in every mode: they decide at once. A new capacity keeps the
+    traffic and the alerts of the last hour counted under the previous one.
+    """
+    window = slot.window
+    current = slot.thresholds
     if change.mode == "fixed":
         assert change.review_threshold is not None and change.block_threshold is not None
         return Thresholds(change.review_threshold, change.block_threshold)
+    if change.mode == "capacity":
+        assert change.review_capacity_per_hour is not None
+        block = change.block_threshold
+        if block is None:
+            block = (
+                current.block_threshold
+                if isinstance(current, CapacityThresholds)
+                else (window.fallback.block)
+            )
+        if isinstance(current, CapacityThresholds):
+            current.set_capacity(change.review_capacity_per_hour, block)
+            return current
+        return CapacityThresholds(
+            window,
+            change.review_capacity_per_hour,
+            block=block,
+            shards=slot.shards,
+            fallback=window.fallback,
+        )
     assert change.review_share is not None and change.block_share is not None
-    # The window has followed the scores under fixed thresholds too: it decides at once.
     window.set_shares(change.review_share, change.block_share)
     return window
 
 
-def new_thresholds(
-    config: ScoringSettings,
-) -> tuple[Thresholds | VolumeThresholds, VolumeThresholds]:
+def new_thresholds(config: ScoringSettings) -> tuple[ThresholdsInForce, VolumeThresholds]:
     """The thresholds in force at start, and the window of scores (see ``ModelSlot``)."""
     fixed = Thresholds(config.review_threshold, config.block_threshold)
     window = VolumeThresholds(config.review_share, config.block_share, fallback=fixed)
-    return (fixed if config.threshold_mode == "fixed" else window), window
+    if config.threshold_mode == "fixed":
+        return fixed, window
+    if config.threshold_mode == "capacity":
+        capacity = CapacityThresholds(
+            window,
+            config.review_capacity_per_hour,
+            block=config.block_threshold,
+            shards=config.shards,
+            fallback=fixed,
+        )
+        return capacity, window
+    return window, window
 
 
 def model_name(kind: str) -> str:
@@ -202,12 +315,15 @@ def model_name(kind: str) -> str:
 
 def new_model_slot(kind: str, config: ScoringSettings) -> ModelSlot:
     in_force, window = new_thresholds(config)
+    calibrator = new_calibrator(config)
+    window.scale = calibrator.predict_one
     return ModelSlot(
         name=model_name(kind),
         scorer=HybridScorer(
             classifier=CLASSIFIERS[kind](), warmup_frauds=config.classifier_warmup_frauds
         ),
         thresholds=in_force,
+        shards=config.shards,
         quality=QualityTracker(
             shard_window(config),
             horizon_days=config.label_horizon_days,
@@ -218,12 +334,23 @@ def new_model_slot(kind: str, config: ScoringSettings) -> ModelSlot:
             ),
         ),
         window=window,
+        calibrator=calibrator,
+    )
+
+
+def new_calibrator(config: ScoringSettings) -> ScoreCalibrator:
+    return ScoreCalibrator(
+        base_rate=config.calibration_base_rate, half_life=config.calibration_half_life_labels
     )
 
 
 def new_model_state(config: ScoringSettings) -> ModelState:
     slots = [new_model_slot(kind, config) for kind in config.model_kinds]
-    return ModelState(models={slot.name: slot for slot in slots}, deciding=slots[0].name)
+    return ModelState(
+        models={slot.name: slot for slot in slots},
+        deciding=slots[0].name,
+        policy=Policy(config.max_block_share, config.block_cap_window),
+    )
 
 
 def ensure_models(state: ModelState, config: ScoringSettings) -> ModelState:
@@ -231,7 +358,9 @@ def ensure_models(state: ModelState, config: ScoringSettings) -> ModelState:
 
     Models configured since the snapshot start fresh (with the thresholds in force);
     models no longer configured keep running, so that an admin's choice of deciding
-    model survives a restart. The quality window follows the configuration.
+    model survives a restart. The quality window follows the configuration. Models of
+    a snapshot written before scores were calibrated (format 4) get a calibrator that
+    starts from its prior.
     """
     for kind in config.model_kinds:
         if model_name(kind) not in state.models:
@@ -242,46 +371,33 @@ def ensure_models(state: ModelState, config: ScoringSettings) -> ModelState:
                 state.decider.window.block_share,
                 fallback=state.decider.window.fallback,
             )
-            slot.thresholds = current if isinstance(current, Thresholds) else slot.window
+            slot.thresholds = _like(current, slot.window)
             state.models[slot.name] = slot
     for slot in state.models.values():
+        slot.shards = config.shards
+        if isinstance(slot.thresholds, CapacityThresholds):
+            slot.thresholds.set_shards(config.shards)
+        if not hasattr(slot, "calibrator"):  # a snapshot of format 4: none yet
+            slot.calibrator = new_calibrator(config)
+        slot.window.scale = slot.calibrator.predict_one
         if slot.quality.size != shard_window(config):
             slot.quality.resize(shard_window(config))
+    if not isinstance(getattr(state, "policy", None), Policy):  # a state from before policies
+        state.policy = Policy()
+    state.policy.configure(config.max_block_share, config.block_cap_window)
     return state
 
 
-# --- shards of the model step ------------------------------------------------------------
-#
-# The model step can run as several shards, one per worker, each with models of its own:
-# a transaction is scored by the shard its id hashes to, and every shard learns every
-# label, so that each shard's classifier is the one a single model step would train.
-# (Sending a legitimate label to its own shard only, weighed by the number of shards,
-# halves the learning but cost 0.07 of average precision on the Handbook's July weeks
-# with two shards; every label to every shard holds it at the single model's 0.672.)
-# Control messages reach every shard, so thresholds and the deciding model are one
-# policy; in volume mode each shard keeps the shares over its own scores.
-
-
-def shard_window(config: ScoringSettings) -> int:
-    """Labelled transactions in each shard's quality window: together, the configured."""
-    return -(-config.quality_window // config.shards)
-
-
-def shard_of(transaction_id: str, shards: int) -> int:
-    """The model shard that scores transaction ``transaction_id`` (stable everywhere)."""
-    if shards == 1:
-        return 0
-    return zlib.crc32(transaction_id.encode()) % shards
-
-
-def to_shards(item: ModelIn, shards: int) -> list[tuple[int, ModelIn]]:
-    """The shards an input of the model step goes to, with what each of them gets."""
-    if shards == 1:
-        return [(0, item)]
-    if isinstance(item, Featured):
-        return [(shard_of(item.transaction.transaction_id, shards), item)]
-    if isinstance(item, LabelToLearn):
-        home = shard_of(item.transaction_id, shards)
-        away = dataclasses.replace(item, home=False)
-        return [(i, item if i == home else away) for i in range(shards)]
-    return [(i, item) for i in range(shards)]
+def _like(current: ThresholdsInForce, window: VolumeThresholds) -> ThresholdsInForce:
+    """Thresholds of the same setting as ``current``, over another model's ``window``."""
+    if isinstance(current, Thresholds):
+        return current
+    if isinstance(current, CapacityThresholds):
+        return CapacityThresholds(
+            window,
+            current.per_hour,
+            block=current.block_threshold,
+            shards=current.shards,
+            fallback=current.fallback,
+        )
+    return window

@@ -39,6 +39,12 @@ class KafkaSettings(BaseSettings):
     topic_control: str = Field(
         "control", description="Threshold and model changes for the running detector."
     )
+    topic_score_requests: str = Field(
+        "score-requests", description="Transactions to decide synchronously (`POST /api/score`)."
+    )
+    topic_score_replies: str = Field(
+        "score-replies", description="The detector's answers to synchronous score requests."
+    )
     topic_partitions: int = Field(3, ge=1, description="Partitions per topic on creation.")
     topic_replication_factor: int = Field(
         1, ge=1, description="Replication factor per topic on creation."
@@ -65,6 +71,8 @@ class KafkaSettings(BaseSettings):
             self.topic_dead_letters,
             self.topic_model_status,
             self.topic_control,
+            self.topic_score_requests,
+            self.topic_score_replies,
         ]
 
 
@@ -94,10 +102,18 @@ class ScoringSettings(BaseSettings):
 
     model_config = SettingsConfigDict(**ENV, frozen=True)
 
-    threshold_mode: Literal["volume", "fixed"] = Field(
-        "volume",
-        description="`volume`: thresholds follow the review and block shares of traffic; "
+    threshold_mode: Literal["capacity", "volume", "fixed"] = Field(
+        "capacity",
+        description="`capacity`: about `REVIEW_CAPACITY_PER_HOUR` alerts an hour, whatever "
+        "the traffic; `volume`: thresholds follow the review and block shares of traffic; "
         "`fixed`: the review and block thresholds.",
+    )
+    review_capacity_per_hour: float = Field(
+        60.0,
+        gt=0,
+        le=1_000_000,
+        description="Alerts (review or block) an hour the analysts can handle, all shards "
+        "together (capacity mode).",
     )
     review_share: float = Field(
         0.01, gt=0, lt=1, description="Share of transactions reviewed or blocked (volume mode)."
@@ -110,10 +126,14 @@ class ScoringSettings(BaseSettings):
         ge=0,
         le=1,
         description="Score at or above which a transaction is reviewed (fixed mode, and "
-        "the first 1,000 transactions in volume mode).",
+        "the first 1,000 transactions in volume mode, the first 100 in capacity mode).",
     )
     block_threshold: float = Field(
-        0.9, ge=0, le=1, description="Score at or above which a transaction is blocked."
+        0.9,
+        ge=0,
+        le=1,
+        description="Score at or above which a transaction is blocked (fixed mode; in "
+        "capacity mode an alert at or above it); 1 means never.",
     )
     label_horizon_days: float = Field(
         45.0, gt=0, description="How long scored features wait for a late label (chargeback)."
@@ -164,6 +184,30 @@ class ScoringSettings(BaseSettings):
     )
     quality_window: int = Field(
         5000, ge=100, description="Labelled transactions behind the online quality figures."
+    )
+    max_block_share: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Most blocks in the last `BLOCK_CAP_WINDOW` decisions (per model shard), "
+        "as a share; past it blocks become reviews. 1 (the default) disables the cap; 10 "
+        "times `BLOCK_SHARE` (0.01) is a sensible cap in volume mode.",
+    )
+    block_cap_window: int = Field(
+        1000, ge=10, description="Decisions over which the block cap counts the blocks."
+    )
+    calibration_base_rate: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="Fraud rate assumed before labels: the published score of a new model "
+        "is this rate's odds times the raw score's odds (see What a score means).",
+    )
+    calibration_half_life_labels: int = Field(
+        50_000,
+        ge=100,
+        description="Labels (per model shard) after which a label weighs half in the "
+        "calibration of scores to fraud probabilities.",
     )
 
     # Where this run places the model step (not settings: the detector sets them, see
@@ -275,8 +319,8 @@ class ApiSettings(BaseSettings):
     )
     api_keys: SecretStr | None = Field(
         None,
-        description="API keys as comma-separated `role:key` pairs (role: `viewer`, `analyst`, "
-        "`admin`); `role:name:key` names the holder in the audit trail.",
+        description="API keys as comma-separated `role:key` pairs (role: `scorer`, `viewer`, "
+        "`analyst`, `admin`); `role:name:key` names the holder in the audit trail.",
     )
     api_keys_file: Path | None = Field(
         None, description="File with one `role:key` (or `role:name:key`) pair per line."
@@ -286,6 +330,24 @@ class ApiSettings(BaseSettings):
     )
     outbox_interval_seconds: float = Field(
         1.0, gt=0, description="How often undelivered labels and control messages are retried."
+    )
+    score_timeout_ms: int = Field(
+        200,
+        ge=1,
+        le=60_000,
+        description="`POST /api/score`: how long to wait for the detector's decision before "
+        "answering with the fallback.",
+    )
+    score_fallback: Literal["allow", "review"] = Field(
+        "review",
+        description="`POST /api/score`: the decision given (with `degraded: true`) when the "
+        "detector does not answer in time.",
+    )
+    score_replies_keep_days: float = Field(
+        7.0,
+        gt=0,
+        description="How long the decisions of synchronous requests are kept to answer the "
+        "same request again.",
     )
 
 

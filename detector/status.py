@@ -5,12 +5,14 @@ model, with quality figures over the labelled transactions.
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
-from detector.contracts import ModelQuality, ModelStatus
-from detector.decision import VolumeThresholds
+from detector.contracts import ModelQuality, ModelStatus, PolicyStatus
+from detector.decision import CapacityThresholds, Thresholds, VolumeThresholds
+from detector.policy import merge_policy
 from detector.scoring import ModelState
 from models import LabelledOutcome, QualityTracker
 from models.ranking import average_precision, roc_auc
@@ -31,6 +33,17 @@ class SlotSummary:
     block: float
     review_share: float | None
     block_share: float | None
+    calibration_labels: int
+    calibration_error: float | None
+    # capacity mode: this shard's share of the capacity, and its alerts in the last hour
+    capacity: float | None = None
+    alerts_last_hour: int | None = None
+
+    @property
+    def mode(self) -> Literal["capacity", "volume", "fixed"]:
+        if self.capacity is not None:
+            return "capacity"
+        return "volume" if self.volume else "fixed"
 
 
 @dataclass(slots=True)
@@ -44,6 +57,7 @@ class ShardSummary:
     labels_by_source: dict[str, int]
     last_control_id: str | None
     last_label_at: float | None
+    policy: PolicyStatus | None = None
 
 
 def summarize(state: ModelState, shard: int = 0) -> ShardSummary:
@@ -52,6 +66,7 @@ def summarize(state: ModelState, shard: int = 0) -> ShardSummary:
     for slot in state.models.values():
         th = slot.thresholds
         volume = isinstance(th, VolumeThresholds)
+        capacity = th if isinstance(th, CapacityThresholds) else None
         slots.append(
             SlotSummary(
                 name=slot.name,
@@ -63,8 +78,12 @@ def summarize(state: ModelState, shard: int = 0) -> ShardSummary:
                 volume=volume,
                 review=float(th.review),
                 block=float(th.block),
-                review_share=th.review_share if isinstance(th, VolumeThresholds) else None,
+                review_share=None if isinstance(th, Thresholds) else th.review_share,
                 block_share=th.block_share if isinstance(th, VolumeThresholds) else None,
+                capacity=capacity.budget if capacity is not None else None,
+                alerts_last_hour=capacity.alerts_last_hour if capacity is not None else None,
+                calibration_labels=slot.calibrator.labels_learned,
+                calibration_error=slot.calibrator.calibration_error(),
             )
         )
     return ShardSummary(
@@ -75,6 +94,7 @@ def summarize(state: ModelState, shard: int = 0) -> ShardSummary:
         labels_by_source=dict(state.labels_by_source),
         last_control_id=state.last_control_id,
         last_label_at=state.last_label_at,
+        policy=state.policy.status(),
     )
 
 
@@ -117,8 +137,9 @@ def merge_statuses(
     """One status per model over every shard, the deciding model first.
 
     Counts add up, but a label, which every shard learns, counts once; the quality
-    figures are over the shards' windows together; the thresholds are the shards'
-    average (the same value under fixed thresholds).
+    figures are over the shards' windows together; the thresholds and shares are the
+    shards' average (the same value under fixed thresholds); in capacity mode the
+    capacity and the alerts of the last hour add up over the shards.
     """
     now = now or datetime.now(UTC)
     first = summaries[0]
@@ -127,6 +148,8 @@ def merge_statuses(
     for summary in summaries:
         by_source.update(summary.labels_by_source)
     names = [first.deciding] + [s.name for s in first.slots if s.name != first.deciding]
+    policies = [s.policy for s in summaries if s.policy is not None]
+    policy = merge_policy(policies) if policies else None
     out = []
     for name in names:
         slots = [slot for summary in summaries for slot in summary.slots if slot.name == name]
@@ -147,14 +170,48 @@ def merge_statuses(
                 labels_by_source=dict(by_source),
                 classifier_weight=sum(slot.classifier_weight for slot in slots) / len(slots),
                 quality=quality_of(outcomes),
-                threshold_mode="volume" if head.volume else "fixed",
+                threshold_mode=head.mode,
                 review_threshold=sum(slot.review for slot in slots) / len(slots),
                 block_threshold=sum(slot.block for slot in slots) / len(slots),
-                review_share=head.review_share,
+                review_share=(
+                    sum(slot.review_share or 0.0 for slot in slots) / len(slots)
+                    if head.review_share is not None
+                    else None
+                ),
                 block_share=head.block_share,
+                review_capacity_per_hour=_total(slot.capacity for slot in slots),
+                alerts_last_hour=_count(_total(slot.alerts_last_hour for slot in slots)),
                 last_control_id=first.last_control_id,
                 last_label_at=datetime.fromtimestamp(last, UTC) if last is not None else None,
                 emitted_at=now,
+                # the policy applies to the deciding model's decisions: reported with it
+                policy=policy if name == first.deciding else None,
+                # each shard calibrates on the labels of the transactions it scored
+                calibration_labels=sum(slot.calibration_labels for slot in slots),
+                calibration_error=_weighted_error(slots),
             )
         )
     return out
+
+
+def _total(values: Iterable[float | None]) -> float | None:
+    """The sum of ``values``, or None when any is unknown."""
+    known = list(values)
+    if not known or any(v is None for v in known):
+        return None
+    return sum(v for v in known if v is not None)
+
+
+def _count(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _weighted_error(slots: Sequence[SlotSummary]) -> float | None:
+    """The shards' calibration errors, weighed by the labels each learned."""
+    known = [
+        (s.calibration_error, s.calibration_labels)
+        for s in slots
+        if s.calibration_error is not None and s.calibration_labels > 0
+    ]
+    total = sum(n for _, n in known)
+    return sum(error * n for error, n in known) / total if total else None

@@ -70,8 +70,9 @@ def _send(ctx: review.Context, principal: Principal, **change: Any) -> ControlAc
 
 @_control("/models/thresholds", "Change the decision thresholds")
 def set_thresholds(body: ThresholdsIn, principal: Admin, ctx: ReviewDep) -> ControlAccepted:
-    """Send new thresholds to the running detector (admin). Fixed mode takes scores,
-    volume mode shares of traffic. Accepted means stored and queued for the control
+    """Send new thresholds to the running detector (admin). Capacity mode takes the
+    alerts an hour the team can review, fixed mode scores, volume mode shares of
+    traffic. Accepted means stored and queued for the control
     topic; the model's status reports ``last_control_id`` once applied."""
     thresholds = ThresholdChange.model_validate(body.model_dump())
     return _send(ctx, principal, action="set_thresholds", thresholds=thresholds)

@@ -2,11 +2,11 @@
 // Plain ES module, no build step. Every text from the API goes through text nodes (the h()
 // helper), never innerHTML, so alert data cannot inject markup.
 
+import { $, count, fixed, h, isNumber, percent } from "./dom.js";
+
 const KEY_STORAGE = "fraudstream.apiKey";
 const REFRESH_MS = 4000;
 const PAGE_SIZE = 25;
-
-const $ = (selector) => document.querySelector(selector);
 
 const state = {
   key: null, // the X-API-Key, also in localStorage
@@ -18,26 +18,6 @@ const state = {
 
 // ---------------------------------------------------------------- DOM and formatting
 
-/** Creates an element; strings become text nodes, so API data is never parsed as HTML. */
-function h(tag, props = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [name, value] of Object.entries(props)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (name === "class") el.className = value;
-    else if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
-    else el.setAttribute(name, value === true ? "" : String(value));
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    el.append(child instanceof Node ? child : String(child));
-  }
-  return el;
-}
-
-const isNumber = (value) => typeof value === "number" && Number.isFinite(value);
-const fixed = (value, digits = 3) => (isNumber(value) ? value.toFixed(digits) : "–");
-const count = (value) => (isNumber(value) ? value.toLocaleString("en") : "–");
-const percent = (value) => (isNumber(value) ? `${(value * 100).toFixed(1)} %` : "–");
 const testid = (id, ...children) => h("span", { "data-testid": id }, ...children);
 
 function money(amount, currency) {
@@ -540,11 +520,32 @@ function onKey(event) {
 function thresholds(m) {
   const fixedPart =
     `review ≥ ${fixed(m.review_threshold)}, block ≥ ${fixed(m.block_threshold)}`;
+  if (m.threshold_mode === "capacity" && isNumber(m.review_capacity_per_hour)) {
+    return `capacity: ${m.alerts_last_hour ?? "?"} of ${m.review_capacity_per_hour} alerts ` +
+      `in the last hour (now ${fixedPart})`;
+  }
   if (m.threshold_mode !== "volume" || !isNumber(m.review_share)) {
     return `${m.threshold_mode ?? "?"}: ${fixedPart}`;
   }
   return `volume: review ${percent(m.review_share)}, block ${percent(m.block_share)} of ` +
     `traffic (now ${fixedPart})`;
+}
+
+/** The safety valves in force (reported with the deciding model): for every role. */
+function valves(policy) {
+  if (!policy) return null;
+  const cap = policy.max_block_share >= 1 ? "off"
+    : `${percent(policy.block_share)} of the last ${count(policy.block_window)} decisions ` +
+      `blocked, cap ${percent(policy.max_block_share)}` +
+      (policy.block_cap_tripped ? ": tripped, blocks become reviews" : "");
+  return [
+    pair("Mode", testid("model-mode", policy.mode === "normal" ? "normal"
+      : policy.mode === "review_only" ? "review only: nothing is blocked"
+        : "monitor: everything is allowed")),
+    pair("Block cap", testid("model-block-cap", cap)),
+    pair("Degraded", testid("model-degraded",
+      `${count(policy.degraded)} decided by rules alone`)),
+  ].flat();
 }
 
 function modelCard(m) {
@@ -568,6 +569,7 @@ function modelCard(m) {
       pair("Alert recall", percent(q.alert_recall)),
       pair("Window", `${count(q.window)} labelled, ${count(q.frauds)} fraud`),
       pair("Thresholds", testid("model-thresholds", thresholds(m))),
+      valves(m.policy),
       pair("Last update", when(m.emitted_at))));
 }
 

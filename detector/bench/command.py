@@ -44,13 +44,25 @@ def bench(
     days: Annotated[
         float | None, typer.Option(help="--memory: event-time days to replay (default: all).")
     ] = None,
+    score: Annotated[
+        bool,
+        typer.Option(
+            "--score",
+            help="Measure synchronous scoring instead: POST /api/score at --score-rate for "
+            "--latency-seconds, through the API and the detector.",
+        ),
+    ] = False,
+    score_rate: Annotated[
+        float, typer.Option(min=1, help="--score: requests a second (open loop).")
+    ] = 200.0,
 ) -> None:
     """Benchmark the streaming path through a real Kafka broker (no wall-clock limits).
 
     Throughput of the plain loop (consumer, ScoringCore, producer) and of the detector
     with each process count, on the same pre-loaded Handbook transactions; peak RSS per
     process; recovery store size; then the latency at --rate tx/s. With --memory: months
-    of the Handbook through one detector process, RSS and state every 10 event days.
+    of the Handbook through one detector process, RSS and state every 10 event days. With
+    --score: the latency of POST /api/score at --score-rate requests a second.
     """
     from detector.bench.infra import BenchError
 
@@ -66,6 +78,18 @@ def bench(
     try:
         if memory:
             _bench_memory(settings, dataset, partitions, days, bootstrap_servers)
+            return
+        if score:
+            from detector.bench.score import ScoreOptions, format_score_report, run_score_bench
+
+            options_score = ScoreOptions(
+                dataset=dataset,
+                rate=score_rate,
+                seconds=latency_seconds,
+                partitions=partitions,
+                bootstrap=bootstrap_servers,
+            )
+            typer.echo(format_score_report(run_score_bench(settings, options_score)))
             return
         from detector.bench.throughput import BenchOptions, format_report, run_bench
 

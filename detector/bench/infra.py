@@ -302,6 +302,15 @@ class Read:
     ids: list[str]
     timestamps: list[int]
 
+    def delays_after(self, sent: dict[str, int]) -> list[float]:
+        """Each record's delay (ms) after the ``sent`` time of its id, sorted; records of
+        other ids are left out."""
+        return sorted(
+            float(ts - sent[i])
+            for i, ts in zip(self.ids, self.timestamps, strict=True)
+            if i in sent
+        )
+
 
 def read_back(settings: Settings, topic: str, field: str = "transaction_id") -> Read:
     """Every record of ``topic`` up to its current end: ``field`` of its JSON value and its

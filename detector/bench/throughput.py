@@ -279,11 +279,7 @@ def run_latency(
     sent = read_back(settings, settings.kafka.topic_transactions)
     sent_at = {i: ts for i, ts in zip(sent.ids, sent.timestamps, strict=True) if i in wanted}
     decisions = read_back(settings, settings.kafka.topic_decisions)
-    delays = sorted(
-        float(ts - sent_at[i])
-        for i, ts in zip(decisions.ids, decisions.timestamps, strict=True)
-        if i in sent_at
-    )
+    delays = decisions.delays_after(sent_at)
     if not delays:
         raise BenchError("no decision for the paced transactions")
     return Latency(

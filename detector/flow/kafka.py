@@ -12,13 +12,21 @@ import structlog
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from confluent_kafka import KafkaError, Producer
+from pydantic import ValidationError
 
-from detector.contracts import Control, DeadLetter, Label, RejectReason, Transaction
+from detector.contracts import (
+    Control,
+    DeadLetter,
+    Label,
+    RejectReason,
+    ScoreRequest,
+    Transaction,
+)
 from detector.flow.stamped import Event, Message, Parsed, step_error
-from detector.items import Origin
+from detector.items import Origin, RequestedTransaction
 from detector.kafka_config import producer_config
 from detector.settings import Settings
-from detector.validation import parse_control, parse_event
+from detector.validation import describe_errors, parse_control, parse_event
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +43,8 @@ class Sinks:
     alerts: Sink[Message]
     dead_letters: Sink[Message]
     model_status: Sink[Message]
+    # None: the flow's replies to score requests go nowhere (tests of other outputs)
+    score_replies: Sink[Message] | None = None
 
 
 def _received(msg: KafkaSourceMessage[bytes | None, bytes | None]) -> float:
@@ -51,6 +61,7 @@ class Parser:
     def __init__(self, settings: Settings) -> None:
         self.labels_topic = settings.kafka.topic_labels
         self.control_topic = settings.kafka.topic_control
+        self.requests_topic = settings.kafka.topic_score_requests
         self.max_bytes = settings.detector.max_message_bytes
         self.max_skew = timedelta(seconds=settings.detector.max_clock_skew_seconds)
         self.seq = itertools.count()
@@ -74,6 +85,8 @@ class Parser:
         parsed: Event | Control | tuple[RejectReason, str]
         if msg.topic == self.control_topic:
             parsed = parse_control(msg.value, max_bytes=self.max_bytes)
+        elif msg.topic == self.requests_topic:
+            parsed = self._parse_request(msg.value)
         else:
             kind = Label if msg.topic == self.labels_topic else Transaction
             parsed = parse_event(
@@ -93,6 +106,34 @@ class Parser:
             return dead, 0.0, 0, None
         origin = Origin(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
         return parsed, _received(msg), next(self.seq), origin
+
+    def _parse_request(self, value: bytes | None) -> Transaction | tuple[RejectReason, str]:
+        """A score request's transaction, which carries the request's id on; or why not.
+
+        The transaction is held to the very rules of ``transactions`` (``parse_event``).
+        """
+        if value is None:
+            return RejectReason.INVALID, "empty record (no value)"
+        if len(value) > self.max_bytes:
+            return (
+                RejectReason.OVERSIZE,
+                f"record of {len(value)} bytes exceeds {self.max_bytes} bytes",
+            )
+        try:
+            request = ScoreRequest.model_validate_json(value)
+        except ValidationError as error:
+            if any(e["type"] == "json_invalid" for e in error.errors()):
+                return RejectReason.NOT_JSON, "not valid JSON"
+            return RejectReason.INVALID, describe_errors(error.errors(include_url=False))
+        checked = parse_event(
+            request.transaction.model_dump_json().encode(),
+            Transaction,
+            max_bytes=self.max_bytes,
+            max_clock_skew=self.max_skew,
+        )
+        if isinstance(checked, tuple):
+            return checked
+        return RequestedTransaction.of(request)
 
 
 def kafka_error_letter(err: Any) -> DeadLetter:
@@ -205,4 +246,5 @@ def kafka_sinks(settings: Settings) -> Sinks:
         alerts=DeliveredSink(config, settings.kafka.topic_alerts),
         dead_letters=DeliveredSink(config, settings.kafka.topic_dead_letters),
         model_status=DeliveredSink(config, settings.kafka.topic_model_status),
+        score_replies=DeliveredSink(config, settings.kafka.topic_score_replies),
     )

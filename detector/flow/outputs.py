@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import structlog
 from bytewax.connectors.kafka import KafkaSinkMessage
+from pydantic import ValidationError
 
-from detector.contracts import DeadLetter, ModelStatus, RejectReason
+from detector.contracts import DeadLetter, ModelStatus, RejectReason, ScoreReply, ScoreRequest
 from detector.flow.stamped import Message, Outcome, Stamped, payload_of, step_error
-from detector.items import ControlApplied, Learned, Rejected, Scored
+from detector.items import ControlApplied, Learned, Rejected, RequestedTransaction, Scored
 from detector.metrics import DetectorMetrics
 from detector.settings import Settings
 
@@ -52,11 +54,23 @@ class Router:
                 event_time=tx.epoch_seconds,
                 now=time.time(),
             )
+            if item.policy is not None and item.record is None:
+                self.metrics.policy(item.policy)
             key = tx.card_id
             decision = item.record or item.to_decision().model_dump_json().encode()
             out: list[tuple[str, Message]] = [
                 ("decisions", KafkaSinkMessage(key.encode(), decision))
             ]
+            if isinstance(tx, RequestedTransaction):  # also the answer its requester awaits
+                reply = ScoreReply(
+                    request_id=tx.request_id,
+                    card_id=tx.card_id,
+                    transaction_id=tx.transaction_id,
+                    status="decided",
+                    decision=item.to_decision(),
+                    replied_at=datetime.now(UTC),
+                )
+                out.append(("score_replies", _message(key, reply.model_dump_json())))
             alert = item.to_alert()
             if alert is not None:
                 out.append(("alerts", _message(key, alert.model_dump_json())))
@@ -83,6 +97,9 @@ class Router:
                 action=control.action,
                 model_name=control.model_name,
                 thresholds=control.thresholds.model_dump() if control.thresholds else None,
+                rule=control.rule.name if control.rule else control.rule_name,
+                list_name=control.list_entry.list_name if control.list_entry else control.list_name,
+                mode=control.mode,
                 requested_by=control.requested_by,
             )
         return []
@@ -111,6 +128,33 @@ def rejected_to_dead_letter(settings: Settings, stamped: Stamped[object]) -> Dea
     else:
         topic = settings.kafka.topic_transactions
     return DeadLetter.of(item.reason, item.error, item.payload, topic=topic)
+
+
+def duplicate_reply(settings: Settings, stamped: Stamped[object]) -> Message | None:
+    """The ``duplicate`` reply to a score request whose transaction the card step had
+    already seen (decided from an earlier request or from ``transactions``).
+
+    The request is also dead-lettered as a duplicate, like any transaction seen twice.
+    """
+    item = stamped[0]
+    if not isinstance(item, Rejected) or item.reason is not RejectReason.DUPLICATE:
+        return None
+    origin = item.origin
+    if origin is None or origin.topic != settings.kafka.topic_score_requests:
+        return None
+    try:
+        request = ScoreRequest.model_validate_json(origin.value or b"")
+    except ValidationError:  # cannot happen: the parser accepted this very record
+        return None
+    tx = request.transaction
+    reply = ScoreReply(
+        request_id=request.request_id,
+        card_id=tx.card_id,
+        transaction_id=tx.transaction_id,
+        status="duplicate",
+        replied_at=datetime.now(UTC),
+    )
+    return _message(tx.card_id, reply.model_dump_json())
 
 
 def pick(name: str, pair: tuple[str, Message]) -> Message | None:

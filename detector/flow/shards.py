@@ -8,8 +8,8 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from detector.flow.stamped import ShardIn, Stamped
 from detector.items import ModelIn
-from detector.scoring import to_shards
 from detector.settings import Settings
+from detector.shards import to_shards
 
 
 def shard_keys(shards: int, settings: Settings) -> list[str]:

@@ -10,7 +10,11 @@ from detector import __version__
 # Snapshots are pickled at once, which copies the state as it is at the end of the epoch
 # (Bytewax pickles what ``snapshot`` returns later, while the state goes on changing),
 # and carry a format number: a store written by another format is refused, not misread.
-SNAPSHOT_FORMAT = 4
+# Format 5: the model step holds the rules, lists and valves, capacity thresholds and the
+# models' calibrators; the model step gives format 4 models what they lack
+# (``detector.scoring.ensure_models``), the other states are the same in both.
+SNAPSHOT_FORMAT = 5
+READABLE_FORMATS = (4, 5)
 # (format, version that wrote it, pickled state)
 Snapshot = tuple[int, str, bytes]
 T = TypeVar("T")
@@ -28,7 +32,7 @@ def thaw(snapshot: object, kind: type[T]) -> T:
     if (
         isinstance(snapshot, tuple)
         and len(snapshot) == 3
-        and snapshot[0] == SNAPSHOT_FORMAT
+        and snapshot[0] in READABLE_FORMATS
         and isinstance(snapshot[2], bytes)
     ):
         state = pickle.loads(snapshot[2])

@@ -43,8 +43,9 @@ from detector.items import (
 )
 from detector.metrics import DetectorMetrics
 from detector.published import Published
-from detector.scoring import ModelState, ensure_models, model_step, new_model_state, shard_of
+from detector.scoring import ModelState, ensure_models, model_step, new_model_state
 from detector.settings import ScoringSettings
+from detector.shards import shard_of
 from detector.status import ShardSummary, merge_statuses, summarize
 from detector.terminals import TerminalState, terminal_idle, terminal_step
 from detector.waiting import PURGE_MARGIN_SECONDS, StoredPending, waiting_store

@@ -81,7 +81,8 @@ def up(
     simulate: Annotated[
         bool, typer.Option("--simulate/--no-simulate", help="Also run the simulator.")
     ] = True,
-    rate: Annotated[float, typer.Option(help="Simulator transactions per second.")] = 100.0,
+    # detector.local.up.SIMULATOR_RATE (not imported here: commands import lazily)
+    rate: Annotated[float, typer.Option(help="Simulator transactions per second.")] = 1.0,
 ) -> None:
     """Run the whole local system: broker, topics, detector, API and simulator.
 

@@ -6,7 +6,8 @@ the client library keeps its ``python_*`` and ``process_*`` metrics). Processes 
 cluster on one host take the next ports in process order; port 0 disables the endpoint.
 
 Every label value is bounded: decisions, dead-letter reasons, label sources (mapped onto
-analyst, chargeback, presumed and other), model names and versions, fraud or legit.
+analyst, chargeback, presumed and other), model names and versions, fraud or legit, the
+lists, and the names of the admins' rules.
 
 =============================================== ==================================================
 Metric                                          Meaning
@@ -47,6 +48,18 @@ Metric                                          Meaning
 ``fraudstream_model_block_threshold{model}``    Score at or above which the model blocks.
 ``fraudstream_model_status_timestamp_seconds``  Unix time of the model's last status.
 ``{model}``
+``fraudstream_rule_hits_total{rule,mode}``      Transactions a rule matched, by rule name and
+                                                mode (active, shadow).
+``fraudstream_rule_errors_total{rule}``         Rule evaluations that failed (not matched).
+``fraudstream_list_hits_total{list}``           Decisions an allow or block list entry made.
+``fraudstream_blocks_capped_total``             Blocks turned into reviews by the block cap.
+``fraudstream_degraded_decisions_total``        Decisions made without a usable model score.
+``fraudstream_policy_mode{mode}``               1 for the global mode in force (normal,
+                                                review_only, monitor), else 0.
+``fraudstream_block_share``                     Share of blocks in the block cap's window.
+``fraudstream_max_block_share``                 The block cap (1: no cap).
+``fraudstream_block_cap_tripped``               1 while blocks are turned into reviews.
+``fraudstream_list_entries{list}``              Entries in force on each list.
 ``fraudstream_state_cards``                     Cards with state in this process (all workers).
 ``fraudstream_state_terminals``                 Terminals with state in this process.
 ``fraudstream_state_pending_labels``            Scored transactions whose features are kept for
@@ -70,10 +83,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from detector.contracts import ModelStatus, RejectReason
+from detector.contracts import LIST_NAMES, ModelStatus, RejectReason
 from detector.metrics.histogram import FastHistogram
 from detector.metrics.models import ModelCollector
 from detector.metrics.state import StateCollector, StateSizes
+from detector.policy import PolicyOutcome
 
 DECISIONS = ("allow", "review", "block")
 
@@ -207,6 +221,32 @@ class DetectorMetrics:
             buckets=LABEL_DELAY_BUCKETS,
             registry=r,
         )
+        self.rule_hits = Counter(
+            "fraudstream_rule_hits",
+            "Transactions a rule matched, by rule and mode (active, shadow).",
+            ["rule", "mode"],
+            registry=r,
+        )
+        self.rule_errors = Counter(
+            "fraudstream_rule_errors",
+            "Rule evaluations that failed (counted as not matched), by rule.",
+            ["rule"],
+            registry=r,
+        )
+        self.list_hits = Counter(
+            "fraudstream_list_hits",
+            "Decisions an allow or block list entry made, by list.",
+            ["list"],
+            registry=r,
+        )
+        self.blocks_capped = Counter(
+            "fraudstream_blocks_capped", "Blocks turned into reviews by the block cap.", registry=r
+        )
+        self.degraded = Counter(
+            "fraudstream_degraded_decisions",
+            "Decisions made without a usable model score (rules and lists alone).",
+            registry=r,
+        )
         self.models = ModelCollector()
         self.state = StateSizes()
         r.register(self.models)
@@ -218,6 +258,7 @@ class DetectorMetrics:
         self._dead = {reason: self.dead_letters.labels(reason.value) for reason in RejectReason}
         self._labelled = {s: self.labels.labels(s) for s in LABEL_SOURCES}
         self._delays = {s: self.label_delay.labels(s) for s in LABEL_SOURCES if s != "presumed"}
+        self._list_hits = {name: self.list_hits.labels(name) for name in LIST_NAMES}
 
     def decided(
         self, decision: str, score: float, *, received: float, event_time: float, now: float
@@ -230,6 +271,19 @@ class DetectorMetrics:
         self.score.observe(score)
         self.latency.observe(max(0.0, now - received))
         self.event_time_lag.observe(max(0.0, now - event_time))
+
+    def policy(self, outcome: PolicyOutcome) -> None:
+        """What the rules, lists and safety valves did to one decision."""
+        for rule, mode in outcome.rule_hits:
+            self.rule_hits.labels(rule, mode).inc()
+        for rule in outcome.rule_errors:
+            self.rule_errors.labels(rule).inc()
+        if outcome.list_hit is not None:
+            self._list_hits[outcome.list_hit].inc()
+        if outcome.capped:
+            self.blocks_capped.inc()
+        if outcome.degraded:
+            self.degraded.inc()
 
     def dead_letter(self, reason: RejectReason) -> None:
         self._dead[reason].inc()

@@ -65,6 +65,26 @@ class ModelCollector(Collector):
             "Unix time of the model's last status.",
             labels=["model"],
         )
+        policy = {
+            name: GaugeMetricFamily(f"fraudstream_{name}", text, labels=labels)
+            for name, text, labels in (
+                ("policy_mode", "1 for the global mode in force, else 0.", ["mode"]),
+                ("block_share", "Share of blocks in the block cap's window.", []),
+                ("max_block_share", "The cap on the share of blocks (1: no cap).", []),
+                ("block_cap_tripped", "1 while the block cap turns blocks into reviews.", []),
+                ("list_entries", "Entries in force on each allow and block list.", ["list"]),
+            )
+        }
+        for s in statuses:
+            if s.deciding and s.policy is not None:
+                p = s.policy
+                for mode in ("normal", "review_only", "monitor"):
+                    policy["policy_mode"].add_metric([mode], 1 if p.mode == mode else 0)
+                policy["block_share"].add_metric([], p.block_share)
+                policy["max_block_share"].add_metric([], p.max_block_share)
+                policy["block_cap_tripped"].add_metric([], 1 if p.block_cap_tripped else 0)
+                for name, size in p.list_sizes.items():
+                    policy["list_entries"].add_metric([name], size)
         for s in statuses:
             model, version = s.model_name, s.model_version
             info.add_metric([model, version, "true" if s.deciding else "false"], 1)
@@ -86,3 +106,4 @@ class ModelCollector(Collector):
             block.add_metric([model], s.block_threshold)
             emitted.add_metric([model], s.emitted_at.timestamp())
         yield from (info, scored, learned, *quality.values(), review, block, emitted)
+        yield from policy.values()

@@ -169,6 +169,16 @@ def evaluate(
             "(default: what the settings run, see FRAUDSTREAM_MODEL_SHARDS).",
         ),
     ] = None,
+    rules: Annotated[
+        Path | None,
+        typer.Option(
+            "--rules",
+            help="YAML or JSON file of rules (name, expression, outcome) to backtest: "
+            "each rule's hits and the frauds among them, before it goes live.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Replay a dataset in event time through the production scoring core and measure it.
 
@@ -199,6 +209,14 @@ def evaluate(
     policy = LabelPolicy(
         review_capacity=review_capacity, label_delay_days=label_delay, enabled=not no_labels
     )
+    from detector.replay.backtest import Backtest, RulesFileError, load_rules, shadow_controls
+
+    backtest = None
+    if rules is not None:
+        try:  # fail now, not after a long replay
+            backtest = Backtest(load_rules(rules))
+        except RulesFileError as error:
+            raise typer.BadParameter(str(error), param_hint="--rules") from error
     config = settings.scoring.evaluation()
     if shards is not None:
         config = config.placed(shards=shards)
@@ -213,6 +231,10 @@ def evaluate(
             k=k,
             scores_out=out,
             progress=True,
+            controls=shadow_controls(list(r.rule for r in backtest.results.values()))
+            if backtest
+            else (),
+            observe=backtest.observe if backtest else None,
         )
     finally:
         if out is not None:
@@ -224,6 +246,10 @@ def evaluate(
         f"({t.transactions:,} transactions, {t.labels:,} labels learned; "
         f"replay {t.replay_per_second:,.0f}/s)"
     )
+    if result.calibration is not None:
+        typer.echo(result.calibration.format())
+    if backtest is not None:
+        typer.echo("\nrules (backtest, in shadow):\n" + backtest.table())
     if report is not None:
         payload = result.report(
             dataset=str(file),
@@ -236,6 +262,8 @@ def evaluate(
             k=k,
             core={**config.model_dump(mode="json"), "shards": config.shards},
         )
+        if backtest is not None:
+            payload["rules"] = backtest.to_dict()
         report.write_text(json.dumps(payload, indent=2, default=str) + "\n")
         typer.echo(f"report written to {report}")
     if save_model is not None:

@@ -19,13 +19,13 @@ import csv
 import heapq
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from typing import IO, Any
 
-from detector.contracts import Label
+from detector.contracts import Control, Label
 from detector.core import ScoringCore
 from detector.items import Learned, Rejected, Scored
 from detector.replay.datasets import Record
@@ -83,6 +83,105 @@ class Throughput:
         }
 
 
+@dataclass(frozen=True)
+class ReliabilityBin:
+    """Published scores in ``[low, high)``: how many, their mean, and the fraud rate."""
+
+    low: float
+    high: float
+    transactions: int
+    mean_score: float
+    fraud_rate: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Whether published scores are fraud probabilities, over the test weeks.
+
+    ``expected_calibration_error``: over 10 equal bins of the score, the gap between mean
+    score and fraud rate, weighed by the bin's share of transactions.
+    """
+
+    transactions: int
+    fraud_rate: float
+    mean_score: float
+    expected_calibration_error: float
+    share_above_half: float
+    mean_score_above_half: float | None
+    fraud_rate_above_half: float | None
+    bins: tuple[ReliabilityBin, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "transactions": self.transactions,
+            "fraud_rate": self.fraud_rate,
+            "mean_score": self.mean_score,
+            "expected_calibration_error": self.expected_calibration_error,
+            "share_above_half": self.share_above_half,
+            "mean_score_above_half": self.mean_score_above_half,
+            "fraud_rate_above_half": self.fraud_rate_above_half,
+            "reliability": [vars(b) for b in self.bins],
+        }
+
+    def format(self) -> str:
+        """The calibration line and the reliability table, as ``evaluate`` prints them."""
+        above = self.fraud_rate_above_half
+        lines = [
+            f"calibration: ECE {self.expected_calibration_error:.4f} over "
+            f"{self.transactions:,} test-week transactions (mean score {self.mean_score:.4f}, "
+            f"fraud rate {self.fraud_rate:.4f}); {self.share_above_half:.2%} score 0.5 or "
+            f"more, {'-' if above is None else f'{above:.1%}'} of them fraud"
+            + (
+                f" (mean score {self.mean_score_above_half:.3f})"
+                if self.mean_score_above_half is not None
+                else ""
+            ),
+            f"{'score':<11}  {'transactions':>12}  {'mean score':>10}  {'fraud rate':>10}",
+        ]
+        for b in self.bins:
+            if b.transactions:
+                lines.append(
+                    f"{b.low:.1f} to {b.high:.1f}  {b.transactions:>12}  "
+                    f"{b.mean_score:>10.3f}  {b.fraud_rate:>10.3f}"
+                )
+        return "\n".join(lines)
+
+
+def calibration_of(rows: Sequence[ScoredTransaction], bins: int = 10) -> Calibration | None:
+    """How well the scores of ``rows`` match their fraud rate (None without rows)."""
+    if not rows:
+        return None
+    counts = [0] * bins
+    sums = [0.0] * bins
+    frauds = [0] * bins
+    for row in rows:
+        i = min(bins - 1, max(0, int(row.score * bins)))
+        counts[i] += 1
+        sums[i] += row.score
+        frauds[i] += row.is_fraud
+    n = len(rows)
+    above = [row for row in rows if row.score >= 0.5]
+    return Calibration(
+        transactions=n,
+        fraud_rate=sum(frauds) / n,
+        mean_score=sum(sums) / n,
+        expected_calibration_error=sum(abs(s - f) for s, f in zip(sums, frauds, strict=True)) / n,
+        share_above_half=len(above) / n,
+        mean_score_above_half=sum(r.score for r in above) / len(above) if above else None,
+        fraud_rate_above_half=sum(r.is_fraud for r in above) / len(above) if above else None,
+        bins=tuple(
+            ReliabilityBin(
+                low=i / bins,
+                high=(i + 1) / bins,
+                transactions=counts[i],
+                mean_score=sums[i] / counts[i] if counts[i] else 0.0,
+                fraud_rate=frauds[i] / counts[i] if counts[i] else 0.0,
+            )
+            for i in range(bins)
+        ),
+    )
+
+
 @dataclass
 class EvaluationResult:
     """Everything a replay produced: per-week metrics, throughput, and the scored rows."""
@@ -96,6 +195,8 @@ class EvaluationResult:
     labels_by_day: Counter[tuple[date, str]] = field(default_factory=Counter, repr=False)
     skipped_records: int = 0
     model: ModelState | None = field(default=None, repr=False)
+    # the published scores against the truth, over the test weeks
+    calibration: Calibration | None = None
 
     def mean(self) -> dict[str, float | None]:
         def avg(values: list[float | None]) -> float | None:
@@ -119,6 +220,7 @@ class EvaluationResult:
             "labels_by_source": self.labels_by_source,
             "decisions": self.decisions,
             "skipped_records": self.skipped_records,
+            "calibration": self.calibration.to_dict() if self.calibration else None,
         }
 
 
@@ -203,12 +305,22 @@ def evaluate(
     progress: bool = False,
     total: int | None = None,
     stop_after_last_week: bool = True,
+    controls: Sequence[Control] = (),
+    observe: Callable[[Scored, bool], None] | None = None,
 ) -> EvaluationResult:
-    """Replay ``records`` (in timestamp order, with ground truth) and measure the core."""
+    """Replay ``records`` (in timestamp order, with ground truth) and measure the core.
+
+    ``controls`` are applied before the first transaction (rules to backtest, say);
+    ``observe`` sees every scored transaction with its ground truth.
+    """
     policy = policy or LabelPolicy()
     # Labels are explicit here: no transaction is presumed legitimate for lack of one.
     config = config or ScoringSettings().evaluation()
     core = ScoringCore(config)
+    for control in controls:
+        applied = core.apply(control)
+        if isinstance(applied, Rejected):
+            raise ValueError(applied.error)
     feed = _LabelFeed(policy)
     keep_from = min(test_weeks) - timedelta(days=14) if test_weeks else None
     end = max(test_weeks) + timedelta(days=7) if test_weeks and stop_after_last_week else None
@@ -244,6 +356,8 @@ def evaluate(
             score = scored.score
             if policy.enabled:
                 feed.observe(tx.transaction_id, tx.card_id, tx.timestamp, score, record.is_fraud)
+            if observe is not None:
+                observe(scored, record.is_fraud)
             if writer is not None:
                 writer.writerow([tx.transaction_id, f"{score:.6f}", scored.decision])
             if keep_from is not None and day >= keep_from:
@@ -260,6 +374,7 @@ def evaluate(
             advance()
     stats.wall_seconds = time.perf_counter() - started
     weeks = [evaluate_week(rows, week, k=k) for week in test_weeks]
+    in_weeks = [r for r in rows if any(w <= r.day < w + timedelta(days=7) for w in test_weeks)]
     return EvaluationResult(
         weeks=weeks,
         throughput=stats,
@@ -269,6 +384,7 @@ def evaluate(
         labels_by_day=labels_by_day,
         skipped_records=getattr(records, "skipped", 0),
         model=core.model,
+        calibration=calibration_of(in_weeks),
     )
 
 

@@ -114,6 +114,9 @@ def test_detector_end_to_end(unique_topics: Settings, tmp_path: Path) -> None:
     decided = Counter(d.transaction_id for d in decisions)
     assert set(decided) == {tx.transaction_id for tx in valid}
     assert max(decided.values()) == 1, "a transaction was decided twice"
+    # Scores are fraud probabilities: before any label, few transactions score 0.5 or
+    # more (of the raw scores of this traffic, about half do).
+    assert sum(d.score >= 0.5 for d in decisions) < 0.05 * len(decisions)
 
     dead = [json.loads(v) for v in consume_all(settings, settings.kafka.topic_dead_letters)]
     reasons = Counter(d["reason"] for d in dead)
@@ -150,6 +153,7 @@ def test_detector_end_to_end(unique_topics: Settings, tmp_path: Path) -> None:
     before = statuses[-1]
     assert before.transactions_scored == len(valid)
     assert before.labels_by_source.get("analyst", 0) == 0
+    assert before.calibration_labels == 0 and before.calibration_error is None
 
     # An analyst confirms the fraud; then more traffic arrives, and the detector restarts
     # from its recovery snapshot.
@@ -196,3 +200,5 @@ def test_detector_end_to_end(unique_topics: Settings, tmp_path: Path) -> None:
     assert after.transactions_scored == len(valid) + len(later), "model state was not restored"
     assert after.labels_by_source.get("analyst") == 1
     assert after.labels_learned["fraud"] > before.labels_learned["fraud"]
+    # the label met the raw score the fraud had when it was decided, before the restart
+    assert after.calibration_labels == 1

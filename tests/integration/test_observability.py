@@ -239,6 +239,10 @@ def test_every_panel_and_rule_returns_data_from_the_live_system(
                 control = client.put("/api/models/deciding", headers=admin, json=body)
                 assert control.status_code == 202, control.text
 
+            # A shadow rule that matches everything: its hits feed the rule panels.
+            rule = {"expression": "amount > 0.0", "outcome": "review", "mode": "shadow"}
+            put = client.put("/api/rules/everything", headers=admin, json=rule)
+            assert put.status_code == 202, put.text
             # Controls are counted by action from the first one on: send two, scraped between.
             choose_deciding()
             wait_until(
@@ -253,7 +257,7 @@ def test_every_panel_and_rule_returns_data_from_the_live_system(
                 "the verdict and the controls delivered and scraped",
                 # The verdict's label and the two control messages went through the outbox.
                 scraped(
-                    "fraudstream_api_outbox_delivered_total >= 3"
+                    "fraudstream_api_outbox_delivered_total >= 4"
                     " and on () sum(fraudstream_api_controls_total) >= 2"
                 ),
                 detector,

@@ -175,9 +175,30 @@ def test_thresholds_become_a_control_in_the_outbox(app: FastAPI, client: TestCli
     ]
 
 
+def test_a_capacity_becomes_a_control(app: FastAPI, client: TestClient) -> None:
+    response = client.put(
+        "/api/models/thresholds",
+        json={"mode": "capacity", "review_capacity_per_hour": 30, "block_threshold": 1.0},
+        headers=as_(ADMIN),
+    )
+    assert response.status_code == 202
+    [row] = outbox(app)
+    control = Control.model_validate_json(row.value)
+    assert control.thresholds is not None
+    assert (control.thresholds.mode, control.thresholds.review_capacity_per_hour) == (
+        "capacity",
+        30,
+    )
+    assert control.thresholds.block_threshold == 1.0
+
+
 @pytest.mark.parametrize(
     "body",
     [
+        {"mode": "capacity"},
+        {"mode": "capacity", "review_capacity_per_hour": 0},
+        {"mode": "capacity", "review_capacity_per_hour": -5},
+        {"mode": "capacity", "review_capacity_per_hour": 60, "block_threshold": 1.5},
         {"mode": "fixed", "review_threshold": 0.5},
         {"mode": "fixed", "review_threshold": 0.9, "block_threshold": 0.5},
         {"mode": "volume", "review_share": 0.01, "block_share": 0.1},

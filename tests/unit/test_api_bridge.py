@@ -177,7 +177,7 @@ def test_the_bridge_builds_its_clients_with_those_options(
         built: ClassVar[list[tuple[tuple[Any, ...], dict[str, Any]]]] = []
 
     producers, consumers = Producers, Consumers
-    monkeypatch.setattr("api.bridge.AIOKafkaProducer", producers)
+    monkeypatch.setattr("api.kafka_options.AIOKafkaProducer", producers)
     monkeypatch.setattr("api.bridge.AIOKafkaConsumer", consumers)
     bridge = bridge_for(sessions, kafka_extra_config=SASL_PLAIN)
 

@@ -73,3 +73,34 @@ def test_a_kafka_config_that_weakens_producers_is_one_line(
     [line] = result.output.strip().splitlines()
     assert "FRAUDSTREAM_KAFKA_EXTRA_CONFIG" in line and "acks=1" in line
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "words"),
+    [
+        (
+            "FRAUDSTREAM_REVIEW_SHARE",
+            "abc",
+            "FRAUDSTREAM_REVIEW_SHARE='abc' is invalid: Input should",
+        ),
+        ("FRAUDSTREAM_SCORE_FALLBACK", "block", "FRAUDSTREAM_SCORE_FALLBACK='block' is invalid"),
+        ("FRAUDSTREAM_API_PORT", "-1", "FRAUDSTREAM_API_PORT='-1' is invalid"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_its_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, words: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    result = runner.invoke(app, ["detect"])
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("fraudstream: ") and words in line, line
+    assert "Traceback" not in result.output
+
+
+def test_a_bad_secret_setting_is_named_without_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAUDSTREAM_KAFKA_EXTRA_CONFIG", '{"sasl.password": "hunter2"')
+    result = runner.invoke(app, ["detect"])
+    assert result.exit_code == 2
+    assert "FRAUDSTREAM_KAFKA_EXTRA_CONFIG" in result.output
+    assert "hunter2" not in result.output

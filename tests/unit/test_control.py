@@ -142,9 +142,11 @@ def test_the_deciding_model_can_be_switched() -> None:
     assert isinstance(core.apply(set_deciding(TREE, "to-tree")), ControlApplied)
     t = later(0)
     tree = copy.deepcopy(core.model.models[TREE].scorer)
+    calibrator = copy.deepcopy(core.model.models[TREE].calibrator)
     out = core.score(t)
     assert out.model_name == TREE
-    assert out.parts == tree.predict_parts(out.features)
+    raw = tree.predict_parts(out.features)
+    assert out.parts == raw._replace(score=calibrator.predict_one(raw.score), raw_score=raw.score)
     assert out.to_decision().model_name == TREE
     statuses = {s.model_name: s for s in core.statuses()}
     assert statuses[TREE].deciding and not statuses[LOGREG].deciding
@@ -203,7 +205,8 @@ def test_quality_uses_the_score_and_decision_at_decision_time() -> None:
     for s in scored[:10]:
         core.learn(label(s.transaction, "legit", "analyst"))
     window = core.model.models[LOGREG].quality.window()
-    assert [o.score for o in window] == [s.parts.score for s in scored[:10]]
+    # the raw scores, which the calibration learns to read
+    assert [o.score for o in window] == [s.parts.raw_score for s in scored[:10]]
     assert [o.alerted for o in window] == [s.decision != "allow" for s in scored[:10]]
     assert all(o.alerted for o in window)
 
@@ -264,17 +267,20 @@ def test_config_from_settings_picks_up_challengers_and_the_quality_window() -> N
         (None, RejectReason.INVALID, "empty record"),
         (b'{"control_id": "x"}', RejectReason.INVALID, "action: Field required"),
         (
-            set_fixed(0.5, 0.6).model_dump_json().replace('"fixed"', '"turbo"').encode(),
+            set_fixed(0.5, 0.6)
+            .model_dump_json(exclude_none=True)
+            .replace('"fixed"', '"turbo"')
+            .encode(),
             RejectReason.INVALID,
             "thresholds.mode",
         ),
-        (b"{" + b" " * 300 + b"}", RejectReason.OVERSIZE, "exceeds 256 bytes"),
+        (b"{" + b" " * 600 + b"}", RejectReason.OVERSIZE, "exceeds 512 bytes"),
     ],
 )
 def test_invalid_control_records_are_explained(
     value: bytes | None, reason: RejectReason, message: str
 ) -> None:
-    parsed = parse_control(value, max_bytes=256)
+    parsed = parse_control(value, max_bytes=512)
     assert isinstance(parsed, tuple)
     assert parsed[0] is reason and message in parsed[1]
 

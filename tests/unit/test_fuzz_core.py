@@ -102,10 +102,17 @@ def controls(draw: st.DrawFn) -> Control:
             requested_by="fuzz",
             requested_at=NOW,
         )
-    if draw(st.booleans()):
+    mode = draw(st.sampled_from(["fixed", "volume", "capacity"]))
+    if mode == "fixed":
         review = draw(st.floats(0, 1))
         change = ThresholdChange(
             mode="fixed", review_threshold=review, block_threshold=draw(st.floats(review, 1))
+        )
+    elif mode == "capacity":
+        change = ThresholdChange(
+            mode="capacity",
+            review_capacity_per_hour=draw(st.floats(1e-6, 1_000_000)),
+            block_threshold=draw(st.none() | st.floats(0, 1)),
         )
     else:
         review_share = draw(st.floats(1e-9, 1, exclude_max=True))
@@ -132,7 +139,7 @@ configs = st.builds(
     ScoringSettings,
     presume_legit_days=st.sampled_from([0.0, 14.0]),
     classifier_warmup_frauds=st.sampled_from([1, 50]),
-    threshold_mode=st.sampled_from(["volume", "fixed"]),
+    threshold_mode=st.sampled_from(["capacity", "volume", "fixed"]),
     card_history_max=st.sampled_from([10, 1000]),
 )
 

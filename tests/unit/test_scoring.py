@@ -342,7 +342,8 @@ def test_scored_becomes_a_valid_decision_and_alert() -> None:
 def test_allowed_transactions_raise_no_alert() -> None:
     core = ScoringCore()
     scored = core.score(tx("a", "c1", "t1", 10.0, START))
-    assert scored.decision == "allow" and scored.score == 0.0
+    # a small first payment: ordinary even to a new detector (its prior), and allowed
+    assert scored.decision == "allow" and 0.0 < scored.score < 0.5
     assert scored.to_alert() is None
     decision = scored.to_decision()
     assert Decision.model_validate_json(decision.model_dump_json()) == decision

@@ -16,8 +16,8 @@ from detector.flow.kafka import Sinks
 from detector.flow.shards import shard_keys, where_keys_land
 from detector.items import Featured, LabelToLearn, Learned, Scored
 from detector.replay.simulator import SimulationConfig, simulate
-from detector.scoring import shard_of, to_shards
 from detector.settings import DetectorSettings, ScoringSettings, Settings
+from detector.shards import shard_of, to_shards
 from tests.unit.test_dataflow import Feed, values
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)

@@ -7,7 +7,13 @@ import pickle
 import pytest
 
 from detector import __version__
-from detector.flow.snapshots import SNAPSHOT_FORMAT, RecoveryStoreError, freeze, thaw
+from detector.flow.snapshots import (
+    READABLE_FORMATS,
+    SNAPSHOT_FORMAT,
+    RecoveryStoreError,
+    freeze,
+    thaw,
+)
 from detector.scoring import ModelState, new_model_state
 from detector.settings import ScoringSettings
 
@@ -21,14 +27,14 @@ def test_a_snapshot_thaws_as_it_was_frozen() -> None:
 
 def test_a_snapshot_of_another_format_is_refused_with_a_clear_message() -> None:
     older = (
-        SNAPSHOT_FORMAT - 1,
+        min(READABLE_FORMATS) - 1,
         "0.9.0",
         pickle.dumps(new_model_state(ScoringSettings(presume_legit_days=0))),
     )
     with pytest.raises(RecoveryStoreError) as refused:
         thaw(older, ModelState)
     message = str(refused.value)
-    assert f"written by fraudstream 0.9.0 (format {SNAPSHOT_FORMAT - 1})" in message
+    assert f"written by fraudstream 0.9.0 (format {min(READABLE_FORMATS) - 1})" in message
     assert f"this is fraudstream {__version__} (format {SNAPSHOT_FORMAT})" in message
     assert "FRAUDSTREAM_RECOVERY_DIR" in message
 
