@@ -161,12 +161,17 @@ def committed_epoch(recovery: Path) -> int:
     return min(epochs, default=0)
 
 
-def _wait_for_epochs(recovery: Path, epochs: int, timeout: float) -> None:
-    target = committed_epoch(recovery) + epochs
+def _wait_for_epochs(child: Child, recovery: Path, epochs: int, timeout: float) -> None:
+    start = committed_epoch(recovery)
     deadline = time.monotonic() + timeout
-    while committed_epoch(recovery) < target:
+    while (now := committed_epoch(recovery)) < start + epochs:
+        if (dead := child.died()) is not None:
+            raise BenchError(dead)
         if time.monotonic() > deadline:
-            raise BenchError(f"memory run: no snapshot committed in {timeout:g} s")
+            raise BenchError(
+                f"memory run: {now - start} of {epochs} snapshots committed in {timeout:g} s "
+                f"(epoch {now}); the detector's log ends:\n{child.log_tail()}"
+            )
         time.sleep(0.2)
 
 
@@ -283,7 +288,7 @@ def _run(
                     time.sleep(1.0)
             report.seconds = time.monotonic() - started
             # The last sample once the state after the last decision is in a snapshot.
-            _wait_for_epochs(recovery, 2, options.stall_seconds)
+            _wait_for_epochs(child, recovery, 2, options.stall_seconds)
             sample(timeline.last_day, seen)
         finally:
             marks.close()
