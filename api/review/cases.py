@@ -175,7 +175,13 @@ class _Cases:
     its alerts in the window, grouped by card."""
 
     def __init__(
-        self, ctx: Context, window: timedelta, *, card_id: str | None = None, q: str | None = None
+        self,
+        ctx: Context,
+        window: timedelta,
+        *,
+        card_id: str | None = None,
+        q: str | None = None,
+        open_only: bool = False,
     ) -> None:
         self.now = ctx.now()
         dialect = ctx.session.get_bind().dialect.name
@@ -192,6 +198,11 @@ class _Cases:
                 select(DecisionRecord.card_id).where(_matches(DecisionRecord, q)),
             ).subquery()
             latest = latest.where(AlertRecord.card_id.in_(select(candidates.c.card_id)))
+        if open_only:
+            # Only cards with an alert open or claimed can have an open case: found through
+            # the status index, they are few next to all the cards ever alerted.
+            waiting = select(AlertRecord.card_id).where(AlertRecord.status.in_(("open", "claimed")))
+            latest = latest.where(AlertRecord.card_id.in_(waiting))
         self.latest: Subquery = latest.subquery("latest")
         self.start = _window_start(self.latest.c.newest, window, dialect)
         self.q = q
@@ -310,7 +321,7 @@ def list_cases(
     """
     filters = _validated(filters)
     q = filters.q.strip() if filters.q is not None else None
-    cases = _Cases(ctx, window, q=q)
+    cases = _Cases(ctx, window, q=q, open_only=filters.status == "open")
     figures = cases.figures(filters.status).subquery("figures")
     total = ctx.session.scalar(select(func.count()).select_from(figures))
     query = (

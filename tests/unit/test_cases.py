@@ -224,6 +224,19 @@ def test_a_decided_case_comes_after_open_ones_of_its_score(
     assert decided["amount_at_risk"] == 0.0
 
 
+def test_an_open_alert_before_the_window_leaves_the_case_decided(
+    app: FastAPI, client: TestClient
+) -> None:
+    stale = make_alert(1, at=T0 - timedelta(days=5))
+    recent = make_alert(2, at=T0)
+    ingest(app, stale, recent)
+    verdict = {"label": "legit"}
+    client.post(f"/api/alerts/{recent.alert_id}/verdict", json=verdict, headers=as_(ANALYST))
+    assert cards(client) == []
+    assert cards(client, status="decided") == ["card-1"]
+    assert detail(client, "card-1")["status"] == "decided"
+
+
 def test_a_live_claim_names_its_holder(app: FastAPI, client: TestClient) -> None:
     first = make_alert(1, at=T0)
     ingest(app, first, make_alert(2, at=T0))
