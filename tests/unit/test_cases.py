@@ -3,7 +3,8 @@ search, timeline, case verdicts, notes, roles; and the decisions the bridge stor
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +14,9 @@ from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import review
-from api.bridge import purge_decisions, store_records
+from api.bridge import Bridge, purge_decisions, store_records
+from api.main import create_app
+from api.metrics import ApiMetrics
 from api.tables import AlertEventRecord, DecisionRecord
 from detector.contracts import Alert, Decision, Label
 from detector.settings import Settings
@@ -24,6 +27,7 @@ from tests.unit.test_api import (
     ANALYST2,
     T0,
     VIEWER,
+    Clock,
     as_,
     ingest,
     make_alert,
@@ -174,10 +178,7 @@ def test_a_case_holds_the_alerts_within_the_window_before_the_newest(
     assert [a["transaction_id"] for a in one["alerts"]] == ["tx-3", "tx-2"]  # newest first
 
 
-def test_the_window_follows_the_setting(settings: Settings, tmp_path: Any) -> None:
-    from api.main import create_app
-    from tests.unit.test_api import Clock
-
+def test_the_window_follows_the_setting(settings: Settings) -> None:
     app = create_app(settings_with(settings, case_window_hours=1.5), kafka=False)
     app.state.clock = Clock(NOW)
     with TestClient(app) as client:
@@ -650,3 +651,16 @@ def test_old_decisions_are_purged(settings: Settings, sessions: sessionmaker[Ses
     assert purge_decisions(sessions, shorter, NOW + timedelta(days=1)) == 2
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(DecisionRecord)) == 0
+
+
+def test_the_bridge_purges_when_due(settings: Settings, sessions: sessionmaker[Session]) -> None:
+    now = datetime.now(UTC)
+    keep = timedelta(days=settings.api.decisions_keep_days)
+    store_records(sessions, settings, records(settings, make_decision(1)), now - keep - keep)
+    store_records(sessions, settings, records(settings, make_decision(2)), now)
+    bridge = Bridge(settings, sessions, ApiMetrics())
+    asyncio.run(bridge._purge_when_due())
+    assert sorted(stored(sessions)) == ["tx-2"]
+    store_records(sessions, settings, records(settings, make_decision(3)), now - keep - keep)
+    asyncio.run(bridge._purge_when_due())  # not again within the hour
+    assert sorted(stored(sessions)) == ["tx-2", "tx-3"]
