@@ -22,6 +22,7 @@ from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 from detector.contracts import Alert, Decision, Transaction, alert_id_for
 from detector.settings import Settings
+from tests.factories import model_status
 from tests.integration.kafka_io import produce
 from tests.integration.web_fixtures import (
     ANA_KEY,
@@ -157,6 +158,18 @@ def publish(service: Service, payments: list[Payment]) -> None:
     ]
     produce(service.settings, kafka.topic_decisions, decisions)
     produce(service.settings, kafka.topic_alerts, alerts)
+    # The models panel beside the desk, as the detector reports it.
+    status = model_status(
+        "logreg",
+        model_version="v7",
+        transactions_scored=48_213,
+        labels_learned={"fraud": 57, "legit": 2_904},
+        quality={"window": 2_961, "frauds": 57, "auc": 0.941, "alert_precision": 0.38},
+        emitted_at=datetime.now(UTC),
+    )
+    produce(
+        service.settings, kafka.topic_model_status, [("logreg", status.model_dump_json().encode())]
+    )
 
 
 def case_item(page: Page, card: str) -> Locator:
@@ -257,6 +270,8 @@ def test_an_analyst_works_cases_on_the_desk(service: Service) -> None:
             expect(page.get_by_test_id("case-note")).to_have_count(1)
             expect(page.get_by_test_id("case-note")).to_contain_text("not theirs")
             expect(page.get_by_test_id("case-note")).to_contain_text("ana")
+            if path := os.environ.get(SCREENSHOT_ENV):
+                page.screenshot(path=path)
 
             # One alert of the case opens below it, with the usual buttons.
             page.locator(
@@ -264,9 +279,6 @@ def test_an_analyst_works_cases_on_the_desk(service: Service) -> None:
             ).click()
             expect(page.get_by_test_id("detail-summary")).to_contain_text(burst[1].alert_id)
             expect(page.get_by_test_id("claim-button")).to_be_enabled()
-            if path := os.environ.get(SCREENSHOT_ENV):
-                page.get_by_test_id("case").scroll_into_view_if_needed()
-                page.screenshot(path=path)
 
             # One verdict for the whole case decides its three open alerts.
             page.get_by_test_id("case-verdict-note").fill("account takeover")
