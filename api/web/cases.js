@@ -2,7 +2,7 @@
 // the case itself (its card's timeline, its alerts, its notes) and the result of a batch
 // of verdicts. Views only: app.js fetches, keeps the state and wires the buttons.
 
-import { $, badge, duration, fixed, h, isNumber, money, pair, s, when } from "./dom.js";
+import { $, badge, duration, fixed, h, money, pair, s, when } from "./dom.js";
 
 // ---------------------------------------------------------------- queue row
 
@@ -80,7 +80,7 @@ function shortTime(ms, span) {
   return `${date.toLocaleDateString([], { month: "short", day: "numeric" })} ${time}`;
 }
 
-export function pointText(p, currency) {
+function pointText(p, currency) {
   const parts = [
     new Date(p.transaction_time).toLocaleString(), money(p.amount, currency),
     `terminal ${p.terminal_id}`, `score ${fixed(p.score, 2)}`, p.decision,
@@ -275,6 +275,3 @@ export function renderResults(target, label, results, known, extra = []) {
     ...extra.map((e) => line(e.what, e.status, e.detail)));
   target.hidden = false;
 }
-
-export const countText = (n, one, many = `${one}s`) =>
-  `${isNumber(n) ? n : 0} ${n === 1 ? one : many}`;
