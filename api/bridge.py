@@ -1,10 +1,13 @@
-"""The review service's Kafka side: alerts and model status in, labels and controls out.
+"""The review service's Kafka side: alerts, decisions and model status in, labels and
+controls out.
 
 Two asyncio tasks live in the app's lifespan:
 
-- the *consumer* reads ``alerts`` and ``model-status`` into the database through
-  ``review.ingest_*`` (idempotent: a record read twice changes nothing) and commits its
-  offsets only after the database write, so a crash re-reads rather than loses;
+- the *consumer* reads ``alerts``, ``decisions`` and ``model-status`` into the database
+  through ``review.ingest_*`` (idempotent: a record read twice changes nothing) and
+  commits its offsets only after the database write, so a crash re-reads rather than
+  loses. Decisions come at the stream's rate: a batch of them is one transaction, and
+  those stored more than ``decisions_keep_days`` ago are purged every hour;
 - the *relay* sends the outbox (labels written with each verdict, control messages
   written with each admin change) in ``id`` order through an idempotent producer
   (``acks=all``) and marks a row sent only once the send future of its record resolved
@@ -24,9 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -38,7 +42,7 @@ from sqlalchemy.orm import Session
 from api import review
 from api.kafka_options import aiokafka_options, idempotent_producer_options, started_producer
 from api.metrics import ApiMetrics
-from detector.contracts import Alert, ModelStatus
+from detector.contracts import Alert, Decision, ModelStatus
 from detector.settings import Settings
 from detector.validation import describe_errors
 
@@ -53,6 +57,8 @@ REQUEST_TIMEOUT_MS = 10_000
 # How long the relay waits for the broker to acknowledge a record before it gives up,
 # drops the producer and tries again later.
 DELIVERY_TIMEOUT_SECONDS = 15.0
+# How often decisions past ``decisions_keep_days`` are purged.
+PURGE_EVERY_SECONDS = 3600.0
 
 
 def _now() -> datetime:
@@ -78,6 +84,8 @@ class ConsumedCounts:
 
     alerts_new: int = 0
     alerts_duplicate: int = 0
+    decisions_new: int = 0
+    decisions_duplicate: int = 0
     statuses: int = 0
     invalid: dict[str, int] = field(default_factory=dict)
 
@@ -90,13 +98,19 @@ def store_records(
 ) -> ConsumedCounts:
     """Parse and ingest ``(topic, value)`` records; invalid ones are logged and skipped.
 
-    Each record has its own transaction (``review.ingest_*`` commit): one bad record never
-    undoes the others.
+    Each alert and status has its own transaction (``review.ingest_*`` commit): one bad
+    record never undoes the others. The batch's decisions, checked first, are stored
+    together in one transaction.
     """
     counts = ConsumedCounts()
+    decisions: list[Decision] = []
     for topic, value in records:
         try:
-            if topic == settings.kafka.topic_alerts:
+            if topic == settings.kafka.topic_decisions:
+                decision = Decision.model_validate_json(value or b"")
+                review.check_decision(decision)
+                decisions.append(decision)
+            elif topic == settings.kafka.topic_alerts:
                 alert = Alert.model_validate_json(value or b"")
                 with session_maker() as session:
                     new = review.ingest_alert(review.Context(session).at(now), alert=alert)
@@ -116,7 +130,47 @@ def store_records(
             # skipping it is the only way forward, so say so loudly.
             counts.invalid[topic] = counts.invalid.get(topic, 0) + 1
             log.warning("invalid record skipped", topic=topic, error=_invalid_text(error))
+    if decisions:
+        _store_decisions(session_maker, settings.kafka.topic_decisions, decisions, now, counts)
     return counts
+
+
+def _store_decisions(
+    session_maker: Callable[[], Session],
+    topic: str,
+    decisions: list[Decision],
+    now: datetime,
+    counts: ConsumedCounts,
+) -> None:
+    """Store checked decisions in one transaction; should the database still refuse the
+    batch, store them one by one to find and skip the records it cannot hold."""
+    try:
+        with session_maker() as session:
+            added = review.ingest_decisions(review.Context(session).at(now), decisions=decisions)
+    except (OperationalError, InterfaceError):
+        raise
+    except StatementError:
+        added = 0
+        for decision in decisions:
+            try:
+                with session_maker() as session:
+                    context = review.Context(session).at(now)
+                    added += review.ingest_decisions(context, decisions=[decision])
+            except (OperationalError, InterfaceError):
+                raise
+            except StatementError as error:
+                counts.invalid[topic] = counts.invalid.get(topic, 0) + 1
+                log.warning("invalid record skipped", topic=topic, error=_invalid_text(error))
+                decisions = [d for d in decisions if d is not decision]
+    counts.decisions_new += added
+    counts.decisions_duplicate += len(decisions) - added
+
+
+def purge_decisions(session_maker: Callable[[], Session], settings: Settings, now: datetime) -> int:
+    """Drop the decisions stored more than ``decisions_keep_days`` before ``now``."""
+    before = now - timedelta(days=settings.api.decisions_keep_days)
+    with session_maker() as session:
+        return review.purge_decisions(review.Context(session).at(now), before=before)
 
 
 def delivery_problem(future: asyncio.Future[Any], timeout: float) -> str | None:
@@ -161,6 +215,7 @@ class Bridge:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._producer: AIOKafkaProducer | None = None
+        self._next_purge = time.monotonic()
 
     # --- life cycle ----------------------------------------------------------------
 
@@ -212,11 +267,12 @@ class Bridge:
         }
 
     def _new_consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
-            self.settings.kafka.topic_alerts,
-            self.settings.kafka.topic_model_status,
-            **self.consumer_options(),
-        )
+        return AIOKafkaConsumer(*self.topics(), **self.consumer_options())
+
+    def topics(self) -> list[str]:
+        """The topics the consumer reads."""
+        kafka = self.settings.kafka
+        return [kafka.topic_alerts, kafka.topic_decisions, kafka.topic_model_status]
 
     async def _consume_forever(self) -> None:
         backoff = 0.5
@@ -224,13 +280,7 @@ class Bridge:
             consumer = self._new_consumer()
             try:
                 await consumer.start()
-                log.info(
-                    "reading alerts and model status",
-                    topics=[
-                        self.settings.kafka.topic_alerts,
-                        self.settings.kafka.topic_model_status,
-                    ],
-                )
+                log.info("reading alerts, decisions and model status", topics=self.topics())
                 backoff = 0.5
                 while True:
                     await self._consume_batch(consumer)
@@ -249,6 +299,7 @@ class Bridge:
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     async def _consume_batch(self, consumer: AIOKafkaConsumer) -> None:
+        await self._purge_when_due()
         batch = await consumer.getmany(timeout_ms=1000, max_records=RELAY_BATCH)
         records = [(msg.topic, msg.value) for msgs in batch.values() for msg in msgs]
         if not records:
@@ -261,6 +312,18 @@ class Bridge:
         # the idempotent ingest makes harmless.
         await consumer.commit()
 
+    async def _purge_when_due(self) -> None:
+        if time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + PURGE_EVERY_SECONDS
+        try:
+            gone = await asyncio.to_thread(purge_decisions, self.sessions, self.settings, _now())
+        except Exception as error:  # the database: try again at the next purge
+            log.warning("decisions not purged", error=_error_text(error))
+            return
+        if gone:
+            log.info("decisions purged", rows=gone)
+
     def _count(self, counts: ConsumedCounts) -> None:
         m = self.metrics
         m.alerts_ingested.labels("new").inc(counts.alerts_new)
@@ -269,7 +332,7 @@ class Bridge:
         for topic, n in counts.invalid.items():
             if topic == self.settings.kafka.topic_alerts:
                 m.alerts_ingested.labels("invalid").inc(n)
-            else:
+            elif topic == self.settings.kafka.topic_model_status:
                 m.statuses_ingested.labels("invalid").inc(n)
 
     # --- relay ---------------------------------------------------------------------

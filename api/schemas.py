@@ -296,3 +296,103 @@ class ErrorOut(BaseModel):
     """Every error answer."""
 
     detail: str = Field(description="What went wrong, for a human.")
+
+
+# --- Cases: a card's alerts within a window, its decisions and notes ---------------------
+
+CardId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=NAME_MAX, pattern=NO_CONTROL),
+    Field(description="The card's id, which is the case's id."),
+]
+CaseStatus = Literal["open", "decided"]
+
+
+class _CaseFigures(BaseModel):
+    """What a case's alerts add up to (``alerts`` is their count in a list, the alerts
+    themselves in a case's detail)."""
+
+    card_id: str
+    open_alerts: int = Field(description="Alerts open or claimed.")
+    max_score: float
+    decision: AlertDecision = Field(description="The strongest among its alerts.")
+    top_reason: str | None = Field(description="The first reason of the highest-scored alert.")
+    amount_at_risk: float = Field(description="The sum of the open alerts' amounts.")
+    currency: str | None = Field(description="None when mixed or unknown.")
+    first_alert_at: datetime
+    last_alert_at: datetime
+    oldest_open_at: datetime | None = Field(description="When the oldest open alert came.")
+    age_seconds: float | None = Field(description="How long the oldest open alert has waited.")
+    status: CaseStatus = Field(description="open while any of its alerts is open or claimed.")
+    claimed_by: str | None = Field(description="The holder of a live claim on one of its alerts.")
+
+
+class CaseItem(_CaseFigures):
+    """A case as the list of cases shows it."""
+
+    alerts: int = Field(description="Alerts in the case.")
+
+
+class CasePage(BaseModel):
+    """A page of cases and the number of cases matching the filters."""
+
+    items: list[CaseItem]
+    total: int
+
+
+class TimelinePoint(BaseModel):
+    """One transaction of the card in the case's window, with its alert if it has one."""
+
+    transaction_id: str
+    transaction_time: datetime
+    amount: float
+    terminal_id: str
+    score: float
+    decision: DecisionKind
+    alert_id: str | None
+    status: AlertStatus | None = Field(description="The alert's status; None without alert.")
+    label: LabelKind | None = Field(description="The alert's verdict.")
+
+
+class CaseNote(BaseModel):
+    """An analyst's note on a case."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    note_id: int
+    author: str
+    text: str
+    created_at: datetime
+
+
+class CaseDetail(_CaseFigures):
+    """A case with its alerts, the card's decisions in the window and the notes."""
+
+    window_hours: float = Field(description="The case window (`CASE_WINDOW_HOURS`).")
+    alerts: list[AlertItem] = Field(description="The case's alerts, newest first.")
+    timeline: list[TimelinePoint] = Field(
+        description="The card's decisions in the window, oldest first."
+    )
+    notes: list[CaseNote] = Field(description="Oldest first.")
+
+
+class CaseVerdictIn(_In):
+    """One verdict for the open alerts of a case, or for some of its alerts."""
+
+    label: LabelKind
+    note: Note | None = None
+    alert_ids: list[AlertId] | None = Field(
+        None,
+        min_length=1,
+        max_length=BATCH_MAX,
+        description="Only these alerts of the case (each must belong to it); "
+        "default: every open alert of the case.",
+    )
+
+
+class CaseNoteIn(_In):
+    """A note on a case."""
+
+    text: Annotated[
+        str, StringConstraints(min_length=1, max_length=NOTE_MAX, pattern=NO_CONTROL)
+    ] = Field(description=f"Free text, 1 to {NOTE_MAX} characters.")

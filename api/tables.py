@@ -1,4 +1,5 @@
-"""The review database: alerts under review, their audit trail, the outbox and model status.
+"""The review database: alerts under review, their audit trail, the outbox, model status,
+and for cases the stream's decisions and the analysts' notes on cards.
 
 The schema is created and changed only by the Alembic migrations in ``api/migrations``;
 ``tests/unit/test_migrations.py`` checks that they produce exactly these tables.
@@ -11,7 +12,7 @@ otherwise fail at run time, far from where the naive value was made.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 
 from sqlalchemy import (
     JSON,
@@ -40,6 +41,7 @@ from api.fields import (
     STATUSES,
     TOPIC_MAX,
 )
+from detector.contracts import DecisionKind
 
 # Deterministic constraint names: the migrations name every constraint the same way, so
 # that both databases (and the autogenerate comparison) agree on them.
@@ -210,3 +212,37 @@ class ScoreReplyRecord(Base):
     request_id: Mapped[str] = mapped_column(String(NAME_MAX))
     decision: Mapped[dict[str, Any]] = mapped_column(JSON)
     stored_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class DecisionRecord(Base):
+    """A decision read from the decisions topic, kept compact for the cases' timelines.
+
+    Written a consumer batch at a time (one transaction); a transaction seen again is
+    ignored. Rows stored more than ``decisions_keep_days`` ago are purged.
+    """
+
+    __tablename__ = "decisions"
+    __table_args__ = (CheckConstraint(_in("decision", get_args(DecisionKind)), name="decision"),)
+
+    transaction_id: Mapped[str] = mapped_column(String(NAME_MAX), primary_key=True)
+    card_id: Mapped[str] = mapped_column(String(NAME_MAX), index=True)
+    # Searching cases by terminal reads it (a terminal has many cards).
+    terminal_id: Mapped[str] = mapped_column(String(NAME_MAX), index=True)
+    amount: Mapped[float] = mapped_column(Float)
+    transaction_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    score: Mapped[float] = mapped_column(Float)
+    decision: Mapped[str] = mapped_column(String(STATE_MAX))
+    model_name: Mapped[str] = mapped_column(String(NAME_MAX))
+    stored_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class CaseNoteRecord(Base):
+    """An analyst's note on a card's case; notes are only ever added."""
+
+    __tablename__ = "case_notes"
+
+    note_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    card_id: Mapped[str] = mapped_column(String(NAME_MAX), index=True)
+    author: Mapped[str] = mapped_column(String(NAME_MAX))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

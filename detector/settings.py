@@ -349,6 +349,19 @@ class ApiSettings(BaseSettings):
         description="How long the decisions of synchronous requests are kept to answer the "
         "same request again.",
     )
+    case_window_hours: float = Field(
+        72.0,
+        gt=0,
+        le=24 * 366,
+        description="A case is a card's alerts within this many hours before its newest "
+        "alert (`GET /api/cases`).",
+    )
+    decisions_keep_days: float = Field(
+        14.0,
+        gt=0,
+        description="How long the decisions read from the decisions topic are kept for the "
+        "cases' timelines.",
+    )
 
 
 class LogSettings(BaseSettings):

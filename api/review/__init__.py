@@ -4,9 +4,10 @@ Plain functions on a synchronous SQLAlchemy session, free of HTTP concerns, shar
 routes, the Kafka bridge and the tests. Each takes a ``Context`` (session, clock, outbox
 topics, observer) and keyword arguments, and returns the shapes of ``api.schemas``.
 
-Data enters from Kafka (``ingest_alert``, ``ingest_status``) and from analysts and admins
-(``verdicts``, ``control``); it leaves as reads and as outbox rows (labels, control
-messages) written in the transaction of their change, which the bridge's relay sends.
+Data enters from Kafka (``ingest_alert``, ``ingest_status``, ``ingest_decisions``) and
+from analysts and admins (``verdicts``, ``control``, ``cases``' notes); it leaves as reads
+and as outbox rows (labels, control messages) written in the transaction of their change,
+which the bridge's relay sends.
 Refusals are ``ReviewError``s: ``NotFound``, ``Conflict`` or ``Invalid``.
 """
 
@@ -21,6 +22,19 @@ from api.review.alerts import (
     list_alerts,
     queue_stats,
 )
+from api.review.cases import (
+    CASE_STATUS_FILTERS,
+    CaseFilter,
+    CaseStatusFilter,
+    add_note,
+    check_decision,
+    decide_case,
+    get_case,
+    ingest_decisions,
+    list_cases,
+    notes,
+    purge_decisions,
+)
 from api.review.control import control_history, record_control
 from api.review.errors import Conflict, Invalid, NotFound, ReviewError
 from api.review.model_status import get_model_status, ingest_status, model_statuses
@@ -29,8 +43,11 @@ from api.review.records import Context, Observer, Topics
 from api.review.verdicts import claim, decide, decide_many, release, reopen
 
 __all__ = [
+    "CASE_STATUS_FILTERS",
     "SORT_KEYS",
     "AlertFilter",
+    "CaseFilter",
+    "CaseStatusFilter",
     "Conflict",
     "Context",
     "Invalid",
@@ -39,21 +56,29 @@ __all__ = [
     "ReviewError",
     "SortKey",
     "Topics",
+    "add_note",
     "card_context",
+    "check_decision",
     "claim",
     "control_history",
     "decide",
+    "decide_case",
     "decide_many",
     "get_alert",
+    "get_case",
     "get_model_status",
     "history",
     "ingest_alert",
+    "ingest_decisions",
     "ingest_status",
     "list_alerts",
+    "list_cases",
     "mark_failed",
     "mark_sent",
     "model_statuses",
+    "notes",
     "pending_outbox",
+    "purge_decisions",
     "queue_stats",
     "record_control",
     "release",

@@ -1,24 +1,25 @@
 """The HTTP contract of the review service: every route under ``/api`` needs an API key.
 
-One router per resource: ``alerts`` (and the queue's figures), ``models`` (status and
-admins' control), ``policy`` (rules, lists, mode), ``access`` and ``score`` (synchronous
-scoring). Handlers are thin: they turn HTTP into calls of ``api.review`` (which holds the
-rules and commits its own transactions) with the request's context from ``api.deps``. They
-are plain ``def`` functions, run in the server's thread pool, because the database layer is
-synchronous; ``score`` alone is ``async``: it awaits Kafka. ``review`` errors become 404 /
-409 / 422 in ``api.main``.
+One router per resource: ``alerts`` (and the queue's figures), ``cases`` (a card's alerts
+together), ``models`` (status and admins' control), ``policy`` (rules, lists, mode),
+``access`` and ``score`` (synchronous scoring). Handlers are thin: they turn HTTP into
+calls of ``api.review`` (which holds the rules and commits its own transactions) with the
+request's context from ``api.deps``. They are plain ``def`` functions, run in the server's
+thread pool, because the database layer is synchronous; ``score`` alone is ``async``: it
+awaits Kafka. ``review`` errors become 404 / 409 / 422 in ``api.main``.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import access, alerts, models, policy, score
+from api.routes import access, alerts, cases, models, policy, score
 
 routers: tuple[APIRouter, ...] = (
     alerts.router,
     access.router,
     alerts.queue,
+    cases.router,
     models.router,
     score.router,
     policy.router,

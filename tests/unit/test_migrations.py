@@ -18,7 +18,17 @@ from api.db import alembic_config, make_engine, session_factory, upgrade
 from api.tables import Base, OutboxRecord
 from tests.postgres import PostgresCluster
 
-TABLES = {"alerts", "alert_events", "outbox", "model_status", "control_events", "score_replies"}
+TABLES = {
+    "alerts",
+    "alert_events",
+    "outbox",
+    "model_status",
+    "control_events",
+    "score_replies",
+    "decisions",
+    "case_notes",
+}
+HEAD = "0003"
 
 
 def differences(url: str) -> list[object]:
@@ -48,7 +58,7 @@ def test_upgrade_twice_is_harmless(empty_database_url: str) -> None:
     try:
         assert set(inspect(engine).get_table_names()) >= TABLES
         with engine.connect() as connection:
-            assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
+            assert connection.scalar(text("SELECT version_num FROM alembic_version")) == HEAD
     finally:
         engine.dispose()
 
@@ -78,7 +88,7 @@ def test_upgrade_works_from_any_directory(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_one_linear_history() -> None:
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["0002"]
+    assert script.get_heads() == [HEAD]
 
 
 def test_timestamps_come_back_aware_in_utc(database_url: str) -> None:
