@@ -207,6 +207,8 @@ def _conditions(filters: AlertFilter, now: datetime) -> list[ColumnElement[bool]
     return conditions
 
 
+# After the sort key, the oldest alert first (the one waiting longest), then the alert id
+# (in list_alerts): equal scores never shuffle between two reads of the queue.
 _ORDER = {
     "-score": (AlertRecord.score.desc(), AlertRecord.created_at.asc()),
     "score": (AlertRecord.score.asc(), AlertRecord.created_at.asc()),

@@ -74,13 +74,20 @@ def list_alerts(
     until: Annotated[datetime | None, Query(description="Alert time, exclusive.")] = None,
     sort: Annotated[
         review.SortKey,
-        Query(description="score / amount / age (oldest first); a leading - reverses."),
+        Query(
+            description=(
+                "score / amount / age (oldest first); a leading - reverses. Ties: the"
+                " oldest alert first (longest waiting), then the alert id."
+            )
+        ),
     ] = "-score",
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 50,
     offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
 ) -> AlertPage:
     """The review queue, filtered and sorted, one page at a time.
 
+    Equal sort values (two alerts with the same score) are ordered by alert time, the
+    oldest first, as it has waited longest; then by alert id, so pages are stable.
     ``total`` counts every alert matching the filters, for paging.
     """
     filters = review.AlertFilter(

@@ -2,11 +2,15 @@
 // Plain ES module, no build step. Every text from the API goes through text nodes (the h()
 // helper), never innerHTML, so alert data cannot inject markup.
 
-import { $, count, fixed, h, isNumber, percent } from "./dom.js";
+import {
+  $, ageSeconds, badge, count, duration, fixed, h, isNumber, money, pair, percent, when,
+} from "./dom.js";
+import { caseRow, renderCase, renderResults } from "./cases.js";
 
 const KEY_STORAGE = "fraudstream.apiKey";
 const REFRESH_MS = 4000;
 const PAGE_SIZE = 25;
+const BATCH_MAX = 500; // verdicts in one POST /api/alerts/verdicts
 
 const state = {
   key: null, // the X-API-Key, also in localStorage
@@ -14,51 +18,19 @@ const state = {
   selectedId: null, selectedIndex: 0, detail: null, detailRequest: 0,
   busy: false, ticking: false, afterVerdict: null,
   me: null, // {name, role} of the key
+  view: "cases", // the queue lists "cases" or single "alerts"
+  picked: new Set(), anchor: null, // rows selected for a batch verdict (by key)
+  caseDetail: null, caseRequest: 0, // the open case
 };
 
 // ---------------------------------------------------------------- DOM and formatting
 
 const testid = (id, ...children) => h("span", { "data-testid": id }, ...children);
 
-function money(amount, currency) {
-  if (!isNumber(amount)) return "–";
-  if (currency) {
-    try {
-      return new Intl.NumberFormat("en", { style: "currency", currency }).format(amount);
-    } catch {
-      // An unknown currency code: a plain number below.
-    }
-  }
-  return amount.toLocaleString("en", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
-}
-
 function featureValue(value) {
   if (!isNumber(value)) return String(value ?? "–");
   return value.toLocaleString("en", { maximumSignificantDigits: 6 });
 }
-
-function duration(total) {
-  if (!isNumber(total)) return "–";
-  if (total < 60) return `${Math.round(total)} s`;
-  if (total < 3600) return `${Math.round(total / 60)} min`;
-  if (total < 86400) return `${(total / 3600).toFixed(1)} h`;
-  return `${(total / 86400).toFixed(1)} d`;
-}
-
-const ageSeconds = (iso) => (iso ? (Date.now() - new Date(iso).getTime()) / 1000 : null);
-
-/** A <time>: "5 min ago" (or the local date and time), the full local time on hover. */
-function when(iso, { absolute = false } = {}) {
-  if (!iso) return "–";
-  const date = new Date(iso);
-  const age = ageSeconds(iso);
-  const relative = age >= -5 ? `${duration(Math.max(age, 0))} ago` : `in ${duration(-age)}`;
-  const text = absolute ? `${date.toLocaleString()} (${relative})` : relative;
-  return h("time", { datetime: iso, title: date.toLocaleString() }, text);
-}
-
-const badge = (text, kind = text) => h("span", { class: `badge badge-${kind}` }, text);
-const pair = (term, value) => [h("dt", {}, term), h("dd", {}, value ?? "–")];
 
 const claimLive = (item) =>
   item.status === "claimed" && (ageSeconds(item.claim_expires_at) ?? 1) < 0;
@@ -177,22 +149,35 @@ function setupKeyDialog() {
 
 // ---------------------------------------------------------------- queue
 
+// The queue lists cases (a card's alerts together) or single alerts; rows are keyed by
+// card id or alert id. The analyst's choice is kept by the browser.
+const VIEW_STORAGE = "fraudstream.view";
+const isCases = () => state.view === "cases";
+const rowKey = (item) => (isCases() ? item.card_id : item.alert_id);
+const rowAttr = () => (isCases() ? "data-card-id" : "data-alert-id");
+const rowDataKey = (el) => (isCases() ? el?.dataset?.cardId : el?.dataset?.alertId);
+
 function queueQuery() {
   const form = new FormData($("#filters"));
   const params = new URLSearchParams();
-  for (const name of ["status", "decision", "card_id", "sort"]) {
+  const names = isCases() ? ["status", "q"] : ["status", "decision", "card_id", "sort"];
+  for (const name of names) {
     const value = String(form.get(name) ?? "").trim();
     if (value) params.set(name, value);
   }
+  // A case is open or decided: "all" is every case.
+  if (isCases() && !params.has("status")) params.set("status", "all");
   const minScore = Number.parseFloat(String(form.get("min_score") ?? ""));
-  if (Number.isFinite(minScore)) params.set("min_score", String(minScore));
+  if (!isCases() && Number.isFinite(minScore)) params.set("min_score", String(minScore));
   params.set("limit", String(PAGE_SIZE));
   params.set("offset", String(state.offset));
   return params;
 }
 
 async function refreshQueue() {
-  const page = await api(`/api/alerts?${queueQuery()}`);
+  const view = state.view;
+  const page = await api(`/api/${view}?${queueQuery()}`);
+  if (view !== state.view) return; // switched meanwhile: the other view's page is coming
   state.items = page.items ?? [];
   state.total = page.total ?? state.items.length;
   clearMessage("queue"); // a filter error is fixed
@@ -200,10 +185,13 @@ async function refreshQueue() {
     state.offset = Math.floor((state.total - 1) / PAGE_SIZE) * PAGE_SIZE;
     return refreshQueue();
   }
+  // Rows gone from the list (decided, filtered out) leave the selection too.
+  const shown = new Set(state.items.map(rowKey));
+  for (const key of state.picked) if (!shown.has(key)) state.picked.delete(key);
   renderQueue();
 }
 
-function queueRow(item) {
+function alertRow(item) {
   const status = effectiveStatus(item);
   const props = {
     type: "button",
@@ -214,58 +202,109 @@ function queueRow(item) {
     onclick: () => select(item.alert_id),
   };
   const claimer = status === "claimed" ? `${holder(item.claimed_by)} ` : "";
-  return h("li", {}, h("button", props,
-    h("span", { class: "score", title: "Score" }, fixed(item.score, 2)),
-    badge(item.decision),
-    h("span", { class: "amount" }, money(item.amount, item.currency)),
-    h("span", { class: "card", title: "Card" }, item.card_id),
-    h("span", { class: "age" }, when(item.created_at)),
-    h("span", { class: "state" }, claimer, item.label ? badge(item.label) : badge(status))));
+  const reason = item.reasons?.[0] ?? "";
+  const picked = state.picked.has(item.alert_id);
+  return h("li", { class: `queue-row${picked ? " picked" : ""}` },
+    h("input", {
+      type: "checkbox", class: "pick", "data-testid": "pick", checked: picked,
+      "aria-label": `Select the alert of transaction ${item.transaction_id}`,
+      onclick: (event) => pick(item.alert_id, event),
+    }),
+    h("button", props,
+      h("span", { class: "score", title: "Score" }, fixed(item.score, 2)),
+      badge(item.decision),
+      h("span", { class: "amount" }, money(item.amount, item.currency)),
+      h("span", { class: "age" }, when(item.transaction_time, { title: "Transaction time: " })),
+      h("span", { class: "reason", title: reason }, reason || "–"),
+      h("span", { class: "where" }, h("span", { title: "Card" }, item.card_id), " · ",
+        h("span", { title: "Terminal" }, item.terminal_id)),
+      h("span", { class: "state" }, claimer, item.label ? badge(item.label) : badge(status))));
+}
+
+function queueRow(item) {
+  if (!isCases()) return alertRow(item);
+  return caseRow(item, {
+    current: item.card_id === state.selectedId, picked: state.picked.has(item.card_id),
+    holder, onOpen: select, onPick: pick,
+  });
 }
 
 function renderQueue() {
   const list = $("#queue-list");
-  const focusedId = document.activeElement?.dataset?.alertId;
+  const focusedId = rowDataKey(document.activeElement);
   list.replaceChildren(...state.items.map(queueRow));
+  list.setAttribute("aria-label", isCases() ? "Cases" : "Alerts");
   $("#queue-empty").hidden = state.items.length > 0;
   const last = state.offset + state.items.length;
   const first = state.total ? state.offset + 1 : 0;
   $("#page-info").textContent = `${first}–${last} of ${count(state.total)}`;
   $("#prev-page").disabled = state.offset === 0;
   $("#next-page").disabled = last >= state.total;
-  const index = state.items.findIndex((item) => item.alert_id === state.selectedId);
+  const index = state.items.findIndex((item) => rowKey(item) === state.selectedId);
   if (index >= 0) state.selectedIndex = index;
-  if (focusedId) list.querySelector(`[data-alert-id="${CSS.escape(focusedId)}"]`)?.focus();
+  if (focusedId) list.querySelector(`[${rowAttr()}="${CSS.escape(focusedId)}"]`)?.focus();
+  renderBulk();
 }
 
-function select(alertId, { focus = false } = {}) {
-  state.selectedId = alertId;
+function select(key, { focus = false } = {}) {
+  state.selectedId = key;
   for (const button of document.querySelectorAll("#queue-list .queue-item")) {
-    if (button.dataset.alertId === alertId) button.setAttribute("aria-current", "true");
+    if (rowDataKey(button) === key) button.setAttribute("aria-current", "true");
     else button.removeAttribute("aria-current");
   }
-  const index = state.items.findIndex((item) => item.alert_id === alertId);
+  const index = state.items.findIndex((item) => rowKey(item) === key);
   if (index >= 0) state.selectedIndex = index;
-  const button = $(`#queue-list [data-alert-id="${CSS.escape(alertId)}"]`);
+  const button = $(`#queue-list [${rowAttr()}="${CSS.escape(key)}"]`);
   if (focus) button?.focus();
   button?.scrollIntoView({ block: "nearest" });
-  loadDetail(alertId);
+  if (isCases()) openCase(key);
+  else loadDetail(key);
 }
 
 function move(step) {
   if (!state.items.length) return;
-  const index = state.items.findIndex((item) => item.alert_id === state.selectedId);
-  // A selected alert that left the list (claimed, decided) leaves a gap at selectedIndex:
-  // "next" is the alert now in its place.
+  const index = state.items.findIndex((item) => rowKey(item) === state.selectedId);
+  // A selected row that left the list (claimed, decided) leaves a gap at selectedIndex:
+  // "next" is the row now in its place.
   let next = index >= 0 ? index + step : state.selectedIndex + (step > 0 ? 0 : -1);
   next = Math.min(Math.max(next, 0), state.items.length - 1);
-  select(state.items[next].alert_id, { focus: true });
+  select(rowKey(state.items[next]), { focus: true });
+}
+
+/** Shows the filters of the view, and the view's part of the detail panel. */
+function applyView() {
+  const form = $("#filters");
+  form.elements.view.value = state.view;
+  for (const el of form.querySelectorAll(".for-cases")) el.hidden = !isCases();
+  for (const el of form.querySelectorAll(".for-alerts")) el.hidden = isCases();
+  const claimed = form.elements.status.querySelector("option[value=claimed]");
+  claimed.disabled = isCases(); // a case is open or decided
+  if (isCases() && form.elements.status.value === "claimed") form.elements.status.value = "open";
+  $("#queue-title").textContent = isCases() ? "Cases" : "Alerts";
+}
+
+function switchView(view) {
+  if (view === state.view) return;
+  state.view = view;
+  localStorage.setItem(VIEW_STORAGE, view);
+  state.offset = 0;
+  state.items = [];
+  state.selectedId = null;
+  state.picked.clear();
+  state.anchor = null;
+  $("#bulk-results").hidden = true;
+  closeCase();
+  applyView();
+  renderQueue();
 }
 
 function setupQueue() {
   const form = $("#filters");
+  state.view = localStorage.getItem(VIEW_STORAGE) === "alerts" ? "alerts" : "cases";
+  applyView();
   const load = () => refreshQueue().catch((error) => report(error, "Loading the queue", "queue"));
-  const apply = () => {
+  const apply = (event) => {
+    if (event?.target?.name === "view") switchView(event.target.value);
     state.offset = 0;
     load();
   };
@@ -274,17 +313,230 @@ function setupQueue() {
     event.preventDefault();
     apply();
   });
-  let typing; // the card id filter applies once the analyst pauses typing
-  form.elements.card_id.addEventListener("input", () => {
-    clearTimeout(typing);
-    typing = setTimeout(apply, 400);
-  });
+  let typing; // the card id filter and the search apply once the analyst pauses typing
+  for (const name of ["card_id", "q"]) {
+    form.elements[name].addEventListener("input", () => {
+      clearTimeout(typing);
+      typing = setTimeout(apply, 400);
+    });
+  }
   const page = (step) => () => {
     state.offset = Math.max(0, state.offset + step * PAGE_SIZE);
     load();
   };
   $("#prev-page").addEventListener("click", page(-1));
   $("#next-page").addEventListener("click", page(1));
+  setupBulk();
+}
+
+// ---------------------------------------------------------------- batch verdicts
+
+/** Picks or unpicks the row ``key``; with shift, every row from the last pick to it. */
+function pick(key, event = {}) {
+  const keys = state.items.map(rowKey);
+  const at = keys.indexOf(key);
+  const from = keys.indexOf(state.anchor);
+  if (event.shiftKey && from >= 0 && at >= 0) {
+    const [lo, hi] = from < at ? [from, at] : [at, from];
+    for (const k of keys.slice(lo, hi + 1)) state.picked.add(k);
+  } else if (state.picked.has(key)) {
+    state.picked.delete(key);
+  } else {
+    state.picked.add(key);
+  }
+  state.anchor = key;
+  renderQueue();
+}
+
+function pickCurrent(range) {
+  if (state.selectedId === null) return;
+  pick(state.selectedId, { shiftKey: range });
+  $(`#queue-list [${rowAttr()}="${CSS.escape(state.selectedId)}"]`)?.focus();
+}
+
+function clearPicks() {
+  state.picked.clear();
+  state.anchor = null;
+  renderQueue();
+}
+
+function renderBulk() {
+  const n = state.picked.size;
+  $("#bulk").hidden = n === 0;
+  $("#bulk-count").textContent = isCases()
+    ? `${n} case${n === 1 ? "" : "s"} selected (their open alerts)`
+    : `${n} alert${n === 1 ? "" : "s"} selected`;
+  for (const id of ["#bulk-fraud", "#bulk-legit"]) $(id).disabled = state.busy || n === 0;
+}
+
+/** The open alerts of the picked cases (or the picked alerts), with what is known of each
+ * for the report; a case that cannot be read is a failure of its own. */
+async function pickedAlerts() {
+  const known = new Map();
+  const failures = [];
+  if (!isCases()) {
+    for (const item of state.items) known.set(item.alert_id, item);
+    return { ids: [...state.picked], known, failures };
+  }
+  const ids = [];
+  const cases = await Promise.allSettled([...state.picked].map((card) =>
+    api(`/api/cases/${encodeURIComponent(card)}`)));
+  [...state.picked].forEach((card, i) => {
+    const result = cases[i];
+    if (result.status === "rejected") {
+      failures.push({ what: `case ${card}`, status: result.reason.status, detail:
+        result.reason.message });
+      return;
+    }
+    for (const alert of result.value.alerts ?? []) {
+      if (alert.status === "decided") continue;
+      known.set(alert.alert_id, alert);
+      ids.push(alert.alert_id);
+    }
+  });
+  return { ids, known, failures };
+}
+
+/** One POST /api/alerts/verdicts for every picked alert (or the picked cases' open ones). */
+async function bulkVerdict(label) {
+  if (state.busy || !state.picked.size) return;
+  state.busy = true;
+  renderBulk();
+  const target = $("#bulk-results");
+  try {
+    const { ids, known, failures } = await pickedAlerts();
+    const results = [];
+    for (let i = 0; i < ids.length; i += BATCH_MAX) {
+      const items = ids.slice(i, i + BATCH_MAX).map((alert_id) => ({ alert_id, label }));
+      const out = await api("/api/alerts/verdicts", { method: "POST", body: { items } });
+      results.push(...(out?.results ?? []));
+    }
+    renderResults(target, label, results, known, failures);
+    // What failed stays selected, to be looked at or tried again.
+    const failed = new Set(results.filter((r) => !r.ok).map((r) => r.alert_id));
+    const keep = (key) => (isCases()
+      ? [...failed].some((id) => known.get(id)?.card_id === key)
+        || failures.some((f) => f.what === `case ${key}`)
+      : failed.has(key));
+    for (const key of [...state.picked]) if (!keep(key)) state.picked.delete(key);
+  } catch (error) {
+    report(error, `Marking the selection ${label}`);
+  } finally {
+    state.busy = false;
+  }
+  await refreshQueue().catch((error) => report(error, "Loading the queue"));
+  refreshStats().catch(() => {});
+  refreshCase().catch(() => {});
+  if (state.detail) loadDetail(state.detail.alert_id);
+}
+
+function setupBulk() {
+  $("#bulk-fraud").addEventListener("click", () => bulkVerdict("fraud"));
+  $("#bulk-legit").addEventListener("click", () => bulkVerdict("legit"));
+  $("#bulk-clear").addEventListener("click", clearPicks);
+}
+
+// ---------------------------------------------------------------- case
+
+const caseHandlers = () => ({
+  holder, effectiveStatus, shownAlert: state.detail?.alert_id,
+  onAlert: (alertId) => loadDetail(alertId, { scroll: true }),
+});
+
+function closeCase() {
+  state.caseDetail = null;
+  state.caseRequest += 1;
+  $("#case-body").hidden = true;
+  $("#case-results").hidden = true;
+  $("#case-alert-title").hidden = true;
+  state.detail = null;
+  state.detailRequest += 1;
+  $("#detail-body").hidden = true;
+  $("#detail-empty").hidden = false;
+  $("#detail-title").textContent = isCases() ? "Case" : "Alert";
+  updateButtons();
+}
+
+function showCase(c) {
+  state.caseDetail = c;
+  $("#detail-empty").hidden = true;
+  $("#case-body").hidden = false;
+  $("#detail-title").textContent = `Case: ${c.card_id}`;
+  renderCase(c, caseHandlers());
+  updateButtons();
+}
+
+async function openCase(cardId) {
+  if (state.caseDetail?.card_id !== cardId) {
+    closeCase();
+    $("#case-verdict-note").value = "";
+  }
+  const request = ++state.caseRequest;
+  try {
+    const c = await api(`/api/cases/${encodeURIComponent(cardId)}`);
+    if (request === state.caseRequest) showCase(c);
+  } catch (error) {
+    if (request === state.caseRequest) report(error, "Opening the case");
+  }
+}
+
+/** The shown case follows changes (new alerts, verdicts, notes); unchanged, it is left be. */
+async function refreshCase() {
+  const shown = state.caseDetail;
+  if (!shown || !isCases() || state.busy) return;
+  const request = state.caseRequest;
+  const fresh = await api(`/api/cases/${encodeURIComponent(shown.card_id)}`);
+  if (request !== state.caseRequest || state.caseDetail !== shown) return;
+  const json = (c) => JSON.stringify({ ...c, age_seconds: null });
+  if (json(fresh) !== json(shown)) showCase(fresh);
+}
+
+/** One verdict for every open alert of the shown case. */
+async function caseVerdict(label) {
+  const c = state.caseDetail;
+  if (!c || state.busy) return;
+  state.busy = true;
+  updateButtons();
+  const note = $("#case-verdict-note").value.trim();
+  try {
+    const out = await api(`/api/cases/${encodeURIComponent(c.card_id)}/verdicts`,
+      { method: "POST", body: { label, note: note || null, alert_ids: null } });
+    const known = new Map((c.alerts ?? []).map((a) => [a.alert_id, a]));
+    renderResults($("#case-results"), label, out?.results ?? [], known);
+    $("#case-verdict-note").value = "";
+  } catch (error) {
+    report(error, `Marking the case ${label}`);
+  } finally {
+    state.busy = false;
+  }
+  await refreshQueue().catch((error) => report(error, "Loading the queue"));
+  refreshStats().catch(() => {});
+  await refreshCase().catch((error) => report(error, "Opening the case"));
+  if (state.detail) loadDetail(state.detail.alert_id);
+}
+
+async function addCaseNote(event) {
+  event.preventDefault();
+  const c = state.caseDetail;
+  const input = $("#case-note");
+  const text = input.value.trim();
+  if (!c || !text || state.busy) return;
+  try {
+    await api(`/api/cases/${encodeURIComponent(c.card_id)}/notes`,
+      { method: "POST", body: { text } });
+    input.value = "";
+    showMessage("Note added to the case.", "info");
+    await refreshCase();
+  } catch (error) {
+    report(error, "Adding the note");
+  }
+}
+
+function setupCase() {
+  $("#case-fraud").addEventListener("click", () => caseVerdict("fraud"));
+  $("#case-legit").addEventListener("click", () => caseVerdict("legit"));
+  $("#case-form").addEventListener("submit", (event) => event.preventDefault());
+  $("#case-note-form").addEventListener("submit", addCaseNote);
 }
 
 // ---------------------------------------------------------------- detail
@@ -295,11 +547,18 @@ const fetchDetail = async (alertId) => {
   return { ...(detail.item ?? {}), ...detail };
 };
 
-async function loadDetail(alertId) {
+async function loadDetail(alertId, { scroll = false } = {}) {
   const request = ++state.detailRequest;
   try {
     const detail = await fetchDetail(alertId);
-    if (request === state.detailRequest) renderDetail(detail);
+    if (request !== state.detailRequest) return;
+    renderDetail(detail);
+    if (state.caseDetail) {
+      // An alert of the open case, below it: the case's table marks which.
+      $("#case-alert-title").hidden = false;
+      renderCase(state.caseDetail, caseHandlers());
+      if (scroll) $("#case-alert-title").scrollIntoView({ block: "start" });
+    }
   } catch (error) {
     if (request === state.detailRequest) report(error, "Opening the alert");
   }
@@ -360,7 +619,8 @@ function renderCardAlerts(d) {
   const others = d.card_alerts ?? [];
   if (!others.length) return [h("tr", {}, h("td", { colspan: 6 }, "None."))];
   const open = (o) =>
-    h("button", { type: "button", class: "link", onclick: () => select(o.alert_id) },
+    h("button", { type: "button", class: "link",
+      onclick: () => (isCases() ? loadDetail(o.alert_id) : select(o.alert_id)) },
       when(o.created_at));
   return others.map((o) => h("tr", { "data-alert-id": o.alert_id },
     h("td", {}, open(o)),
@@ -415,6 +675,8 @@ function updateButtons() {
   $("#fraud-button").disabled = same("fraud");
   $("#legit-button").disabled = same("legit");
   $("#reopen-button").disabled = state.busy || status !== "decided";
+  const c = state.caseDetail;
+  for (const id of ["#case-fraud", "#case-legit"]) $(id).disabled = state.busy || !c?.open_alerts;
 }
 
 // ---------------------------------------------------------------- actions
@@ -435,6 +697,11 @@ async function act(label, path, body, done) {
   }
   await refreshQueue().catch((error) => report(error, "Loading the queue"));
   refreshStats().catch(() => {}); // the next tick reports a failure
+  if (isCases()) {
+    await refreshCase().catch((error) => report(error, "Opening the case"));
+    await loadDetail(d.alert_id);
+    return;
+  }
   advanceAfterVerdict();
   await loadDetail(state.selectedId);
 }
@@ -496,12 +763,14 @@ const SHORTCUTS = {
   c: () => $("#claim-button").click(), r: () => $("#release-button").click(),
   f: () => $("#fraud-button").click(), l: () => $("#legit-button").click(),
   n: () => $("#detail-body").hidden || $("#note").focus(), "?": toggleHelp,
+  x: () => pickCurrent(false), X: () => pickCurrent(true), Escape: clearPicks,
 };
 
 function onKey(event) {
   if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
   const target = event.target;
-  if (target.closest?.("input, textarea, select, [contenteditable]")) {
+  // A checkbox of the queue keeps the shortcuts working (x right after a click on it).
+  if (target.closest?.("input:not([type=checkbox]), textarea, select, [contenteditable]")) {
     if (event.key === "Escape" && target.id === "note") target.blur();
     return;
   }
@@ -510,7 +779,7 @@ function onKey(event) {
     return;
   }
   const action = SHORTCUTS[event.key];
-  if (!action) return;
+  if (!action || (event.key === "Escape" && !state.picked.size)) return;
   event.preventDefault();
   action();
 }
@@ -615,7 +884,7 @@ async function refreshAll() {
   state.ticking = true;
   try {
     const results = await Promise.allSettled(
-      [refreshQueue(), refreshDetail(), refreshModels(), refreshStats()]);
+      [refreshQueue(), refreshDetail(), refreshCase(), refreshModels(), refreshStats()]);
     const failed = results.find((r) => r.status === "rejected")?.reason;
     if (failed && !(failed instanceof ApiError && failed.status === 401)) {
       showMessage(`Refreshing failed. ${failed.message}`, "error", "refresh");
@@ -638,6 +907,7 @@ function start() {
   setupKeyDialog();
   setupQueue();
   setupActions();
+  setupCase();
   $("#help-button").addEventListener("click", toggleHelp);
   document.addEventListener("keydown", onKey);
   document.addEventListener("visibilitychange", tick);

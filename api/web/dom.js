@@ -12,7 +12,7 @@ export function h(tag, props = {}, ...children) {
     else if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
     else el.setAttribute(name, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     el.append(child instanceof Node ? child : String(child));
   }
@@ -23,3 +23,55 @@ export const isNumber = (value) => typeof value === "number" && Number.isFinite(
 export const fixed = (value, digits = 3) => (isNumber(value) ? value.toFixed(digits) : "–");
 export const count = (value) => (isNumber(value) ? value.toLocaleString("en") : "–");
 export const percent = (value) => (isNumber(value) ? `${(value * 100).toFixed(1)} %` : "–");
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+/** An SVG element: attributes as given, strings become text nodes (as with h()). */
+export function s(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+    else el.setAttribute(name, String(value));
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+  return el;
+}
+
+export function money(amount, currency) {
+  if (!isNumber(amount)) return "–";
+  if (currency) {
+    try {
+      return new Intl.NumberFormat("en", { style: "currency", currency }).format(amount);
+    } catch {
+      // An unknown currency code: a plain number below.
+    }
+  }
+  return amount.toLocaleString("en", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+}
+
+export function duration(total) {
+  if (!isNumber(total)) return "–";
+  if (total < 60) return `${Math.round(total)} s`;
+  if (total < 3600) return `${Math.round(total / 60)} min`;
+  if (total < 86400) return `${(total / 3600).toFixed(1)} h`;
+  return `${(total / 86400).toFixed(1)} d`;
+}
+
+export const ageSeconds = (iso) => (iso ? (Date.now() - new Date(iso).getTime()) / 1000 : null);
+
+/** A <time>: "5 min ago" (or the local date and time), the full local time on hover. */
+export function when(iso, { absolute = false, title = "" } = {}) {
+  if (!iso) return "–";
+  const date = new Date(iso);
+  const age = ageSeconds(iso);
+  const relative = age >= -5 ? `${duration(Math.max(age, 0))} ago` : `in ${duration(-age)}`;
+  const text = absolute ? `${date.toLocaleString()} (${relative})` : relative;
+  return h("time", { datetime: iso, title: `${title}${date.toLocaleString()}` }, text);
+}
+
+export const badge = (text, kind = text) => h("span", { class: `badge badge-${kind}` }, text);
+export const pair = (term, value) => [h("dt", {}, term), h("dd", {}, value ?? "–")];

@@ -8,87 +8,42 @@ the labels topic as a ``Label`` the detector can learn from.
 from __future__ import annotations
 
 import os
-import shutil
-import threading
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from confluent_kafka import Consumer
-from playwright.sync_api import ConsoleMessage, Locator, Page, expect, sync_playwright
-from pydantic import SecretStr
+from playwright.sync_api import Locator, Page, expect, sync_playwright
 
-from api.main import create_app
-from detector.contracts import (
-    Alert,
-    Label,
-    ModelStatus,
-    Transaction,
-    alert_id_for,
-)
-from detector.local.broker_config import find_free_ports
+from detector.contracts import Alert, ModelStatus, Transaction, alert_id_for
 from detector.settings import Settings
-from tests.factories import model_status, settings_with
+from tests.factories import model_status
 from tests.integration.kafka_io import produce
+from tests.integration.web_fixtures import (
+    ANA_KEY,
+    BOB_KEY,
+    TIMEOUT_MS,
+    Service,
+    assert_csp_is_enforced,
+    chromium_path,
+    read_labels,
+    serve,
+    watch_csp,
+)
 
 pytestmark = pytest.mark.integration
 
-ANA_KEY = "ana-" + uuid.uuid4().hex
-BOB_KEY = "bob-" + uuid.uuid4().hex
 # Set to a file path to keep a screenshot of the page at the end of the test.
 SCREENSHOT_ENV = "FRAUDSTREAM_WEB_SCREENSHOT"
-TIMEOUT_MS = 30_000
-
-
-@dataclass(frozen=True)
-class Service:
-    url: str
-    settings: Settings
-
-
-def chromium_path() -> str:
-    """Debian's Chromium; Playwright's own browser download is never used."""
-    path = shutil.which("chromium")
-    if path:
-        return path
-    message = "chromium not found on PATH: the web test drives Debian's chromium package"
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture
-def service(unique_topics: Settings, tmp_path: os.PathLike[str]) -> Iterator[Service]:
-    """The real app (Kafka bridge on) served by uvicorn in a thread on a free port."""
-    settings = settings_with(
-        unique_topics,
-        home=tmp_path,
-        database_url=f"sqlite:///{tmp_path}/review.db",
-        api_keys=SecretStr(f"analyst:ana:{ANA_KEY},analyst:bob:{BOB_KEY}"),
-        outbox_interval_seconds=0.2,
-    )
-    port = find_free_ports(1)[0]
-    config = uvicorn.Config(
-        create_app(settings, kafka=True), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive(), "the app stopped while starting"
-        assert time.monotonic() < deadline, "the app did not start within 60 s"
-        time.sleep(0.05)
-    try:
-        yield Service(f"http://127.0.0.1:{port}", settings)
-    finally:
-        server.should_exit = True
-        thread.join(30)
+def service(unique_topics: Settings, tmp_path: Path) -> Iterator[Service]:
+    """The real app with two analysts' keys (ana and bob)."""
+    with serve(unique_topics, tmp_path) as running:
+        yield running
 
 
 def make_alert(transaction_id: str, card_id: str, amount: float, score: float) -> Alert:
@@ -140,65 +95,6 @@ def make_status() -> ModelStatus:
     )
 
 
-def read_labels(settings: Settings, expected: int, timeout: float = 30) -> list[Label]:
-    """The first ``expected`` labels of the labels topic, waiting up to ``timeout``."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "group.id": f"test-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([settings.kafka.topic_labels])
-    labels: list[Label] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(labels) < expected and time.monotonic() < deadline:
-            for message in consumer.consume(10, timeout=0.5):
-                assert message.error() is None, message.error()
-                labels.append(Label.model_validate_json(message.value()))
-    finally:
-        consumer.close()
-    return labels
-
-
-def watch_csp(page: Page) -> list[str]:
-    """Content-Security-Policy violations of ``page``, as they happen.
-
-    Both ways a browser reports them: the console line Chromium writes and the DOM's
-    ``securitypolicyviolation`` event (which a listener added before any page script
-    hears, and hands to Python through an exposed function).
-    """
-    violations: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if "Content Security Policy" in message.text or "Trusted Type" in message.text:
-            violations.append(f"console: {message.text}")
-
-    page.on("console", on_console)
-    page.expose_function("reportCspViolation", lambda text: violations.append(str(text)))
-    page.add_init_script(
-        "document.addEventListener('securitypolicyviolation', (e) => "
-        "window.reportCspViolation(`event: ${e.effectiveDirective} blocked ${e.blockedURI} "
-        "at ${e.sourceFile}:${e.lineNumber}`), true);"
-    )
-    return violations
-
-
-def assert_csp_is_enforced(page: Page, violations: list[str]) -> None:
-    """No violation so far; then a blocked image proves the policy and the watch work."""
-    assert not violations, violations
-    page.evaluate(
-        "() => { const img = document.createElement('img');"
-        " img.src = 'http://192.0.2.1/not-allowed.png'; document.body.append(img); }"
-    )
-    deadline = time.monotonic() + 10
-    while not violations and time.monotonic() < deadline:
-        page.wait_for_timeout(100)
-    assert any("img-src" in v and "192.0.2.1" in v for v in violations), violations
-
-
 def queue_item(page: Page, alert: Alert) -> Locator:
     return page.locator(f'[data-testid="queue-item"][data-alert-id="{alert.alert_id}"]')
 
@@ -236,6 +132,9 @@ def test_an_analyst_decides_an_alert_in_the_browser(service: Service) -> None:
             page.get_by_test_id("key-save").click()
             expect(page.get_by_test_id("key-dialog")).to_be_hidden()
             expect(page.get_by_test_id("me")).to_have_text("ana · analyst")
+
+            # The queue lists cases first; this test works single alerts.
+            page.get_by_test_id("view-alerts").check()
 
             # Both alerts arrive through Kafka; the queue refreshes on its own.
             expect(queue_item(page, mine)).to_be_visible()
