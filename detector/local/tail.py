@@ -9,10 +9,13 @@ import time
 import uuid
 from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from detector.kafka_config import consumer_config
 from detector.settings import Settings
+
+log = structlog.get_logger("fraudstream.tail")
 
 POLL_SECONDS = 0.5
 METADATA_TIMEOUT_SECONDS = 5.0
@@ -64,8 +67,20 @@ def tail_topic(
             raise LookupError(
                 f"topic {topic!r} does not exist at {settings.kafka.bootstrap_servers}"
             )
-        start = OFFSET_BEGINNING if from_beginning else OFFSET_END
-        consumer.assign([TopicPartition(topic, p, start) for p in sorted(found.partitions)])
+        partitions = sorted(found.partitions)
+        if from_beginning:
+            starts = [OFFSET_BEGINNING] * len(partitions)
+        else:  # the end as of now: a record produced after the line below is printed
+            starts = [
+                consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=METADATA_TIMEOUT_SECONDS
+                )[1]
+                for p in partitions
+            ]
+        consumer.assign(
+            [TopicPartition(topic, p, o) for p, o in zip(partitions, starts, strict=True)]
+        )
+        log.info("reading", topic=topic, partitions=len(partitions), from_beginning=from_beginning)
         last = time.monotonic()
         while not stop.is_set() and (limit is None or printed < limit):
             message = consumer.poll(POLL_SECONDS)
