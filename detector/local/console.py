@@ -2,7 +2,8 @@
 
 Each process writes JSON log lines to ``up``, which shows every event on one line: the
 time of day, the level if above info, the event and its fields. An alert reads
-``12:00:07 alert review 0.91 sim-3-1042 amount_vs_card_mean``. Lines that are not JSON
+``07:14:18 alert review 0.027 sim-448599-115 amount 161.65 rarer than 73.3% of past
+transactions`` (decision, score, transaction, strongest reason). Lines that are not JSON
 (uvicorn's and the standard library's own) pass unchanged.
 """
 
@@ -46,7 +47,7 @@ def _alert(fields: dict[str, Any]) -> list[str]:
     score = fields.pop("score", None)
     parts = [
         str(fields.pop("decision", "?")),
-        f"{score:.2f}" if isinstance(score, int | float) else "?",
+        _value(score),
         str(fields.pop("transaction_id", "?")),
     ]
     reason = fields.pop("reason", None)
@@ -56,7 +57,9 @@ def _alert(fields: dict[str, Any]) -> list[str]:
 
 
 def _value(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = (
+        value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), default=str)
+    )
     if text == "" or any(c.isspace() for c in text):
         text = json.dumps(text)
     return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"

@@ -96,11 +96,14 @@ def test_an_alert_is_one_short_line() -> None:
             event="alert",
             transaction_id="sim-263382-1234",
             decision="review",
-            score=0.91234,
-            reason="amount_vs_card_mean",
+            score=0.027,
+            reason="amount 161.65 rarer than 73.3% of past transactions",
         )
     )
-    assert line == "07:00:55 alert review 0.91 sim-263382-1234 amount_vs_card_mean"
+    assert line == (
+        "07:00:55 alert review 0.027 sim-263382-1234 "
+        "amount 161.65 rarer than 73.3% of past transactions"
+    )
 
 
 def test_other_events_keep_their_fields_and_show_levels_above_info() -> None:
@@ -108,6 +111,8 @@ def test_other_events_keep_their_fields_and_show_levels_above_info() -> None:
         event_line(event="kafka broker lost", level="error", bootstrap="127.0.0.1:9092", n=[1])
     )
     assert line == "07:00:55 ERROR kafka broker lost bootstrap=127.0.0.1:9092 n=[1]"
+    listed = short_line(event_line(event="x", topics=["alerts", "model-status"]))
+    assert listed == '07:00:55 x topics=["alerts","model-status"]'
     assert short_line(event_line(event="x", text="two words")) == '07:00:55 x text="two words"'
     assert len(short_line(event_line(event="x", text="a" * 1000))) < 200
 
