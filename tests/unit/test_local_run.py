@@ -231,3 +231,23 @@ def test_ctrl_c_while_waiting_for_the_broker_ends_without_a_traceback(
     assert "Traceback" not in output, output
     assert code == 1, output
     assert "FRAUDSTREAM_BOOTSTRAP_SERVERS" in output
+
+
+def test_keys_url_prints_the_running_systems_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from detector.cli import app
+
+    monkeypatch.setenv("FRAUDSTREAM_HOME", str(tmp_path))
+    runner = CliRunner()
+    none = runner.invoke(app, ["keys", "url"])
+    assert none.exit_code == 1
+    with hold_home(tmp_path):  # a lock taken here is held for the command's own probe too
+        write_record(tmp_path, RunRecord(os.getpid(), "http://h:1/", "http://h:1/?key=k1"))
+        assert runner.invoke(app, ["keys", "url"]).output.strip() == "http://h:1/?key=k1"
+        write_record(tmp_path, RunRecord(os.getpid(), "http://h:1/"))  # keys configured
+        own = runner.invoke(app, ["keys", "url"])
+        assert own.exit_code == 0 and own.output.startswith("http://h:1/\n")
+        assert "FRAUDSTREAM_API_KEYS" in own.output
