@@ -126,6 +126,26 @@ def keys_new(
     typer.echo(f"FRAUDSTREAM_API_KEYS={entry}")
 
 
+@keys_app.command("url")
+def keys_url() -> None:
+    """Print the page address, signed in with the local admin key, of the running `fraudstream up`.
+
+    `fraudstream up` keeps it in FRAUDSTREAM_HOME (`up.json`, readable by its owner alone)
+    while it runs. Exit code 1 when no `fraudstream up` runs on this home.
+    """
+    from detector.local.running import read_record
+
+    settings = command_settings()
+    record = read_record(settings.local.home)
+    if record is None:
+        typer.echo(f"fraudstream: no `fraudstream up` runs in {settings.local.home}", err=True)
+        raise typer.Exit(1)
+    if record.admin_url is None:
+        typer.echo(f"{record.page}\n(the keys are yours: FRAUDSTREAM_API_KEYS or _FILE)")
+        return
+    typer.echo(record.admin_url)
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the review database to the latest schema (the API also does so on start)."""
@@ -146,6 +166,7 @@ app.command()(replay_commands.evaluate)
 app.command("model-info")(replay_commands.model_info)
 app.command()(bench_command.bench)
 app.command()(local_commands.up)
+app.command()(local_commands.tail)
 app.add_typer(local_commands.broker_app, name="broker")
 app.add_typer(local_commands.topics_app, name="topics")
 app.add_typer(keys_app, name="keys")

@@ -35,7 +35,9 @@ def command_settings() -> Settings:
         name = f"FRAUDSTREAM_{field[1].upper()}" if field else "a FRAUDSTREAM_* variable"
         typer.echo(f"fraudstream: {name} is invalid: not valid JSON", err=True)
         raise typer.Exit(2) from None
-    configure_logging(settings.logs.log_level, settings.logs.log_format)
+    configure_logging(
+        settings.logs.log_level, settings.logs.log_format, requests=settings.logs.log_requests
+    )
     try:
         check_durability(settings.kafka.kafka_extra_config)
     except ValueError as error:

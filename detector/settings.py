@@ -373,6 +373,11 @@ class LogSettings(BaseSettings):
     log_format: str = Field(
         "auto", description="console, json, or auto (console on a terminal, else json)."
     )
+    log_requests: bool = Field(
+        False,
+        description="Log a line per request to the review service (method, path, status, "
+        "ms); off, requests are only counted in its `/metrics` (and logged at DEBUG).",
+    )
 
 
 class Settings(BaseModel):

@@ -87,8 +87,60 @@ def up(
     """Run the whole local system: broker, topics, detector, API and simulator.
 
     A broker already reachable at the bootstrap address is reused; one started here is
-    stopped on exit. Ctrl-C stops everything cleanly.
+    stopped on exit. Ctrl-C stops everything cleanly. Only one `up` runs per
+    FRAUDSTREAM_HOME: a second one names the first and exits with code 1.
     """
+    from detector.local.broker_config import BrokerError
+    from detector.local.running import AlreadyRunningError
+    from detector.local.topics import KafkaAdminError
     from detector.local.up import run_system
 
-    run_system(command_settings(), simulate=simulate, rate=rate)
+    try:
+        run_system(command_settings(), simulate=simulate, rate=rate)
+    except AlreadyRunningError as error:
+        typer.echo(f"fraudstream up: {error}", err=True)
+        raise typer.Exit(1) from None
+    except (BrokerError, KafkaAdminError) as error:
+        typer.echo(f"fraudstream up: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+def tail(
+    topic: Annotated[
+        str, typer.Argument(help="Topic to read, e.g. alerts, decisions, transactions.dlq.")
+    ],
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="Start at the oldest record, not the end.")
+    ] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many records.")] = None,
+    idle_seconds: Annotated[
+        float | None,
+        typer.Option(min=0, help="Stop once no record came for this many seconds."),
+    ] = None,
+) -> None:
+    """Print a topic's records as they arrive, one JSON line each (Ctrl-C stops).
+
+    Reads every partition without committing offsets (no consumer group is changed).
+    A record that is not JSON is printed as a JSON string.
+    """
+    from detector.local.tail import tail_topic
+    from detector.local.topics import BrokerUnavailableError, wait_for_broker
+
+    settings = command_settings()
+    try:
+        wait_for_broker(settings, timeout=5)
+    except BrokerUnavailableError as error:
+        typer.echo(f"fraudstream tail: {error}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        tail_topic(
+            settings,
+            topic,
+            from_beginning=from_beginning,
+            limit=limit,
+            idle_seconds=idle_seconds,
+            out=lambda line: typer.echo(line),
+        )
+    except LookupError as error:
+        typer.echo(f"fraudstream tail: {error}", err=True)
+        raise typer.Exit(1) from None

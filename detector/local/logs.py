@@ -10,6 +10,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import structlog
+from structlog.typing import EventDict
 
 
 class _CurrentStderr:
@@ -22,9 +23,25 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
-def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
-    """Set up structlog and the standard library logging behind it."""
+REQUEST_FIELDS = frozenset({"method", "path", "status"})
+
+
+def _drop_request_lines(_logger: object, _name: str, event: EventDict) -> EventDict:
+    """Leave out the review service's line per HTTP request (``FRAUDSTREAM_LOG_REQUESTS``)."""
+    if event.get("event") == "request" and event.keys() >= REQUEST_FIELDS:
+        raise structlog.DropEvent
+    return event
+
+
+def configure_logging(level: str = "INFO", fmt: str = "auto", requests: bool = True) -> None:
+    """Set up structlog and the standard library logging behind it.
+
+    ``requests=False`` leaves out the line per HTTP request, unless ``level`` is DEBUG.
+    """
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    quiet: list[structlog.typing.Processor] = (
+        [] if requests or numeric <= logging.DEBUG else [_drop_request_lines]
+    )
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
@@ -33,6 +50,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     )
     structlog.configure(
         processors=[
+            *quiet,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),

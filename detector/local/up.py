@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import structlog
 
 from detector.local.broker import LocalBroker
+from detector.local.console import short_line
+from detector.local.running import RunRecord, hold_home, write_record
 from detector.local.topics import create_topics
 from detector.settings import Settings
 
@@ -26,10 +28,14 @@ SIMULATOR_RATE = 1.0
 
 @dataclass
 class Child:
-    """A supervised process whose output lines are prefixed with its name."""
+    """A supervised process whose output lines are prefixed with its name.
+
+    With ``shorten``, its JSON log lines are shown as short lines (``console.short_line``).
+    """
 
     name: str
     args: list[str]
+    shorten: bool = False
     process: subprocess.Popen[bytes] | None = None
     pump: threading.Thread | None = field(default=None, repr=False)
 
@@ -51,6 +57,8 @@ class Child:
         width = 10
         for raw in self.process.stdout:
             line = raw.decode(errors="replace").rstrip()
+            if self.shorten:
+                line = short_line(line)
             sys.stdout.write(f"{self.name:<{width}}| {line}\n")
             sys.stdout.flush()
 
@@ -73,15 +81,28 @@ class Child:
         log.info("stopped", process=self.name, code=self.process.returncode)
 
 
-def children(settings: Settings, *, simulate: bool, rate: float) -> list[Child]:
+def children(
+    settings: Settings, *, simulate: bool, rate: float, shorten: bool = False
+) -> list[Child]:
     me = [sys.executable, "-m", "detector"]
     result = [
-        Child("detector", [*me, "detect"]),
-        Child("api", [*me, "api"]),
+        Child("detector", [*me, "detect"], shorten=shorten),
+        Child("api", [*me, "api"], shorten=shorten),
     ]
     if simulate:
-        result.append(Child("simulator", [*me, "simulate", "--rate", str(rate)]))
+        result.append(Child("simulator", [*me, "simulate", "--rate", str(rate)], shorten=shorten))
     return result
+
+
+def child_env(environ: dict[str, str]) -> tuple[dict[str, str], bool]:
+    """The children's environment, and whether their lines are to be shortened.
+
+    Unless FRAUDSTREAM_LOG_FORMAT is set, the children log JSON and ``up`` shows each
+    event as a short line; a format that is set is passed on and shown as it is.
+    """
+    if environ.get("FRAUDSTREAM_LOG_FORMAT", "auto") != "auto":
+        return dict(environ), False
+    return {**environ, "FRAUDSTREAM_LOG_FORMAT": "json"}, True
 
 
 @dataclass(frozen=True)
@@ -123,35 +144,63 @@ def announce_keys(settings: Settings, keys: LocalKeys) -> None:
         "  No API key is configured, so this run made two (valid until it stops):\n"
         f"  review page (admin): {page_url(settings, keys.admin)}\n"
         f"  analyst key:         {keys.analyst}\n"
+        "  `fraudstream keys url` prints this address again while the system runs.\n"
         "  Set FRAUDSTREAM_API_KEYS to keep keys across runs (`fraudstream keys new`).\n\n"
     )
     sys.stdout.flush()
 
 
 def run_system(settings: Settings, *, simulate: bool = True, rate: float = SIMULATOR_RATE) -> None:
-    """Start everything, wait for Ctrl-C (or a child's death), stop everything."""
-    broker = LocalBroker.from_settings(settings)
-    started_broker = broker.start()
-    log.info("broker ready", bootstrap=settings.kafka.bootstrap_servers, started=started_broker)
-    for topic, outcome in create_topics(settings).items():
-        log.info("topic", topic=topic, outcome=outcome)
+    """Start everything, wait for Ctrl-C (or a child's death), stop everything.
 
-    env = {
-        **os.environ,
-        "FRAUDSTREAM_LOG_FORMAT": os.environ.get("FRAUDSTREAM_LOG_FORMAT", "console"),
-    }
-    keys = local_keys(settings)
-    # Only the API process gets the keys, and only through its environment.
-    api_env = {**env, "FRAUDSTREAM_API_KEYS": keys.env_value} if keys else env
-    procs = children(settings, simulate=simulate, rate=rate)
+    Raises ``running.AlreadyRunningError``, before starting anything, if another ``up``
+    runs on the same home.
+    """
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
         stopping.set()
 
+    # From the start: a Ctrl-C while the broker starts stops cleanly, without a traceback.
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        with hold_home(settings.local.home):
+            _run_held(settings, simulate=simulate, rate=rate, stopping=stopping)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run_held(
+    settings: Settings, *, simulate: bool, rate: float, stopping: threading.Event
+) -> None:
+    keys = local_keys(settings)
+    write_record(
+        settings.local.home,
+        RunRecord(
+            pid=os.getpid(),
+            page=page_url(settings),
+            admin_url=page_url(settings, keys.admin) if keys else None,
+        ),
+    )
+    broker = LocalBroker.from_settings(settings)
+    started_broker = False
+    procs: list[Child] = []
+    try:
+        started_broker = broker.start()
+        log.info("broker ready", bootstrap=settings.kafka.bootstrap_servers, started=started_broker)
+        if stopping.is_set():
+            return
+        for topic, outcome in create_topics(settings).items():
+            log.info("topic", topic=topic, outcome=outcome)
+
+        env, shorten = child_env(dict(os.environ))
+        # Only the API process gets the keys, and only through its environment.
+        api_env = {**env, "FRAUDSTREAM_API_KEYS": keys.env_value} if keys else env
+        procs = children(settings, simulate=simulate, rate=rate, shorten=shorten)
         for child in procs:
+            if stopping.is_set():
+                return
             child.start(api_env if child.name == "api" else env)
         log.info(
             "fraudstream is up",
@@ -180,5 +229,3 @@ def run_system(settings: Settings, *, simulate: bool = True, rate: float = SIMUL
         if started_broker:
             broker.stop()
             log.info("broker stopped")
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 import typer
@@ -18,7 +18,16 @@ import typer
 from detector import __version__
 from detector.cli_settings import command_settings
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from detector.replay.datasets import Record
+    from detector.replay.publishing import PublishStats
+    from detector.settings import Settings
+
 log = structlog.get_logger("fraudstream")
+# How long ``simulate`` and ``replay`` wait for the broker to answer before giving up.
+BROKER_WAIT_SECONDS = 5.0
 
 
 def simulate(
@@ -47,7 +56,7 @@ def simulate(
     import itertools
 
     from detector.replay.datasets import write_jsonl
-    from detector.replay.publishing import publish, start_time_for_live
+    from detector.replay.publishing import start_time_for_live
     from detector.replay.simulator import SimulationConfig
     from detector.replay.simulator import simulate as run_simulation
 
@@ -66,7 +75,8 @@ def simulate(
         written = write_jsonl(itertools.islice(records, limit), out)
         typer.echo(f"{written} transactions written to {out}")
         return
-    stats = publish(
+    stats = _publish(
+        "simulate",
         records,
         settings,
         rate=rate,
@@ -102,11 +112,11 @@ def replay(
     TERMINAL_ID, TX_AMOUNT, TX_FRAUD, ...) or files in the Transaction contract.
     """
     from detector.replay.datasets import read_dataset
-    from detector.replay.publishing import publish
 
     settings = command_settings()
     reader = read_dataset(file, limit=limit)
-    stats = publish(
+    stats = _publish(
+        "replay",
         reader,
         settings,
         rate=rate,
@@ -120,6 +130,24 @@ def replay(
         f"{stats.seconds:.1f} s ({stats.transactions / max(stats.seconds, 1e-9):,.0f}/s); "
         f"{reader.skipped} invalid rows skipped"
     )
+
+
+def _publish(
+    command: str, records: Iterable[Record], settings: Settings, **options: Any
+) -> PublishStats:
+    """``publishing.publish`` for a command: the broker checked first, Ctrl-C a clean stop,
+    and a failure one line on stderr (exit code 1)."""
+    from detector.local.topics import BrokerUnavailableError, wait_for_broker
+    from detector.replay.publishing import PublishError, publish, stop_on_signals
+
+    with stop_on_signals() as stop:
+        try:
+            # Before the first record: no progress bar runs for records never sent.
+            wait_for_broker(settings, timeout=BROKER_WAIT_SECONDS)
+            return publish(records, settings, stop=stop, **options)
+        except (BrokerUnavailableError, PublishError) as error:
+            typer.echo(f"fraudstream {command}: {error}", err=True)
+            raise typer.Exit(1) from None
 
 
 def evaluate(

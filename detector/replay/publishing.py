@@ -15,10 +15,12 @@ delivered.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
+import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -143,6 +145,25 @@ def publish(
     if publisher.stats.errors:
         raise PublishError(publisher.stats)
     return publisher.stats
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event that Ctrl-C (SIGINT) or SIGTERM sets, for ``publish(stop=...)``.
+
+    Without it a Ctrl-C raises ``KeyboardInterrupt`` wherever Python happens to be, also
+    inside a delivery report called from librdkafka, which then fails as a SystemError.
+    """
+    stop = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda _signum, _frame: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def start_time_for_live(days_back: float) -> datetime:
