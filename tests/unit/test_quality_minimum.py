@@ -197,7 +197,8 @@ def test_a_tracker_from_an_older_snapshot_is_read_with_an_empty_trend() -> None:
     tracker.__dict__["_window"] = type(tracker._window)(
         (k, v[:3]) for k, v in tracker._window.items()
     )
-    thawed = thaw(freeze(state), ModelState)
+    assert freeze(state)[0] == 6
+    thawed = thaw((5, "0.1.0", pickle.dumps(state)), ModelState)
     old = thawed.decider.quality
     assert old.trend() == [] and old.relabelled == {"fraud": 0, "legit": 0}
     assert old.minimum == QualityMinimum() and len(old.window()) == 4
