@@ -637,6 +637,7 @@ function trendChart(trend) {
     `on ${count(last.window)} labels.`;
   const chart = svg("svg", {
     class: "sparkline", viewBox: `-1 -1 ${width + 2} ${height + 2}`, width, height,
+    preserveAspectRatio: "none",
     role: "img", "aria-label": label, "data-testid": "model-trend",
     "data-points": trend.length,
   },

@@ -9,6 +9,7 @@ size and sources next to every figure of the second, with an SVG sparkline of th
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from tests.factories import model_status
 from tests.integration.kafka_io import produce
 from tests.integration.test_web import (  # noqa: F401  (service is a fixture)
     ANA_KEY,
+    SCREENSHOT_ENV,
     TIMEOUT_MS,
     Service,
     assert_csp_is_enforced,
@@ -148,6 +150,8 @@ def test_the_model_card_is_honest_about_its_figures(service: Service) -> None:  
             # the gap at the second point: the line starts again after it
             assert auc.count("M") == 2 and auc.count("L") == 1, auc
             assert "gaps where labels were too few" in (trend.get_attribute("aria-label") or "")
+            if path := os.environ.get(SCREENSHOT_ENV):
+                page.locator("#models").screenshot(path=path)
             assert not errors, errors
             assert_csp_is_enforced(page, violations)
         finally:
