@@ -203,17 +203,43 @@ class ModelQuality(_Contract):
     """Online quality of one model, from the labels received over a recent window.
 
     Each labelled transaction counts once, with the score the model gave it when it was
-    decided; figures are ``None`` until the window holds both classes (or any alert).
+    decided. A figure is ``None`` until the window holds enough labels for it: ROC AUC
+    and average precision ``min_frauds`` frauds and ``min_legit`` legitimate ones, alert
+    recall ``min_frauds`` frauds, alert precision ``min_alerts`` labelled alerts. The
+    counts say why, and how many labels a figure stands on.
     """
 
     window: int = Field(description="Labelled transactions in the window.")
     frauds: int = Field(description="Frauds among them.")
+    legit: int = Field(0, ge=0, description="Legitimate transactions among them.")
+    alerts: int = Field(
+        0, ge=0, description="Labelled transactions among them that were alerted (review or block)."
+    )
+    sources: dict[str, int] = Field(
+        default_factory=dict, description="The window's labels by source (analyst, chargeback...)."
+    )
+    min_frauds: int = Field(0, ge=0, description="Frauds needed for AUC, AP and recall.")
+    min_legit: int = Field(0, ge=0, description="Legitimate labels needed for AUC and AP.")
+    min_alerts: int = Field(0, ge=0, description="Labelled alerts needed for alert precision.")
     auc: float | None = Field(description="ROC AUC of the scores.")
     average_precision: float | None
     alert_precision: float | None = Field(
         description="Share of the window's alerted transactions (review or block) that were fraud."
     )
     alert_recall: float | None = Field(description="Share of the window's frauds alerted.")
+
+
+class QualityPoint(_Contract):
+    """One point of a model's quality trend (figures null below the minimum)."""
+
+    at: AwareDatetime
+    window: int = Field(ge=0, description="Labelled transactions in the window then.")
+    frauds: int = Field(ge=0)
+    legit: int = Field(ge=0)
+    alerts: int = Field(ge=0, description="Labelled alerts in the window then.")
+    auc: float | None
+    alert_precision: float | None
+    alert_recall: float | None
 
 
 class ModelStatus(_Contract):
@@ -224,7 +250,9 @@ class ModelStatus(_Contract):
     deciding: bool = Field(description="True for the model whose scores make decisions.")
     transactions_scored: int
     decisions: dict[str, int]
-    labels_learned: dict[str, int] = Field(description="By class: fraud and legit.")
+    labels_learned: dict[str, int] = Field(
+        description="By class: fraud and legit, net of verdicts changed later."
+    )
     labels_by_source: dict[str, int]
     classifier_weight: float
     quality: ModelQuality
@@ -255,6 +283,11 @@ class ModelStatus(_Contract):
         None,
         description="Expected calibration error of the published scores over the labels "
         "learned, each judged before it was learned (null before labels).",
+    )
+    trend: list[QualityPoint] = Field(
+        default_factory=list,
+        description="The quality over time, oldest first: a point per status period with "
+        "new labels, the last 48.",
     )
 
 

@@ -50,6 +50,7 @@ from detector.contracts import (
     Transaction,
 )
 from detector.expressions import activation, compile_expression, evaluate, used_variables
+from detector.reasons import percent
 
 log = structlog.get_logger(__name__)
 
@@ -305,8 +306,8 @@ class Policy:
             out.decision, out.capped = "review", True
             self.blocks_capped += 1
             out.valves.append(
-                f"blocks capped: {share:.1%} of the last {self.block_window:,} decisions were "
-                f"blocks, at or above the {self.max_block_share:.1%} cap: review instead"
+                f"blocks capped: {percent(share)} of the last {self.block_window:,} decisions "
+                f"were blocks, at or above the {percent(self.max_block_share)} cap: review instead"
             )
         if self.mode == "review_only" and out.decision == "block":
             out.decision = "review"

@@ -1,10 +1,51 @@
-"""Reasons an analyst understands, ranked strongest first."""
+"""Reasons an analyst understands, ranked strongest first.
+
+Every figure in a reason reads true: a share is never rounded to 100% (or 0%) unless it
+is exactly that (``percent``), counts take their plural only when more than one
+(``counted``), and the classifier's fraud probability ranks by the weight the classifier
+has in the score, which the reason states.
+"""
 
 from __future__ import annotations
 
+from detector.decision import (
+    MIN_WINDOW_SCORES,
+    CapacityThresholds,
+    Thresholds,
+    ThresholdsInForce,
+    VolumeThresholds,
+)
 from models import HybridScore
 
 MAX_REASONS = 5
+
+
+def percent(share: float, digits: int = 1) -> str:
+    """``share`` as a percentage that never reads 100% or 0% unless it is exactly that.
+
+    >>> percent(0.87), percent(0.99996), percent(1.0), percent(0.00002), percent(0.0)
+    ('87.0%', '99.9%', '100.0%', 'under 0.1%', '0.0%')
+    """
+    text = f"{share:.{digits}%}"
+    if 0.0 < share < 1.0:
+        step = 10.0**-digits / 100  # the smallest share shown: 0.1% at one digit
+        if float(text[:-1]) >= 100.0:
+            return f"{1.0 - step:.{digits}%}"
+        if float(text[:-1]) <= 0.0:
+            return f"under {step:.{digits}%}"
+    return text
+
+
+def counted(n: float, thing: str, things: str | None = None) -> str:
+    """``n`` of ``thing``, plural unless exactly one.
+
+    >>> counted(1, "confirmed fraud"), counted(2.0, "confirmed fraud")
+    ('1 confirmed fraud', '2 confirmed frauds')
+    >>> counted(0, "entry", "entries")
+    '0 entries'
+    """
+    plural = things if things is not None else f"{thing}s"
+    return f"{n:.0f} {thing if n == 1 else plural}"
 
 
 def explain(
@@ -15,8 +56,14 @@ def explain(
     history_days: float,
     frauds_learned: int,
 ) -> list[str]:
-    """Turn the feature values and score parts of one transaction into ranked reasons."""
+    """Turn the feature values and score parts of one transaction into ranked reasons.
+
+    The anomaly detector's reasons rank by its share of the score (``1 - w``), the
+    classifier's by its own (``w``): a classifier weighing little never comes first.
+    """
     ranked: list[tuple[float, str]] = []
+    w = parts.classifier_weight
+    detector_share = 1.0 - w
     history = features.get("card_history_tx", 0.0)
     ratio = features.get("card_amount_ratio", 1.0)
     if history >= 1 and ratio >= 3.0:
@@ -36,8 +83,8 @@ def explain(
         # the strong anomaly reason below says so: say it plainly.
         ranked.append(
             (
-                parts.anomaly,
-                f"amount {features.get('amount', 0.0):.2f} rarer than {parts.anomaly:.1%} "
+                parts.anomaly * detector_share,
+                f"amount {features.get('amount', 0.0):.2f} rarer than {percent(parts.anomaly)} "
                 f"of past transactions",
             )
         )
@@ -49,10 +96,15 @@ def explain(
     frauds_7d = features.get("terminal_frauds_7d", 0.0)
     frauds_28d = features.get("terminal_frauds_28d", 0.0)
     if frauds_7d >= 1:
-        ranked.append((1.0 + frauds_7d, f"terminal had {frauds_7d:.0f} confirmed frauds in 7 days"))
+        ranked.append(
+            (1.0 + frauds_7d, f"terminal had {counted(frauds_7d, 'confirmed fraud')} in 7 days")
+        )
     elif frauds_28d >= 1:
         ranked.append(
-            (0.5 + frauds_28d / 4, f"terminal had {frauds_28d:.0f} confirmed frauds in 28 days")
+            (
+                0.5 + frauds_28d / 4,
+                f"terminal had {counted(frauds_28d, 'confirmed fraud')} in 28 days",
+            )
         )
     tx_1h = features.get("card_tx_1h", 0.0)
     if tx_1h >= 2:
@@ -69,21 +121,49 @@ def explain(
     if parts.fraud_probability is not None and parts.fraud_probability >= 0.5:
         ranked.append(
             (
-                2.0 * parts.fraud_probability,
-                f"fraud probability {parts.fraud_probability:.2f} from a classifier trained "
-                f"on {frauds_learned} confirmed frauds",
+                # its part of the score, on the scale of the detector's reasons
+                w * parts.fraud_probability,
+                f"fraud probability {parts.fraud_probability:.2f} from a classifier weighing "
+                f"{percent(w, 0)} of the score, trained on "
+                f"{counted(frauds_learned, 'confirmed fraud')}",
             )
         )
     if parts.anomaly >= 0.9:
         ranked.append(
             (
-                parts.anomaly,
-                f"amount rarer than {parts.anomaly:.1%} of past transactions, overall and "
-                f"for this card"
+                parts.anomaly * detector_share,
+                f"amount rarer than {percent(parts.anomaly)} of past transactions, overall "
+                f"and for this card"
                 if history
                 else f"amount {features.get('amount', 0.0):.2f} rarer than "
-                f"{parts.anomaly:.1%} of past transactions",
+                f"{percent(parts.anomaly)} of past transactions",
             )
         )
     ranked.sort(key=lambda item: item[0], reverse=True)
     return [text for _, text in ranked[:MAX_REASONS]]
+
+
+def decision_reason(decision: str, parts: HybridScore, thresholds: ThresholdsInForce) -> str:
+    """Why the thresholds alerted a transaction that no feature explains: the score and
+    the threshold it reached, or the young window's anomaly rule."""
+    if decision == "block":
+        return f"score {parts.score:.2f} at or above the block threshold {thresholds.block:.2f}"
+    review = thresholds.review
+    if parts.score >= review:
+        return (
+            f"score {parts.score:.2f} at or above the review threshold {review:.2f}"
+            f"{_threshold_kind(thresholds)}"
+        )
+    return (
+        f"anomaly score {parts.anomaly:.2f} on a model that has seen fewer than "
+        f"{MIN_WINDOW_SCORES} scores: reviewed while its thresholds settle"
+    )
+
+
+def _threshold_kind(thresholds: ThresholdsInForce) -> str:
+    if isinstance(thresholds, Thresholds):
+        return ""
+    if isinstance(thresholds, CapacityThresholds):
+        return " (capacity mode)"
+    assert isinstance(thresholds, VolumeThresholds)
+    return f" (top {percent(thresholds.review_share, 2)} of recent scores)"

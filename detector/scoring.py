@@ -37,11 +37,12 @@ from detector.items import (
     Scored,
 )
 from detector.policy import POLICY_ACTIONS, Policy
-from detector.reasons import explain
+from detector.reasons import decision_reason, explain
 from detector.settings import ScoringSettings
 from detector.shards import shard_window
 from detector.waiting import StoredScores
 from models import CLASSIFIERS, HybridScore, HybridScorer, QualityTracker, ScoreCalibrator
+from models.quality import QualityMinimum
 
 log = structlog.get_logger(__name__)
 
@@ -148,9 +149,12 @@ def _score(state: ModelState, item: Featured, config: ScoringSettings) -> Scored
             decided,
             terminal_id=tx.terminal_id,
             history_days=config.card_history_days,
-            frauds_learned=slot.scorer.labels_learned["fraud"],
+            frauds_learned=frauds_learned(slot),
         )
     reasons += outcome.valves
+    if not reasons and outcome.decision != "allow" and decided is not None:
+        # thresholds alone alerted (pacing, a young window, a fallback threshold): say so
+        reasons.append(decision_reason(outcome.decision, decided, slot.thresholds))
     return Scored(
         transaction=tx,
         features=features,
@@ -162,6 +166,13 @@ def _score(state: ModelState, item: Featured, config: ScoringSettings) -> Scored
         scored_at=scored_at,
         policy=outcome,
     )
+
+
+def frauds_learned(slot: ModelSlot) -> int:
+    """Fraud labels the model learned, less those whose verdict changed since (as this
+    shard knows them)."""
+    learned = slot.scorer.labels_learned["fraud"]
+    return max(0, learned - slot.quality.relabelled["fraud"])
 
 
 # The parts of a decision made without a usable score (published with score 0).
@@ -203,7 +214,7 @@ def _learn(state: ModelState, item: LabelToLearn) -> Learned | None:
     """
     for slot in state.models.values():
         slot.scorer.learn_one(item.features, item.is_fraud)
-        recalled = slot.quality.learn(item.transaction_id, item.is_fraud)
+        recalled = slot.quality.learn(item.transaction_id, item.is_fraud, item.source)
         if recalled is None:
             continue
         if recalled.previous is None:
@@ -327,6 +338,7 @@ def new_model_slot(kind: str, config: ScoringSettings) -> ModelSlot:
         quality=QualityTracker(
             shard_window(config),
             horizon_days=config.label_horizon_days,
+            minimum=quality_minimum(config),
             scores=(
                 StoredScores(model_name(kind), config.waiting_store, config.waiting_cache_mb)
                 if config.waiting_store is not None
@@ -335,6 +347,13 @@ def new_model_slot(kind: str, config: ScoringSettings) -> ModelSlot:
         ),
         window=window,
         calibrator=calibrator,
+    )
+
+
+def quality_minimum(config: ScoringSettings) -> QualityMinimum:
+    """The fewest labels a quality figure is published over."""
+    return QualityMinimum(
+        config.quality_min_frauds, config.quality_min_legit, config.quality_min_alerts
     )
 
 
@@ -382,6 +401,7 @@ def ensure_models(state: ModelState, config: ScoringSettings) -> ModelState:
         slot.window.scale = slot.calibrator.predict_one
         if slot.quality.size != shard_window(config):
             slot.quality.resize(shard_window(config))
+        slot.quality.minimum = quality_minimum(config)
     if not isinstance(getattr(state, "policy", None), Policy):  # a state from before policies
         state.policy = Policy()
     state.policy.configure(config.max_block_share, config.block_cap_window)

@@ -185,6 +185,21 @@ class ScoringSettings(BaseSettings):
     quality_window: int = Field(
         5000, ge=100, description="Labelled transactions behind the online quality figures."
     )
+    quality_min_frauds: int = Field(
+        30,
+        ge=1,
+        description="Frauds in the quality window below which AUC, AP and recall are null.",
+    )
+    quality_min_legit: int = Field(
+        30,
+        ge=1,
+        description="Legitimate labels in the quality window below which AUC and AP are null.",
+    )
+    quality_min_alerts: int = Field(
+        30,
+        ge=1,
+        description="Labelled alerts in the quality window below which alert precision is null.",
+    )
     max_block_share: float = Field(
         1.0,
         gt=0,

@@ -5,17 +5,19 @@ model, with quality figures over the labelled transactions.
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from detector.contracts import ModelQuality, ModelStatus, PolicyStatus
+from detector.contracts import ModelQuality, ModelStatus, PolicyStatus, QualityPoint
 from detector.decision import CapacityThresholds, Thresholds, VolumeThresholds
 from detector.policy import merge_policy
 from detector.scoring import ModelState
 from models import LabelledOutcome, QualityTracker
-from models.ranking import average_precision, roc_auc
+from models.quality import QualityMinimum, figures_from_counts, figures_of
+from models.quality import QualityPoint as TrendPoint
 
 
 @dataclass(slots=True)
@@ -38,6 +40,10 @@ class SlotSummary:
     # capacity mode: this shard's share of the capacity, and its alerts in the last hour
     capacity: float | None = None
     alerts_last_hour: int | None = None
+    # labels whose verdict a later label replaced, by the class they had (this shard's)
+    relabelled: dict[str, int] = field(default_factory=dict)
+    minimum: QualityMinimum = field(default_factory=QualityMinimum)
+    trend: list[TrendPoint] = field(default_factory=list)
 
     @property
     def mode(self) -> Literal["capacity", "volume", "fixed"]:
@@ -60,10 +66,16 @@ class ShardSummary:
     policy: PolicyStatus | None = None
 
 
-def summarize(state: ModelState, shard: int = 0) -> ShardSummary:
-    """A shard's models as counters and quality windows (small, and picklable)."""
+def summarize(state: ModelState, shard: int = 0, now: float | None = None) -> ShardSummary:
+    """A shard's models as counters and quality windows (small, and picklable).
+
+    At status time, each model's quality trend gains a point if labels arrived since
+    its last (at ``now``, default the wall clock).
+    """
+    at = time.time() if now is None else now
     slots = []
     for slot in state.models.values():
+        slot.quality.mark(at)
         th = slot.thresholds
         volume = isinstance(th, VolumeThresholds)
         capacity = th if isinstance(th, CapacityThresholds) else None
@@ -84,6 +96,9 @@ def summarize(state: ModelState, shard: int = 0) -> ShardSummary:
                 alerts_last_hour=capacity.alerts_last_hour if capacity is not None else None,
                 calibration_labels=slot.calibrator.labels_learned,
                 calibration_error=slot.calibrator.calibration_error(),
+                relabelled=slot.quality.relabelled,
+                minimum=slot.quality.minimum,
+                trend=slot.quality.trend(),
             )
         )
     return ShardSummary(
@@ -99,31 +114,70 @@ def summarize(state: ModelState, shard: int = 0) -> ShardSummary:
 
 
 def model_quality(tracker: QualityTracker) -> ModelQuality:
-    """Quality figures over the tracker's window (``None`` where undefined)."""
-    return quality_of(tracker.window())
+    """Quality figures over the tracker's window (``None`` where undefined, or below the
+    tracker's minimum)."""
+    return quality_of(tracker.window(), tracker.minimum)
 
 
-def quality_of(window: Sequence[LabelledOutcome]) -> ModelQuality:
-    """Quality figures over labelled outcomes (``None`` where undefined)."""
-    n = len(window)
-    frauds = sum(o.is_fraud for o in window)
-    alerted = sum(o.alerted for o in window)
-    caught = sum(o.alerted and o.is_fraud for o in window)
-    auc: float | None = None
-    ap: float | None = None
-    if 0 < frauds < n:
-        truth = [o.is_fraud for o in window]
-        scores = [min(1.0, max(0.0, o.score)) for o in window]
-        auc = roc_auc(truth, scores)
-        ap = average_precision(truth, scores)
+def quality_of(
+    window: Sequence[LabelledOutcome], minimum: QualityMinimum | None = None
+) -> ModelQuality:
+    """Quality figures over labelled outcomes (``None`` where undefined, or over fewer
+    labels than ``minimum`` asks), with the counts and label sources behind them."""
+    least = minimum or QualityMinimum(0, 0, 0)
+    f = figures_of(window, least)
+    sources = collections.Counter(o.source or "unknown" for o in window)
     return ModelQuality(
-        window=n,
-        frauds=frauds,
-        auc=auc,
-        average_precision=ap,
-        alert_precision=caught / alerted if alerted else None,
-        alert_recall=caught / frauds if frauds else None,
+        window=f.window,
+        frauds=f.frauds,
+        legit=f.legit,
+        alerts=f.alerts,
+        sources=dict(sorted(sources.items())),
+        min_frauds=least.frauds,
+        min_legit=least.legit,
+        min_alerts=least.alerts,
+        auc=f.auc,
+        average_precision=f.average_precision,
+        alert_precision=f.alert_precision,
+        alert_recall=f.alert_recall,
     )
+
+
+def merge_trend(slots: Sequence[SlotSummary]) -> list[QualityPoint]:
+    """The shards' quality trends as one: the shards mark their points at each status
+    period, so the n-th last points go together; their counts add up, their AUC is
+    the average weighed by window size, and each figure is null below the minimum."""
+    longest = max((len(slot.trend) for slot in slots), default=0)
+    minimum = slots[0].minimum if slots else QualityMinimum()
+    out = []
+    for back in range(longest, 0, -1):
+        points = [slot.trend[-back] for slot in slots if len(slot.trend) >= back]
+        window = sum(p.window for p in points)
+        ranked = [(p.auc, p.window) for p in points if p.auc is not None]
+        weight = sum(n for _, n in ranked)
+        auc = sum(a * n for a, n in ranked) / weight if weight else None
+        f = figures_from_counts(
+            window,
+            sum(p.frauds for p in points),
+            sum(p.alerts for p in points),
+            sum(p.caught for p in points),
+            auc,
+            None,
+            minimum,
+        )
+        out.append(
+            QualityPoint(
+                at=datetime.fromtimestamp(max(p.at for p in points), UTC),
+                window=f.window,
+                frauds=f.frauds,
+                legit=f.legit,
+                alerts=f.alerts,
+                auc=f.auc,
+                alert_precision=f.alert_precision,
+                alert_recall=f.alert_recall,
+            )
+        )
+    return out
 
 
 def model_statuses(state: ModelState, now: datetime | None = None) -> list[ModelStatus]:
@@ -137,7 +191,8 @@ def merge_statuses(
     """One status per model over every shard, the deciding model first.
 
     Counts add up, but a label, which every shard learns, counts once; the quality
-    figures are over the shards' windows together; the thresholds and shares are the
+    figures are over the shards' windows together; labels learned are net of verdicts
+    changed later (a fraud turned legit counts as legit only); the thresholds and shares are the
     shards' average (the same value under fixed thresholds); in capacity mode the
     capacity and the alerts of the last hour add up over the shards.
     """
@@ -166,10 +221,11 @@ def merge_statuses(
                 deciding=name == first.deciding,
                 transactions_scored=sum(slot.transactions_scored for slot in slots),
                 decisions=dict(decisions),
-                labels_learned=head.labels_learned,  # every shard learns every label
+                labels_learned=_net(head.labels_learned, slots),
                 labels_by_source=dict(by_source),
                 classifier_weight=sum(slot.classifier_weight for slot in slots) / len(slots),
-                quality=quality_of(outcomes),
+                quality=quality_of(outcomes, head.minimum),
+                trend=merge_trend(slots),
                 threshold_mode=head.mode,
                 review_threshold=sum(slot.review for slot in slots) / len(slots),
                 block_threshold=sum(slot.block for slot in slots) / len(slots),
@@ -192,6 +248,15 @@ def merge_statuses(
             )
         )
     return out
+
+
+def _net(learned: dict[str, int], slots: Sequence[SlotSummary]) -> dict[str, int]:
+    """Labels learned (every shard learns every label) less the verdicts replaced since
+    (each counted in the shard that scored the transaction)."""
+    replaced: collections.Counter[str] = collections.Counter()
+    for slot in slots:
+        replaced.update(slot.relabelled)
+    return {label: max(0, n - replaced[label]) for label, n in learned.items()}
 
 
 def _total(values: Iterable[float | None]) -> float | None:

@@ -13,10 +13,24 @@ Pure Python, no I/O: the figures themselves are computed by the caller from
 from __future__ import annotations
 
 import collections
+import sys
 import typing
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-__all__ = ["LabelledOutcome", "PendingScores", "QualityTracker", "RecalledScore", "ScoreBook"]
+from models.ranking import average_precision, roc_auc
+
+__all__ = [
+    "LabelledOutcome",
+    "PendingScores",
+    "QualityFigures",
+    "QualityMinimum",
+    "QualityPoint",
+    "QualityTracker",
+    "RecalledScore",
+    "ScoreBook",
+    "figures_of",
+]
 
 DAY = 86400.0
 
@@ -27,6 +41,96 @@ class LabelledOutcome(typing.NamedTuple):
     score: float
     alerted: bool
     is_fraud: bool
+    # where the label came from (analyst, chargeback, presumed...); "" when not known
+    source: str = ""
+
+
+class QualityMinimum(typing.NamedTuple):
+    """The fewest labels a quality figure is published over: below, it is ``None``.
+
+    ROC AUC and average precision need both classes (``frauds`` and ``legit``), alert
+    recall the frauds, alert precision the labelled alerts (``alerts``).
+    """
+
+    frauds: int = 30
+    legit: int = 30
+    alerts: int = 30
+
+
+class QualityFigures(typing.NamedTuple):
+    """The quality figures over a window of labelled outcomes, and the counts behind them."""
+
+    window: int
+    frauds: int
+    legit: int
+    alerts: int  # labelled transactions that were alerted (review or block)
+    caught: int  # frauds among them
+    auc: float | None
+    average_precision: float | None
+    alert_precision: float | None
+    alert_recall: float | None
+
+
+class QualityPoint(typing.NamedTuple):
+    """One point of a model's quality trend: the counts of its window at a time, and its
+    ROC AUC (``None`` while the window lacks a class). Counts add up over shards."""
+
+    at: float  # epoch seconds, wall clock
+    window: int
+    frauds: int
+    alerts: int
+    caught: int
+    auc: float | None
+
+
+def figures_of(
+    window: Sequence[LabelledOutcome], minimum: QualityMinimum | None = None
+) -> QualityFigures:
+    """Quality figures over labelled outcomes: ``None`` where undefined, or over fewer
+    labels than ``minimum`` asks (default: none asked).
+
+    >>> w = [LabelledOutcome(0.9, True, True), LabelledOutcome(0.2, False, False)]
+    >>> figures_of(w).auc, figures_of(w, QualityMinimum(30, 30, 30)).auc
+    (1.0, None)
+    """
+    n = len(window)
+    frauds = sum(o.is_fraud for o in window)
+    alerts = sum(o.alerted for o in window)
+    caught = sum(o.alerted and o.is_fraud for o in window)
+    auc: float | None = None
+    ap: float | None = None
+    if 0 < frauds < n:
+        truth = [o.is_fraud for o in window]
+        scores = [min(1.0, max(0.0, o.score)) for o in window]
+        auc = roc_auc(truth, scores)
+        ap = average_precision(truth, scores)
+    return figures_from_counts(n, frauds, alerts, caught, auc, ap, minimum)
+
+
+def figures_from_counts(
+    window: int,
+    frauds: int,
+    alerts: int,
+    caught: int,
+    auc: float | None,
+    ap: float | None,
+    minimum: QualityMinimum | None = None,
+) -> QualityFigures:
+    """The figures of these counts, each ``None`` below ``minimum``."""
+    least = minimum or QualityMinimum(0, 0, 0)
+    legit = window - frauds
+    ranked = frauds >= max(1, least.frauds) and legit >= max(1, least.legit)
+    return QualityFigures(
+        window=window,
+        frauds=frauds,
+        legit=legit,
+        alerts=alerts,
+        caught=caught,
+        auc=auc if ranked else None,
+        average_precision=ap if ranked else None,
+        alert_precision=caught / alerts if alerts and alerts >= least.alerts else None,
+        alert_recall=caught / frauds if frauds and frauds >= least.frauds else None,
+    )
 
 
 class RecalledScore(typing.NamedTuple):
@@ -110,9 +214,15 @@ class QualityTracker:
         Most scores waiting for a label in memory; the oldest go first.
     scores
         Where the scores wait (default: in memory, ``PendingScores``).
+    minimum
+        The fewest labels a figure is published over (default: ``QualityMinimum()``).
+    trend_points
+        Points of the quality trend kept (the most recent).
 
     A transaction counts once in the window: a second label (a verdict changed, a
-    chargeback after a presumed-legitimate label) updates its truth in place.
+    chargeback after a presumed-legitimate label) updates its truth in place, and
+    ``relabelled`` counts the verdict it replaced, so that labels learned can be told
+    net of changed verdicts.
 
     Examples
     --------
@@ -120,20 +230,27 @@ class QualityTracker:
     >>> q.record("a", 0.0, 0.9, True)
     >>> q.record("b", 1.0, 0.2, False)
     >>> q.record("c", 2.0, 0.4, False)
-    >>> q.learn("a", True), q.learn("b", False), q.learn("zzz", True)
+    >>> q.learn("a", True, "analyst"), q.learn("b", False), q.learn("zzz", True)
     (RecalledScore(score=0.9, previous=None), RecalledScore(score=0.2, previous=None), None)
     >>> q.learn("c", True)  # the window keeps the last two labelled
     RecalledScore(score=0.4, previous=None)
     >>> [tuple(o) for o in q.window()]
-    [(0.2, False, False), (0.4, False, True)]
-    >>> q.learn("b", True)  # a new verdict on "b": still counted once
+    [(0.2, False, False, ''), (0.4, False, True, '')]
+    >>> q.learn("b", True, "chargeback")  # a new verdict on "b": still counted once
     RecalledScore(score=0.2, previous=False)
     >>> [o.is_fraud for o in q.window()], len(q.window())
     ([True, True], 2)
+    >>> q.relabelled
+    {'fraud': 0, 'legit': 1}
+    >>> q.mark(100.0), q.mark(160.0)  # a trend point when the window changed since
+    (True, False)
+    >>> q.trend()
+    [QualityPoint(at=100.0, window=2, frauds=2, alerts=0, caught=0, auc=None)]
 
     """
 
     EXPIRE_EVERY = PendingScores.EXPIRE_EVERY
+    TREND_POINTS = 48
 
     def __init__(
         self,
@@ -141,17 +258,38 @@ class QualityTracker:
         horizon_days: float = 45.0,
         max_pending: int = 2_000_000,
         scores: ScoreBook | None = None,
+        minimum: QualityMinimum | None = None,
+        trend_points: int = TREND_POINTS,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         self.size = window
+        self.minimum = minimum or QualityMinimum()
+        self.trend_points = trend_points
         self._pending: ScoreBook = (
             scores if scores is not None else PendingScores(horizon_days, max_pending)
         )
         # transaction id -> (score, alerted, is fraud); the order labels first arrived in
-        self._window: collections.OrderedDict[str, tuple[float, bool, bool]] = (
+        self._window: collections.OrderedDict[str, tuple[float, bool, bool, str]] = (
             collections.OrderedDict()
         )
+        self._init_trend()
+
+    def _init_trend(self) -> None:
+        # verdicts replaced by a later label, by the class they had
+        self._relabelled = {"fraud": 0, "legit": 0}
+        self._trend: collections.deque[QualityPoint] = collections.deque(maxlen=self.trend_points)
+        self._changes = 0  # labels into the window since the last trend point
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A tracker pickled before the trend and the minimum (snapshot format 5) gets
+        # them empty and at their defaults.
+        self.__dict__.update(state)
+        if "_trend" not in state:
+            self.minimum = QualityMinimum()
+            self.trend_points = self.TREND_POINTS
+            self._init_trend()
+            self._changes = len(self._window)
 
     def __len__(self) -> int:
         return len(self._window)
@@ -165,22 +303,49 @@ class QualityTracker:
         """Remember what the model said about a transaction it just scored."""
         self._pending.put(transaction_id, ts, score, alerted)
 
-    def learn(self, transaction_id: str, is_fraud: bool) -> RecalledScore | None:
-        """Count a label; its decision-time score, or None when the transaction's score
-        is no longer (or never was) kept."""
+    @property
+    def relabelled(self) -> dict[str, int]:
+        """Labels whose verdict a later label replaced, by the class they had."""
+        return dict(self._relabelled)
+
+    def learn(self, transaction_id: str, is_fraud: bool, source: str = "") -> RecalledScore | None:
+        """Count a label from ``source``; its decision-time score, or None when the
+        transaction's score is no longer (or never was) kept."""
         entry = self._pending.take(transaction_id)
         window = self._window
+        source = sys.intern(source)  # a handful of sources, kept once each
         if entry is not None:
-            window[transaction_id] = (entry[0], entry[1], is_fraud)
+            window[transaction_id] = (entry[0], entry[1], is_fraud, source)
             if len(window) > self.size:
                 window.popitem(last=False)
+            self._changes += 1
             return RecalledScore(entry[0], None)
         known = window.get(transaction_id)
         if known is None:
             return None
         # Assigning to an existing key keeps its place: the transaction counts once.
-        window[transaction_id] = (known[0], known[1], is_fraud)
+        window[transaction_id] = (known[0], known[1], is_fraud, source)
+        self._relabelled["fraud" if known[2] else "legit"] += 1
+        self._changes += 1
         return RecalledScore(known[0], known[2])
+
+    def mark(self, at: float) -> bool:
+        """Add a point to the quality trend, at time ``at``, if labels entered the window
+        since the last point (a status period without labels adds none); True if added."""
+        if not self._changes:
+            return False
+        self._changes = 0
+        figures = figures_of(self.window())
+        self._trend.append(
+            QualityPoint(
+                at, figures.window, figures.frauds, figures.alerts, figures.caught, figures.auc
+            )
+        )
+        return True
+
+    def trend(self) -> list[QualityPoint]:
+        """The quality trend, oldest point first."""
+        return list(self._trend)
 
     def resize(self, window: int) -> None:
         """Keep ``window`` labelled transactions from now on (the most recent stay)."""

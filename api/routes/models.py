@@ -30,7 +30,11 @@ ModelNamePath = Annotated[str, Path(min_length=1, max_length=NAME_MAX, pattern=N
 
 @router.get("/models", summary="Model status", response_model=list[ModelInfo])
 def list_models(ctx: ReviewDep, settings: SettingsDep) -> list[ModelInfo]:
-    """The latest status of every model the detector reported (deciding and challengers)."""
+    """The latest status of every model the detector reported (deciding and challengers).
+
+    A quality figure is ``null`` below its minimum of labels; ``quality`` always carries
+    the counts behind it (frauds, legit, labelled alerts, sources, the minimums) and
+    ``trend`` the last points of the quality."""
     return review.model_statuses(ctx, interval=settings.detector.status_interval_seconds)
 
 

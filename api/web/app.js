@@ -817,6 +817,108 @@ function valves(policy) {
   ].flat();
 }
 
+/** A share as a percentage that never reads 100 % or 0 % unless it is exactly that. */
+function share(value) {
+  if (!isNumber(value)) return "–";
+  const text = (value * 100).toFixed(1);
+  if (value > 0 && value < 1 && text === "100.0") return "99.9 %";
+  if (value > 0 && value < 1 && text === "0.0") return "under 0.1 %";
+  return `${text} %`;
+}
+
+const plural = (n, one, many = `${one}s`) => `${count(n)} ${n === 1 ? one : many}`;
+
+/** The quality window's counts (older statuses lack some: they are derived or 0). */
+function qualityCounts(q) {
+  const frauds = q.frauds ?? 0;
+  return {
+    frauds,
+    legit: q.legit ?? Math.max(0, (q.window ?? 0) - frauds),
+    alerts: q.alerts ?? 0,
+    minFrauds: q.min_frauds ?? 0,
+    minLegit: q.min_legit ?? 0,
+    minAlerts: q.min_alerts ?? 0,
+  };
+}
+
+/** A quality figure with the labels it stands on, or why there is none. */
+function figure(id, value, text, basis, missing) {
+  return h("span", {},
+    testid(id, isNumber(value) ? text(value) : missing),
+    isNumber(value) ? h("span", { class: "basis", "data-testid": `${id}-basis` }, ` ${basis}`)
+      : null);
+}
+
+function qualityRows(q) {
+  const c = qualityCounts(q);
+  const sources = Object.entries(q.sources ?? {})
+    .sort((a, b) => b[1] - a[1]).map(([name, n]) => `${name} ${count(n)}`).join(", ");
+  const ranked = `on ${plural(c.frauds, "fraud")}, ${count(c.legit)} legit`;
+  const tooFew = `too few labels (${plural(c.frauds, "fraud")}, ${count(c.legit)} legit; ` +
+    `needs ${c.minFrauds} and ${c.minLegit})`;
+  return [
+    pair("Window", testid("model-window",
+      `${count(q.window)} labelled: ${plural(c.frauds, "fraud")}, ${count(c.legit)} legit, ` +
+      `${plural(c.alerts, "alert")}` + (sources ? ` · from ${sources}` : ""))),
+    pair("Online AUC", figure("model-auc", q.auc, fixed, ranked, tooFew)),
+    pair("Alert precision", figure("model-precision", q.alert_precision, share,
+      `of ${plural(c.alerts, "labelled alert")}`,
+      `too few labelled alerts (${count(c.alerts)}; needs ${c.minAlerts})`)),
+    pair("Alert recall", figure("model-recall", q.alert_recall, share,
+      `of ${plural(c.frauds, "fraud")}`,
+      `too few labels (${plural(c.frauds, "fraud")}; needs ${c.minFrauds})`)),
+  ].flat();
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+const svg = (tag, attrs = {}, ...children) => {
+  const el = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs)) el.setAttribute(name, String(value));
+  el.append(...children);
+  return el;
+};
+
+/** An SVG path through the points' values, broken where a value is null (a gap). */
+function sparkPath(values, width, height) {
+  const step = values.length > 1 ? width / (values.length - 1) : 0;
+  let path = "";
+  let open = false;
+  values.forEach((value, i) => {
+    if (!isNumber(value)) { open = false; return; }
+    const x = (i * step).toFixed(1);
+    const y = (height - value * height).toFixed(1);
+    path += `${open ? "L" : "M"}${x} ${y} `;
+    open = true;
+  });
+  return path.trim();
+}
+
+/** The quality trend as a sparkline: AUC and alert precision, gaps below the minimum. */
+function trendChart(trend) {
+  if (!Array.isArray(trend) || trend.length === 0) return null;
+  const [width, height] = [160, 32];
+  const auc = trend.map((p) => p.auc);
+  const precision = trend.map((p) => p.alert_precision);
+  const last = trend[trend.length - 1];
+  const label = `Quality over the last ${plural(trend.length, "status period")} with labels: ` +
+    `AUC (solid) and alert precision (dashed), 0 to 1; gaps where labels were too few. ` +
+    `Latest: AUC ${fixed(last.auc)}, precision ${share(last.alert_precision)} ` +
+    `on ${count(last.window)} labels.`;
+  const chart = svg("svg", {
+    class: "sparkline", viewBox: `-1 -1 ${width + 2} ${height + 2}`, width, height,
+    preserveAspectRatio: "none",
+    role: "img", "aria-label": label, "data-testid": "model-trend",
+    "data-points": trend.length,
+  },
+  svg("title", {}, label),
+  svg("line", { class: "spark-axis", x1: 0, y1: height, x2: width, y2: height }),
+  svg("path", { class: "spark-auc", d: sparkPath(auc, width, height),
+    "data-testid": "model-trend-auc" }),
+  svg("path", { class: "spark-precision", d: sparkPath(precision, width, height),
+    "data-testid": "model-trend-precision" }));
+  return chart;
+}
+
 function modelCard(m) {
   const q = m.quality ?? {};
   const learned = m.labels_learned ?? {};
@@ -833,10 +935,8 @@ function modelCard(m) {
       pair("Scored", testid("model-scored", count(m.transactions_scored))),
       pair("Labels learned", testid("model-labels",
         `fraud ${count(learned.fraud ?? 0)} · legit ${count(learned.legit ?? 0)}`)),
-      pair("Online AUC", testid("model-auc", fixed(q.auc))),
-      pair("Alert precision", testid("model-precision", percent(q.alert_precision))),
-      pair("Alert recall", percent(q.alert_recall)),
-      pair("Window", `${count(q.window)} labelled, ${count(q.frauds)} fraud`),
+      qualityRows(q),
+      pair("Trend", trendChart(m.trend) ?? "no labels yet"),
       pair("Thresholds", testid("model-thresholds", thresholds(m))),
       valves(m.policy),
       pair("Last update", when(m.emitted_at))));

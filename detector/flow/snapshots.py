@@ -13,8 +13,11 @@ from detector import __version__
 # Format 5: the model step holds the rules, lists and valves, capacity thresholds and the
 # models' calibrators; the model step gives format 4 models what they lack
 # (``detector.scoring.ensure_models``), the other states are the same in both.
-SNAPSHOT_FORMAT = 5
-READABLE_FORMATS = (4, 5)
+# Format 6: each model's quality tracker keeps its labels' sources, the verdicts changed
+# and a quality trend; a tracker of format 4 or 5 gets them empty when unpickled
+# (``models.quality.QualityTracker.__setstate__``).
+SNAPSHOT_FORMAT = 6
+READABLE_FORMATS = (4, 5, 6)
 # (format, version that wrote it, pickled state)
 Snapshot = tuple[int, str, bytes]
 T = TypeVar("T")

@@ -34,15 +34,22 @@ Metric                                          Meaning
 ``{model}``                                     shadow), from its last status.
 ``fraudstream_model_labels_learned_total``      Labels a model learned, by ``label`` (fraud,
 ``{model,label}``                               legit), from its last status.
-``fraudstream_model_auc{model,version}``        ROC AUC over the quality window (absent until
-                                                the window holds both classes).
-``fraudstream_model_average_precision``         Average precision over the quality window.
-``{model,version}``
+``fraudstream_model_auc{model,version}``        ROC AUC over the quality window (absent below
+                                                QUALITY_MIN_FRAUDS frauds or QUALITY_MIN_LEGIT
+                                                legitimate labels in the window).
+``fraudstream_model_average_precision``         Average precision over the quality window
+``{model,version}``                             (absent as the AUC).
 ``fraudstream_model_alert_precision``           Share of the window's alerted transactions that
-``{model,version}``                             were fraud (absent without alerts).
+``{model,version}``                             were fraud (absent below QUALITY_MIN_ALERTS).
 ``fraudstream_model_alert_recall``              Share of the window's frauds that were alerted
-``{model,version}``                             (absent without frauds).
+``{model,version}``                             (absent below QUALITY_MIN_FRAUDS).
 ``fraudstream_model_quality_window_labels``     Labelled transactions in the quality window.
+``{model,version}``
+``fraudstream_model_quality_window_frauds``     Frauds among them.
+``{model,version}``
+``fraudstream_model_quality_window_legit``      Legitimate transactions among them.
+``{model,version}``
+``fraudstream_model_quality_window_alerts``     Labelled transactions that were alerted.
 ``{model,version}``
 ``fraudstream_model_review_threshold{model}``   Score at or above which the model reviews.
 ``fraudstream_model_block_threshold{model}``    Score at or above which the model blocks.

@@ -48,6 +48,9 @@ class ModelCollector(Collector):
                 ("alert_precision", "Share of the window's alerted transactions that were fraud."),
                 ("alert_recall", "Share of the window's frauds that the model alerted."),
                 ("quality_window_labels", "Labelled transactions in the quality window."),
+                ("quality_window_frauds", "Frauds among the quality window's labels."),
+                ("quality_window_legit", "Legitimate transactions among the window's labels."),
+                ("quality_window_alerts", "Labelled transactions in the window that were alerted."),
             )
         }
         review = GaugeMetricFamily(
@@ -98,7 +101,12 @@ class ModelCollector(Collector):
                 "alert_precision": q.alert_precision,
                 "alert_recall": q.alert_recall,
                 "quality_window_labels": q.window,
+                "quality_window_frauds": q.frauds,
+                "quality_window_legit": q.legit,
+                "quality_window_alerts": q.alerts,
             }
+            # A figure over fewer labels than its minimum is null in the status: its gauge
+            # is absent (Grafana shows "too few labels"), never a figure on a handful.
             for name, value in figures.items():
                 if value is not None:
                     quality[name].add_metric([model, version], value)

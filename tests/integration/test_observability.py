@@ -166,6 +166,10 @@ def test_every_panel_and_rule_returns_data_from_the_live_system(
             "FRAUDSTREAM_PRESUME_LEGIT_DAYS": "1",
             "FRAUDSTREAM_REVIEW_SHARE": "0.02",
             "FRAUDSTREAM_QUALITY_WINDOW": "500",
+            # a short run: figures over a few labels, so that every quality panel has data
+            "FRAUDSTREAM_QUALITY_MIN_FRAUDS": "1",
+            "FRAUDSTREAM_QUALITY_MIN_LEGIT": "1",
+            "FRAUDSTREAM_QUALITY_MIN_ALERTS": "1",
         },
     )
     api = api_process(settings, tmp_path, api_port, api_log)

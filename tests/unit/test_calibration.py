@@ -186,7 +186,7 @@ def test_a_snapshot_of_format_4_loads_and_its_models_get_a_calibrator() -> None:
     for slot in state.models.values():
         del slot.calibrator  # as format 4 pickled it
     older = (4, "0.1.0", pickle.dumps(state))
-    assert SNAPSHOT_FORMAT == 5
+    assert SNAPSHOT_FORMAT == 6
     restored = ensure_models(thaw(older, ModelState), config)
     calibrator = restored.decider.calibrator
     assert calibrator.base_rate == 0.03 and calibrator.labels_learned == 0

@@ -209,3 +209,27 @@ def test_the_dashboard_provider_reads_the_mounted_folder() -> None:
     (provider,) = config["providers"]
     assert provider["type"] == "file"
     assert Path(provider["options"]["path"]) == Path("/var/lib/grafana/dashboards")
+
+
+QUALITY_FIGURES = (
+    "fraudstream_model_auc",
+    "fraudstream_model_average_precision",
+    "fraudstream_model_alert_precision",
+    "fraudstream_model_alert_recall",
+)
+
+
+def test_quality_panels_say_too_few_labels_when_the_figure_is_absent() -> None:
+    # Below the minimum of labels the detector publishes no quality gauge: every panel
+    # showing one says why, rather than "No data" or a figure from earlier.
+    quality = [
+        panel
+        for path in dashboard_files()
+        for panel in graph_panels(load_dashboard(path))
+        if any(name in t["expr"] for t in panel["targets"] for name in QUALITY_FIGURES)
+    ]
+    assert len(quality) >= 5
+    for panel in quality:
+        assert panel["fieldConfig"]["defaults"].get("noValue") == "too few labels", panel["title"]
+        if panel["type"] == "stat":  # the figure now, not the last before it went absent
+            assert all(t.get("instant") for t in panel["targets"]), panel["title"]

@@ -181,8 +181,10 @@ def run_checked(
             assert not any(isinstance(o, Scored) for o in out)
     for status in core.statuses():
         back = ModelStatus.model_validate_json(status.model_dump_json())
-        for value in back.quality.model_dump().values():
-            assert value is None or math.isfinite(value)
+        figures = [back.quality.model_dump()] + [p.model_dump() for p in back.trend]
+        for value in (v for f in figures for v in f.values() if not isinstance(v, dict)):
+            assert value is None or not isinstance(value, float) or math.isfinite(value)
+        assert all(n >= 0 for n in back.quality.sources.values())
         assert math.isfinite(back.classifier_weight)
     return decided
 

@@ -6,14 +6,16 @@ import pytest
 
 from detector.contracts import ModelQuality
 from detector.status import model_quality
-from models.quality import LabelledOutcome, QualityTracker
+from models.quality import LabelledOutcome, QualityMinimum, QualityTracker
 
 DAY = 86400.0
+# No minimum: the figures of a few hand-checked labels (the minimum has its own tests)
+NO_MINIMUM = QualityMinimum(0, 0, 0)
 
 
 def tracker_with(rows: list[tuple[str, float, bool, bool]], window: int = 100) -> QualityTracker:
     """Record (id, score, alerted) for each row, then learn its truth, in order."""
-    q = QualityTracker(window=window)
+    q = QualityTracker(window=window, minimum=NO_MINIMUM)
     for i, (tx_id, score, alerted, _) in enumerate(rows):
         q.record(tx_id, float(i), score, alerted)
     for tx_id, _, _, is_fraud in rows:
@@ -39,6 +41,12 @@ def test_quality_figures_on_a_hand_checked_window() -> None:
     assert quality.model_dump() == {
         "window": 5,
         "frauds": 2,
+        "legit": 3,
+        "alerts": 2,
+        "sources": {"unknown": 5},
+        "min_frauds": 0,
+        "min_legit": 0,
+        "min_alerts": 0,
         "auc": pytest.approx(5 / 6),
         "average_precision": pytest.approx(5 / 6),
         "alert_precision": 0.5,
@@ -50,6 +58,9 @@ def test_undefined_figures_are_none() -> None:
     assert model_quality(QualityTracker()) == ModelQuality(
         window=0,
         frauds=0,
+        min_frauds=30,
+        min_legit=30,
+        min_alerts=30,
         auc=None,
         average_precision=None,
         alert_precision=None,
