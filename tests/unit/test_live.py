@@ -157,3 +157,40 @@ def test_the_stream_routes_refuse_with_a_reason(tmp_path: Path) -> None:
         assert keyed.status_code == 422 and "token" in keyed.json()["detail"]
         metrics = client.get("/metrics").text
         assert "fraudstream_api_event_streams 0.0" in metrics
+
+
+def test_a_replica_hears_a_change_another_one_made(tmp_path: Path) -> None:
+    """Two processes share a database; a claim written by one reaches the other's
+    subscribers through its follower alone (no publish in between)."""
+    settings = Settings(local=LocalSettings(home=tmp_path))
+    engine = make_engine(settings.database)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    alert = make_alert(2, card="card-7")
+    with sessions() as session:
+        review.ingest_alert(review.Context(session).at(datetime.now(UTC)), alert=alert)
+
+    async def run() -> None:
+        hub = live.Hub()  # not started: only the follower feeds it
+        follower = live.Follower(hub, sessions, interval=0.05)
+        await follower.start()
+        try:
+            with hub.subscribe() as subscription:
+                await asyncio.sleep(0.3)  # the follower places its cursor
+                with sessions() as session:
+                    ctx = review.Context(session).at(datetime.now(UTC))
+                    review.claim(ctx, alert_id=alert.alert_id, actor="bob", ttl=60)
+                heard = await asyncio.wait_for(subscription.next(), 5)
+                assert heard.kind == "alert"
+                assert heard.data == {
+                    "alert_id": alert.alert_id,
+                    "card_id": "card-7",
+                    "status": "claimed",
+                    "version": 2,
+                    "change": "claimed",
+                }
+        finally:
+            await follower.stop()
+
+    asyncio.run(run())
+    engine.dispose()
