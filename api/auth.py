@@ -9,9 +9,14 @@ holder (``Principal.name``) instead.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import json
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -146,6 +151,16 @@ class KeyRing:
     def from_settings(cls, settings: Settings) -> KeyRing:
         return cls(configured_entries(settings))
 
+    def holds(self, principal: Principal) -> bool:
+        """Whether a key of ``principal`` (its name and role) is still configured."""
+        return any(entry.principal == principal for entry in self._entries)
+
+    def token_secret(self) -> bytes:
+        """The HMAC key of stream tokens: the same on every replica with the same keys,
+        changed by any key change, and not computable without every key's digest."""
+        digests = b"".join(sorted(entry.digest for entry in self._entries))
+        return hashlib.sha256(b"fraudstream stream token\x00" + digests).digest()
+
     def authenticate(self, key: str | None) -> Principal | None:
         """The principal of ``key``, or None; every digest is compared (constant time)."""
         if not key:
@@ -178,3 +193,75 @@ def identify(keyring: KeyRing, key: str | None) -> Principal:
     if principal is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key", headers=UNAUTHORIZED)
     return principal
+
+
+# --- stream tokens -------------------------------------------------------------------
+# A browser's EventSource cannot send headers, and a key must never be put in a URL: the
+# page trades its key (in the header) for a token that opens one stream within a minute.
+
+STREAM_TOKEN_SECONDS = 60
+STREAM_TOKEN_MAX = 512
+STREAM_TOKEN_HINT = "mint a new one with GET /api/events/token"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class StreamTokens:
+    """Mints and checks stream tokens: ``<payload>.<HMAC-SHA256>``, both base64url.
+
+    The payload names the holder, their role and when the token stops opening streams
+    (``ttl`` seconds after minting). A stream already open stays open.
+    """
+
+    def __init__(
+        self,
+        keyring: KeyRing,
+        *,
+        ttl: float = STREAM_TOKEN_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.keyring = keyring
+        self.ttl = ttl
+        self.clock = clock
+        self._secret = keyring.token_secret()
+
+    def _sign(self, payload: bytes) -> bytes:
+        return hmac.new(self._secret, payload, hashlib.sha256).digest()
+
+    def mint(self, principal: Principal) -> tuple[str, float]:
+        """A token for ``principal`` and when it expires (Unix time)."""
+        expires = int(self.clock() + self.ttl)
+        claims = {"sub": principal.name, "role": principal.role.name, "exp": expires}
+        payload = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode()
+        return f"{_b64(payload)}.{_b64(self._sign(payload))}", float(expires)
+
+    def verify(self, token: str | None) -> Principal:
+        """The principal a token was minted for, or a 401 saying what is wrong with it."""
+        if not token:
+            raise _refused(f"missing stream token: {STREAM_TOKEN_HINT}")
+        try:
+            if len(token) > STREAM_TOKEN_MAX:
+                raise ValueError("too long")
+            payload_text, signature_text = token.split(".")
+            payload, signature = _unb64(payload_text), _unb64(signature_text)
+        except (ValueError, binascii.Error):
+            raise _refused(f"invalid stream token: {STREAM_TOKEN_HINT}") from None
+        if not hmac.compare_digest(signature, self._sign(payload)):
+            raise _refused(f"invalid stream token: {STREAM_TOKEN_HINT}")
+        claims = json.loads(payload)
+        principal = Principal(str(claims["sub"]), Role[claims["role"]])
+        if self.clock() >= claims["exp"]:
+            raise _refused(f"expired stream token: {STREAM_TOKEN_HINT}")
+        if not self.keyring.holds(principal):
+            raise _refused("the key this stream token was minted with is no longer configured")
+        return principal
+
+
+def _refused(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers=UNAUTHORIZED)

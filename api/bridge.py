@@ -39,7 +39,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 
-from api import review
+from api import live, review
 from api.kafka_options import aiokafka_options, idempotent_producer_options, started_producer
 from api.metrics import ApiMetrics
 from detector.contracts import Alert, Decision, ModelStatus
@@ -115,6 +115,7 @@ def store_records(
                 with session_maker() as session:
                     new = review.ingest_alert(review.Context(session).at(now), alert=alert)
                 if new:
+                    live.alert_received(alert)
                     counts.alerts_new += 1
                 else:
                     counts.alerts_duplicate += 1
@@ -122,6 +123,7 @@ def store_records(
                 status = ModelStatus.model_validate_json(value or b"")
                 with session_maker() as session:
                     review.ingest_status(review.Context(session).at(now), status=status)
+                live.status_received(status)
                 counts.statuses += 1
         except (OperationalError, InterfaceError):
             raise  # the database is unreachable: the batch is read again later

@@ -42,8 +42,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import review
-from api.auth import API_KEY_HEADER, KeyRing, Role, identify, keyring_of
+from api import live, review
+from api.auth import API_KEY_HEADER, KeyRing, Role, StreamTokens, identify, keyring_of
 from api.bridge import Bridge
 from api.db import make_engine, session_factory, upgrade
 from api.kafka_options import IGNORED, aiokafka_options
@@ -334,6 +334,9 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
         engine = make_engine(settings.database)
         await asyncio.to_thread(upgrade, engine)
         app.state.sessions = session_factory(engine)
+        app.state.hub.start()
+        follower = live.Follower(app.state.hub, app.state.sessions)
+        await follower.start()
         bridge = Bridge(settings, app.state.sessions, app.state.metrics) if kafka else None
         app.state.bridge = bridge
         scorer = Scorer(settings, app.state.sessions, app.state.metrics) if kafka else None
@@ -355,6 +358,8 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
         try:
             yield
         finally:
+            await follower.stop()
+            app.state.hub.stop()
             if scorer is not None:
                 await scorer.stop()
             app.state.scorer = None
@@ -384,6 +389,8 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
     app.state.bridge = None
     app.state.scorer = None
     app.state.metrics = ApiMetrics(_queue_reader(app))
+    app.state.hub = live.Hub()
+    app.state.stream_tokens = StreamTokens(keyring)
     app.add_middleware(ObserveRequests, metrics=app.state.metrics)
     _install_error_handlers(app)
     _install_docs(app)

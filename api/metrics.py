@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -143,6 +143,11 @@ class ApiMetrics:
             "Replies read from score-replies: stored (a decision), late (no request waited "
             "for it any more), duplicate, invalid.",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.event_streams = Gauge(
+            "fraudstream_api_event_streams",
+            "Open live-queue event streams (GET /api/events) of this process.",
             registry=self.registry,
         )
         for outcome in SCORE_OUTCOMES:

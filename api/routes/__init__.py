@@ -2,18 +2,20 @@
 
 One router per resource: ``alerts`` (and the queue's figures), ``cases`` (a card's alerts
 together), ``models`` (status and admins' control), ``policy`` (rules, lists, mode),
-``access`` and ``score`` (synchronous scoring). Handlers are thin: they turn HTTP into
-calls of ``api.review`` (which holds the rules and commits its own transactions) with the
-request's context from ``api.deps``. They are plain ``def`` functions, run in the server's
-thread pool, because the database layer is synchronous; ``score`` alone is ``async``: it
-awaits Kafka. ``review`` errors become 404 / 409 / 422 in ``api.main``.
+``access``, ``score`` (synchronous scoring) and ``events`` (the live queue, whose stream
+is opened with a token instead of the key). Handlers are thin: they turn HTTP into calls
+of ``api.review`` (which holds the rules and commits its own transactions) with the
+request's context from ``api.deps``, and announce their changes to the live queue
+(``api.live``). They are plain ``def`` functions, run in the server's thread pool, because
+the database layer is synchronous; ``score`` and the event stream are ``async``.
+``review`` errors become 404 / 409 / 422 in ``api.main``.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import access, alerts, cases, models, policy, score
+from api.routes import access, alerts, cases, events, models, policy, score
 
 routers: tuple[APIRouter, ...] = (
     alerts.router,
@@ -23,6 +25,8 @@ routers: tuple[APIRouter, ...] = (
     models.router,
     score.router,
     policy.router,
+    events.router,
+    events.stream,
 )
 
 __all__ = ["routers"]

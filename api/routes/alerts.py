@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import HTTPException, Path, Query
 
-from api import review
+from api import live, review
 from api.auth import Role
 from api.deps import Analyst, ReviewDep, SettingsDep
 from api.fields import NAME_MAX, OFFSET_MAX, PAGE_MAX, AlertDecision, AlertStatus
@@ -109,6 +109,7 @@ def list_alerts(
 
 
 @router.post("/alerts/verdicts", summary="Decide several alerts", response_model=VerdictsOut)
+@live.announces("decided")
 def decide_many(body: VerdictsIn, principal: Analyst, ctx: ReviewDep) -> VerdictsOut:
     """Up to 500 verdicts; each succeeds or fails on its own (see each result's ``status``).
 
@@ -149,6 +150,7 @@ def alert_history(alert_id: AlertIdPath, ctx: ReviewDep) -> list[Event]:
 
 
 @_change("/alerts/{alert_id}/claim", "Claim an alert")
+@live.announces("claimed")
 def claim(
     alert_id: AlertIdPath, principal: Analyst, ctx: ReviewDep, settings: SettingsDep
 ) -> AlertItem:
@@ -159,6 +161,7 @@ def claim(
 
 
 @_change("/alerts/{alert_id}/release", "Release a claim")
+@live.announces("released")
 def release(alert_id: AlertIdPath, principal: Analyst, ctx: ReviewDep) -> AlertItem:
     """Give the alert back to the queue. Only the holder may, or an admin."""
     force = principal.role >= Role.admin
@@ -166,6 +169,7 @@ def release(alert_id: AlertIdPath, principal: Analyst, ctx: ReviewDep) -> AlertI
 
 
 @_change("/alerts/{alert_id}/verdict", "Decide an alert")
+@live.announces("decided")
 def decide(alert_id: AlertIdPath, body: VerdictIn, principal: Analyst, ctx: ReviewDep) -> AlertItem:
     """Record fraud or legit; the label goes to the detector through the outbox (it is
     stored even while Kafka is down, and delivered once it is back).
@@ -185,6 +189,7 @@ def decide(alert_id: AlertIdPath, body: VerdictIn, principal: Analyst, ctx: Revi
 
 
 @_change("/alerts/{alert_id}/reopen", "Reopen a decided alert")
+@live.announces("reopened")
 def reopen(alert_id: AlertIdPath, principal: Analyst, ctx: ReviewDep) -> AlertItem:
     """Put a decided alert back in the queue; its next verdict, if different, is a change."""
     return review.reopen(ctx, alert_id=alert_id, actor=principal.name)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import HTTPException, Path, Query, status
 
-from api import review
+from api import live, review
 from api.auth import Principal
 from api.deps import Admin, ReviewDep, SettingsDep
 from api.fields import NAME_MAX, OFFSET_MAX, PAGE_MAX
@@ -73,6 +73,7 @@ def _send(ctx: review.Context, principal: Principal, **change: Any) -> ControlAc
 
 
 @_control("/models/thresholds", "Change the decision thresholds")
+@live.announces("control")
 def set_thresholds(body: ThresholdsIn, principal: Admin, ctx: ReviewDep) -> ControlAccepted:
     """Send new thresholds to the running detector (admin). Capacity mode takes the
     alerts an hour the team can review, fixed mode scores, volume mode shares of
@@ -83,6 +84,7 @@ def set_thresholds(body: ThresholdsIn, principal: Admin, ctx: ReviewDep) -> Cont
 
 
 @_control("/models/deciding", "Choose the deciding model")
+@live.announces("control")
 def set_deciding(body: DecidingModelIn, principal: Admin, ctx: ReviewDep) -> ControlAccepted:
     """Make another model decide (admin); it must be one the detector reports in
     ``GET /api/models``, else 422."""

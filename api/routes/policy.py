@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import HTTPException, Path, status
 
-from api import review
+from api import live, review
 from api.deps import Admin, ReviewDep
 from api.fields import NAME_MAX
 from api.review import policy
@@ -81,6 +81,7 @@ def get_rule(name: RuleNamePath, principal: Admin, ctx: ReviewDep) -> Rule:
 
 
 @_change(router.put, "/rules/{name}", "Add or replace a rule")
+@live.announces("control")
 def put_rule(name: RuleNamePath, body: RuleIn, principal: Admin, ctx: ReviewDep) -> ControlAccepted:
     """Add or replace a rule (admin). An expression that does not compile, or names an
     unknown variable, is refused with 422 and the parser's message (line and column)."""
@@ -88,6 +89,7 @@ def put_rule(name: RuleNamePath, body: RuleIn, principal: Admin, ctx: ReviewDep)
 
 
 @_change(router.delete, "/rules/{name}", "Remove a rule", 404)
+@live.announces("control")
 def delete_rule(name: RuleNamePath, principal: Admin, ctx: ReviewDep) -> ControlAccepted:
     """Remove a rule (admin); 404 when no such rule is in force."""
     return policy.delete_rule(ctx, actor=principal.name, name=name)
@@ -114,6 +116,7 @@ def get_entry(list_name: ListPath, value: ValuePath, principal: Admin, ctx: Revi
 
 
 @_change(router.put, "/lists/{list_name}/{value}", "Put a value on a list")
+@live.announces("control")
 def put_entry(
     list_name: ListPath, value: ValuePath, body: ListEntryIn, principal: Admin, ctx: ReviewDep
 ) -> ControlAccepted:
@@ -124,6 +127,7 @@ def put_entry(
 
 
 @_change(router.delete, "/lists/{list_name}/{value}", "Take a value off a list", 404)
+@live.announces("control")
 def delete_entry(
     list_name: ListPath, value: ValuePath, principal: Admin, ctx: ReviewDep
 ) -> ControlAccepted:
@@ -138,6 +142,7 @@ def get_mode(principal: Admin, ctx: ReviewDep) -> ModeIn:
 
 
 @_change(router.put, "/mode", "Set the global mode")
+@live.announces("control")
 def put_mode(body: ModeIn, principal: Admin, ctx: ReviewDep) -> ControlAccepted:
     """``normal``, ``review_only`` (blocks become reviews) or ``monitor`` (everything is
     allowed, and the reasons say what would have happened)."""

@@ -6,9 +6,10 @@ import {
   $, ageSeconds, badge, count, duration, fixed, h, isNumber, money, pair, percent, when,
 } from "./dom.js";
 import { caseRow, renderCase, renderResults } from "./cases.js";
+import { startLive } from "./live.js";
 
 const KEY_STORAGE = "fraudstream.apiKey";
-const REFRESH_MS = 4000;
+const POLL_MS = 15_000; // while the live stream is down
 const PAGE_SIZE = 25;
 const BATCH_MAX = 500; // verdicts in one POST /api/alerts/verdicts
 
@@ -998,7 +999,21 @@ async function refreshAll() {
 
 function tick() {
   if (document.hidden || document.querySelector("dialog[open]") || state.busy) return;
+  if (state.live?.live()) return; // the stream says what changed: no polling
   refreshAll();
+}
+
+// The live stream's events: reload only what changed (a full reload after a resync).
+function onLiveChange(kinds) {
+  if (!state.key || document.querySelector("dialog[open]")) return;
+  if (kinds.has("resync")) return refreshAll();
+  const jobs = [];
+  if (kinds.has("alert")) jobs.push(refreshQueue(), refreshDetail(), refreshCase(), refreshStats());
+  if (kinds.has("models") || kinds.has("control")) jobs.push(refreshModels());
+  Promise.allSettled(jobs).then((results) => {
+    const failed = results.find((r) => r.status === "rejected")?.reason;
+    if (failed) report(failed, "Refreshing");
+  });
 }
 
 function start() {
@@ -1014,7 +1029,9 @@ function start() {
   updateButtons();
   if (state.key) refreshAll();
   else askForKey();
-  setInterval(tick, REFRESH_MS);
+  state.live = startLive({ key: () => state.key, onChange: onLiveChange, onState: () => {} });
+  $("#key-form").addEventListener("submit", () => state.live.restart());
+  setInterval(tick, POLL_MS); // only while the stream is down
 }
 
 start();
