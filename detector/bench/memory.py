@@ -26,7 +26,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 import urllib.request
@@ -152,11 +154,29 @@ def scrape(url: str) -> dict[str, int]:
     return {name: int(float(value)) for name, value in _GAUGE.findall(text)}
 
 
+@contextlib.contextmanager
+def _copy_of(part: Path) -> Iterator[sqlite3.Connection]:
+    """A connection to a copy of a recovery partition (its file and write-ahead log).
+
+    Never a connection to the detector's own file: another process's connection to a
+    WAL database shares its memory-mapped index (``-shm``), and a reader that ends up
+    alone with it resets that index under the detector's feet (SIGBUS). A copy torn by a
+    concurrent write only loses the log's last frames, which SQLite checks and drops.
+    """
+    with tempfile.TemporaryDirectory(prefix="fraudstream-recovery-") as folder:
+        copy = Path(folder) / part.name
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                shutil.copyfile(f"{part}{suffix}", f"{copy}{suffix}")
+        with contextlib.closing(sqlite3.connect(copy)) as db:
+            yield db
+
+
 def committed_epoch(recovery: Path) -> int:
     """The latest epoch whose snapshots every recovery partition has committed."""
     epochs = []
     for part in recovery.glob("part-*.sqlite3"):
-        with contextlib.closing(sqlite3.connect(f"file:{part}?mode=ro", uri=True)) as db:
+        with _copy_of(part) as db:
             epochs.append(db.execute("SELECT MAX(commit_epoch) FROM commits").fetchone()[0] or 0)
     return min(epochs, default=0)
 
@@ -177,10 +197,10 @@ def _wait_for_epochs(child: Child, recovery: Path, epochs: int, timeout: float) 
 
 def snapshot_sizes(recovery: Path) -> dict[str, tuple[int, int]]:
     """Keys and bytes of the latest snapshot of each key, by step, in the recovery
-    partitions (read only, beside the running detector)."""
+    partitions (copies of them, beside the running detector)."""
     out: dict[str, tuple[int, int]] = {}
     for part in recovery.glob("part-*.sqlite3"):
-        with contextlib.closing(sqlite3.connect(f"file:{part}?mode=ro", uri=True)) as db:
+        with _copy_of(part) as db:
             rows = db.execute(
                 "SELECT step_id, COUNT(*), SUM(LENGTH(ser_change)) FROM snaps AS s "
                 "WHERE ser_change IS NOT NULL AND snap_epoch = (SELECT MAX(snap_epoch) "

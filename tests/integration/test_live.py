@@ -71,6 +71,8 @@ def test_changes_appear_live_and_polling_stops(service: Service) -> None:
             page.on("request", on_request)
             page.goto(f"{service.url}/?key={ANA_KEY}")
             expect(page.get_by_test_id("live")).to_have_text("live")
+            # The queue lists cases first; this test follows single alerts.
+            page.get_by_test_id("view-alerts").check()
             expect(queue_item(page, warm)).to_be_visible()
 
             # The stream is up: no polling of the queue for 10 s.
