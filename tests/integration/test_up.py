@@ -188,8 +188,16 @@ def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path: Path, jars_cache: 
         assert alert is not None, "no alert within 3 minutes:\n" + log_path.read_text()[-3000:]
         assert alert.reasons
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/health", timeout=5) as resp:
-            assert resp.status == 200
+        # The API starts beside the detector: an early alert may come before it listens.
+        health = None
+        while health is None and time.monotonic() < deadline + 60:
+            assert up.poll() is None, log_path.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/health", timeout=5) as r:
+                    health = r.status
+            except OSError:
+                time.sleep(1)
+        assert health == 200, "the API did not answer:\n" + log_path.read_text()[-3000:]
     finally:
         up.send_signal(signal.SIGINT)
         code = up.wait(60)
