@@ -3,29 +3,12 @@
 // other model's card, and the history of admin changes (who, when, what).
 // Plain ES module beside app.js and policy.js; API text goes through text nodes only.
 
-import { $, fixed, h, percent } from "./dom.js";
+import { $, KEY_STORAGE, call, fixed, h, percent } from "./dom.js";
 
-const KEY_STORAGE = "fraudstream.apiKey";
 const POLL_MS = 15_000; // the live stream's "models" and "control" events refresh sooner
 
 let admin = null; // null: not known yet; then true or false
 let models = [];
-
-async function call(path, { method = "GET", body } = {}) {
-  const headers = { Accept: "application/json", "X-API-Key": localStorage.getItem(KEY_STORAGE) ?? "" };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, {
-    method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const data = await response.json().catch(() => null);
-  if (!response.ok) {
-    const detail = data && data.detail;
-    const text = typeof detail === "string" ? detail
-      : Array.isArray(detail) ? detail.map((e) => e.msg).join("; ") : `answer ${response.status}`;
-    throw new Error(text);
-  }
-  return data;
-}
 
 function say(text, kind = "error") {
   const box = $("#admin-message");

@@ -75,3 +75,24 @@ export function when(iso, { absolute = false, title = "" } = {}) {
 
 export const badge = (text, kind = text) => h("span", { class: `badge badge-${kind}` }, text);
 export const pair = (term, value) => [h("dt", {}, term), h("dd", {}, value ?? "–")];
+
+// The page's API key, kept in the browser by the key dialog.
+export const KEY_STORAGE = "fraudstream.apiKey";
+
+// A JSON call of the API with the stored key for the admin panels; an error carries the
+// API's message.
+export async function call(path, { method = "GET", body } = {}) {
+  const headers = { Accept: "application/json", "X-API-Key": localStorage.getItem(KEY_STORAGE) ?? "" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await response.json().catch(() => null);
+  if (!response.ok) {
+    const detail = data && data.detail;
+    const text = typeof detail === "string" ? detail
+      : Array.isArray(detail) ? detail.map((e) => e.msg).join("; ") : `answer ${response.status}`;
+    throw new Error(text);
+  }
+  return data;
+}

@@ -2,31 +2,14 @@
 // lists, the block cap; change the mode, add or remove rules and list entries.
 // Plain ES module beside app.js; every API text goes through text nodes, never innerHTML.
 
-import { $, count, h, isNumber, percent } from "./dom.js";
+import { $, KEY_STORAGE, call, count, h, isNumber, percent } from "./dom.js";
 
-const KEY_STORAGE = "fraudstream.apiKey";
 const REFRESH_MS = 4000;
 const LISTS = ["allow", "block"].flatMap((kind) =>
   ["card_id", "terminal_id", "device_id", "country"].map((field) => `${kind}.${field}`));
 
 let admin = null; // null: not known yet; then true or false
 let shownMode = null; // the mode the selector was last set to from the service
-
-async function call(path, { method = "GET", body } = {}) {
-  const headers = { Accept: "application/json", "X-API-Key": localStorage.getItem(KEY_STORAGE) ?? "" };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, {
-    method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const data = await response.json().catch(() => null);
-  if (!response.ok) {
-    const detail = data && data.detail;
-    const text = typeof detail === "string" ? detail
-      : Array.isArray(detail) ? detail.map((e) => e.msg).join("; ") : `answer ${response.status}`;
-    throw new Error(text);
-  }
-  return data;
-}
 
 function say(text, kind = "error") {
   const box = $("#policy-message");
