@@ -470,6 +470,60 @@ def alert_id_for(card_id: str, transaction_id: str) -> str:
     return str(uuid.uuid5(ALERT_NAMESPACE, json.dumps([card_id, transaction_id])))
 
 
+DetectorEventKind = Literal[
+    "score_shift", "terminal_burst", "card_testing", "fraud_rate_change", "feature_shift"
+]
+# Cards or terminals an event names at most (the largest contributors first).
+EVENT_SUBJECTS_LIMIT = 50
+
+# Detector event ids are UUIDv5 of the event's kind, subject and start in this namespace:
+# the same change noticed again (a replay, a restart) has the same id.
+EVENT_NAMESPACE = uuid.UUID("a7f1e9a2-1c0b-4d5e-8f3a-6b2d9c4e7f10")
+
+
+class DetectorEvent(_Contract):
+    """Something the detector noticed on its own: an attack or a drift, on ``detector-events``.
+
+    ``kind`` says what: ``score_shift`` (the distribution of the deciding model's scores
+    moved), ``terminal_burst`` (many distinct cards at one terminal in minutes),
+    ``card_testing`` (many small amounts at one terminal in minutes), ``fraud_rate_change``
+    (the share of frauds among new labels moved), ``feature_shift`` (a feature's
+    distribution moved). ``subject`` names what moved (a statistic, a terminal, a
+    feature); ``before`` and ``after`` are its value in the reference and now, ``change``
+    how much it moved (``after - before`` unless ``unit`` says otherwise); ``since`` is
+    when, in transaction time, the change began, and ``detected_at`` when it was noticed.
+    Keyed by the terminal for terminal events, else by ``kind``.
+    """
+
+    event_id: str = Field(description="Deterministic: the same change keeps its id.")
+    kind: DetectorEventKind
+    subject: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    summary: Annotated[str, StringConstraints(min_length=1, max_length=512)] = Field(
+        description="One line for people: what moved, by how much, since when."
+    )
+    before: float | None = Field(description="The value in the reference period.")
+    after: float = Field(description="The value now.")
+    change: float = Field(description="How much it moved, in ``unit``.")
+    unit: Annotated[str, StringConstraints(min_length=1, max_length=32)] = Field(
+        description="What ``change`` counts: difference, ratio, cards, transactions, ..."
+    )
+    since: AwareDatetime = Field(description="When the change began (transaction time).")
+    detected_at: AwareDatetime = Field(description="When it was noticed (transaction time).")
+    terminals: list[Identifier] = Field(
+        default_factory=list, max_length=EVENT_SUBJECTS_LIMIT, description="Terminals involved."
+    )
+    cards: list[Identifier] = Field(
+        default_factory=list, max_length=EVENT_SUBJECTS_LIMIT, description="Cards involved."
+    )
+    model_name: str | None = Field(None, description="The model whose scores or labels moved.")
+    emitted_at: AwareDatetime
+
+
+def event_id_for(kind: str, subject: str, since: datetime) -> str:
+    """The deterministic id of a detector event."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, json.dumps([kind, subject, since.isoformat()])))
+
+
 class ScoreRequest(_Contract):
     """A transaction to decide while its payment system waits, on ``score-requests``.
 

@@ -45,6 +45,9 @@ class KafkaSettings(BaseSettings):
     topic_score_replies: str = Field(
         "score-replies", description="The detector's answers to synchronous score requests."
     )
+    topic_detector_events: str = Field(
+        "detector-events", description="Attacks and drifts the detector notices."
+    )
     topic_partitions: int = Field(3, ge=1, description="Partitions per topic on creation.")
     topic_replication_factor: int = Field(
         1, ge=1, description="Replication factor per topic on creation."
@@ -73,6 +76,7 @@ class KafkaSettings(BaseSettings):
             self.topic_control,
             self.topic_score_requests,
             self.topic_score_replies,
+            self.topic_detector_events,
         ]
 
 
