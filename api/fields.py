@@ -46,6 +46,7 @@ NAME_MAX = 128  # transaction, card, terminal and model ids, actors, and filters
 CONTROL_ID_MAX = 64
 ACTION_MAX = 32
 STATE_MAX = 8  # status, decision and label columns
+EVENT_KIND_MAX = 32  # a detector event's kind (``DetectorEventKind``)
 TOPIC_MAX = 255  # outbox topic and key
 NOTE_MAX = 2000
 KEY_NAME_MAX = 64  # the name an API key's holder is given in the keys' configuration

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, get_args
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -35,6 +37,7 @@ from api.fields import (
     CONTROL_ID_MAX,
     DECISIONS,
     EVENT_ACTIONS,
+    EVENT_KIND_MAX,
     LABELS,
     NAME_MAX,
     STATE_MAX,
@@ -130,6 +133,9 @@ class AlertRecord(Base):
     decided_by: Mapped[str | None] = mapped_column(String(NAME_MAX))
     decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     version: Mapped[int] = mapped_column(Integer)
+    # Put up for review as part of the unbiased sample of unalerted transactions, not by
+    # its score: its verdict measures the model, and is labelled with origin exploration.
+    exploration: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     # SQLAlchemy adds "AND version = <read version>" to every UPDATE and raises
     # StaleDataError when another transaction changed the row in between.
@@ -246,3 +252,22 @@ class CaseNoteRecord(Base):
     author: Mapped[str] = mapped_column(String(NAME_MAX))
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class DetectorEventRecord(Base):
+    """An attack or a drift the detector noticed (``DetectorEvent``), for the review page.
+
+    ``payload`` is the event as published; the columns are what the page filters and
+    orders by. An event seen again (same ``event_id``) replaces the stored one.
+    """
+
+    __tablename__ = "detector_events"
+
+    event_id: Mapped[str] = mapped_column(String(ALERT_ID_MAX), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(EVENT_KIND_MAX), index=True)
+    subject: Mapped[str] = mapped_column(String(NAME_MAX))
+    summary: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    since: Mapped[datetime] = mapped_column(UtcDateTime())
+    detected_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)

@@ -28,7 +28,7 @@ TABLES = {
     "decisions",
     "case_notes",
 }
-HEAD = "0003"
+HEAD = "0004"
 
 
 def differences(url: str) -> list[object]:
