@@ -3,11 +3,12 @@ controls out.
 
 Two asyncio tasks live in the app's lifespan:
 
-- the *consumer* reads ``alerts``, ``decisions`` and ``model-status`` into the database
-  through ``review.ingest_*`` (idempotent: a record read twice changes nothing) and
-  commits its offsets only after the database write, so a crash re-reads rather than
-  loses. Decisions come at the stream's rate: a batch of them is one transaction, and
-  those stored more than ``decisions_keep_days`` ago are purged every hour;
+- the *consumer* reads ``alerts``, ``decisions``, ``model-status`` and
+  ``detector-events`` into the database through ``review.ingest_*`` (idempotent: a
+  record read twice changes nothing) and commits its offsets only after the database
+  write, so a crash re-reads rather than loses. Decisions come at the stream's rate: a
+  batch of them is one transaction, and those stored more than ``decisions_keep_days``
+  ago are purged every hour, as are detector events past ``detector_events_keep_days``;
 - the *relay* sends the outbox (labels written with each verdict, control messages
   written with each admin change) in ``id`` order through an idempotent producer
   (``acks=all``) and marks a row sent only once the send future of its record resolved
@@ -42,7 +43,7 @@ from sqlalchemy.orm import Session
 from api import live, review
 from api.kafka_options import aiokafka_options, idempotent_producer_options, started_producer
 from api.metrics import ApiMetrics
-from detector.contracts import Alert, Decision, ModelStatus
+from detector.contracts import Alert, Decision, DetectorEvent, ModelStatus
 from detector.settings import Settings
 from detector.validation import describe_errors
 
@@ -88,6 +89,8 @@ class ConsumedCounts:
     decisions_duplicate: int = 0
     statuses: int = 0
     invalid: dict[str, int] = field(default_factory=dict)
+    detector_events: int = 0  # stored or replaced
+    detector_events_unchanged: int = 0
 
 
 def store_records(
@@ -125,6 +128,16 @@ def store_records(
                     review.ingest_status(review.Context(session).at(now), status=status)
                 live.status_received(status)
                 counts.statuses += 1
+            elif topic == settings.kafka.topic_detector_events:
+                event = DetectorEvent.model_validate_json(value or b"")
+                with session_maker() as session:
+                    context = review.Context(session).at(now)
+                    news = review.ingest_detector_event(context, event=event)
+                if news:
+                    live.detector_event_received(event)
+                    counts.detector_events += 1
+                else:
+                    counts.detector_events_unchanged += 1
         except (OperationalError, InterfaceError):
             raise  # the database is unreachable: the batch is read again later
         except (ValidationError, review.ReviewError, StatementError) as error:
@@ -173,6 +186,15 @@ def purge_decisions(session_maker: Callable[[], Session], settings: Settings, no
     before = now - timedelta(days=settings.api.decisions_keep_days)
     with session_maker() as session:
         return review.purge_decisions(review.Context(session).at(now), before=before)
+
+
+def purge_detector_events(
+    session_maker: Callable[[], Session], settings: Settings, now: datetime
+) -> int:
+    """Drop the detector events stored more than ``detector_events_keep_days`` before ``now``."""
+    before = now - timedelta(days=settings.api.detector_events_keep_days)
+    with session_maker() as session:
+        return review.purge_detector_events(review.Context(session).at(now), before=before)
 
 
 def delivery_problem(future: asyncio.Future[Any], timeout: float) -> str | None:
@@ -274,7 +296,12 @@ class Bridge:
     def topics(self) -> list[str]:
         """The topics the consumer reads."""
         kafka = self.settings.kafka
-        return [kafka.topic_alerts, kafka.topic_decisions, kafka.topic_model_status]
+        return [
+            kafka.topic_alerts,
+            kafka.topic_decisions,
+            kafka.topic_model_status,
+            kafka.topic_detector_events,
+        ]
 
     async def _consume_forever(self) -> None:
         backoff = 0.5
@@ -282,7 +309,10 @@ class Bridge:
             consumer = self._new_consumer()
             try:
                 await consumer.start()
-                log.info("reading alerts, decisions and model status", topics=self.topics())
+                log.info(
+                    "reading alerts, decisions, model status and detector events",
+                    topics=self.topics(),
+                )
                 backoff = 0.5
                 while True:
                     await self._consume_batch(consumer)
@@ -325,17 +355,30 @@ class Bridge:
             return
         if gone:
             log.info("decisions purged", rows=gone)
+        try:
+            events = await asyncio.to_thread(
+                purge_detector_events, self.sessions, self.settings, _now()
+            )
+        except Exception as error:  # the database: try again at the next purge
+            log.warning("detector events not purged", error=_error_text(error))
+            return
+        if events:
+            log.info("detector events purged", rows=events)
 
     def _count(self, counts: ConsumedCounts) -> None:
         m = self.metrics
         m.alerts_ingested.labels("new").inc(counts.alerts_new)
         m.alerts_ingested.labels("duplicate").inc(counts.alerts_duplicate)
         m.statuses_ingested.labels("stored").inc(counts.statuses)
+        m.detector_events_ingested.labels("stored").inc(counts.detector_events)
+        m.detector_events_ingested.labels("unchanged").inc(counts.detector_events_unchanged)
         for topic, n in counts.invalid.items():
             if topic == self.settings.kafka.topic_alerts:
                 m.alerts_ingested.labels("invalid").inc(n)
             elif topic == self.settings.kafka.topic_model_status:
                 m.statuses_ingested.labels("invalid").inc(n)
+            elif topic == self.settings.kafka.topic_detector_events:
+                m.detector_events_ingested.labels("invalid").inc(n)
 
     # --- relay ---------------------------------------------------------------------
 

@@ -7,15 +7,18 @@ instead (it reloads what it shows); it never slows the others down.
 Changes reach the hubs two ways:
 
 - ``publish`` (safe from any thread) right after a commit in this process: the bridge
-  after storing an alert or a model status, the routes after a verdict or an admin change;
+  after storing an alert, a model status or a detector event, the routes after a verdict
+  or an admin change;
 - the ``Follower``, one task per app, which reads a cheap change cursor from the database
-  about once a second (the newest audit event, control event and model status) and
+  about once a second (the newest audit event, control event, model status and detector
+  event) and
   publishes what it finds. Several API replicas share one database but each consumes only
   its own partitions and serves only its own requests: the follower makes every replica's
   subscribers hear every change.
 
 A change heard both ways is sent once: each event carries a key (an alert's id and
-version, a control's id, a model status's time) and the hub remembers recent keys.
+version, a control's id, a model status's time, a detector event's id and emission time)
+and the hub remembers recent keys.
 """
 
 from __future__ import annotations
@@ -36,12 +39,18 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.schemas import AlertItem, ControlAccepted, VerdictsOut
-from api.tables import AlertEventRecord, AlertRecord, ControlEventRecord, ModelStatusRecord
-from detector.contracts import Alert, ModelStatus
+from api.tables import (
+    AlertEventRecord,
+    AlertRecord,
+    ControlEventRecord,
+    DetectorEventRecord,
+    ModelStatusRecord,
+)
+from detector.contracts import Alert, DetectorEvent, ModelStatus
 
 log = structlog.get_logger("fraudstream.api")
 
-EventKind = Literal["alert", "models", "control", "resync"]
+EventKind = Literal["alert", "models", "control", "detector_event", "resync"]
 # Events a subscriber may have pending; past that it gets a resync instead.
 QUEUE_SIZE = 256
 # Keys of recently sent events: a change heard from both publish and the follower.
@@ -95,6 +104,13 @@ def control_event(control_id: str, action: str) -> LiveEvent:
     """An admin changed thresholds, the deciding model, the mode, a rule or a list."""
     data = {"control_id": control_id, "action": action}
     return LiveEvent("control", data, ("control", control_id))
+
+
+def detector_event(event_id: str, kind: str, subject: str, emitted_at: datetime) -> LiveEvent:
+    """The detector noticed an attack or a drift (or more of one it had noticed)."""
+    data = {"event_id": event_id, "kind": kind, "subject": subject}
+    at = emitted_at.astimezone(UTC).isoformat()
+    return LiveEvent("detector_event", data, ("detector_event", event_id, at))
 
 
 class Subscription:
@@ -260,17 +276,24 @@ def status_received(status: ModelStatus) -> None:
     publish(models_event(status.model_name, status.emitted_at))
 
 
+def detector_event_received(event: DetectorEvent) -> None:
+    """Announce a detector event the bridge stored."""
+    publish(detector_event(event.event_id, event.kind, event.subject, event.emitted_at))
+
+
 # --- the database follower ------------------------------------------------------------
 
 
 @dataclass
 class Cursor:
-    """How far the follower has read: the newest audit and control ids, status time."""
+    """How far the follower has read: the newest audit and control ids, status and
+    detector event times."""
 
     alert_event_id: int = 0
     control_event_id: int = 0
     status_received_at: datetime | None = None
     changes: list[LiveEvent] = field(default_factory=list)
+    detector_event_received_at: datetime | None = None
 
 
 def read_cursor(session: Session) -> Cursor:
@@ -279,6 +302,9 @@ def read_cursor(session: Session) -> Cursor:
         alert_event_id=session.scalar(select(func.max(AlertEventRecord.id))) or 0,
         control_event_id=session.scalar(select(func.max(ControlEventRecord.id))) or 0,
         status_received_at=session.scalar(select(func.max(ModelStatusRecord.received_at))),
+        detector_event_received_at=session.scalar(
+            select(func.max(DetectorEventRecord.received_at))
+        ),
     )
 
 
@@ -328,7 +354,27 @@ def read_changes(session: Session, cursor: Cursor) -> Cursor:
         changes.append(models_event(status_row.model_name, status_row.emitted_at))
         if status_received_at is None or status_row.received_at > status_received_at:
             status_received_at = status_row.received_at
-    return Cursor(alert_event_id, control_event_id, status_received_at, changes)
+    # Detector events are found by their time of arrival too (a replaced one arrives again).
+    event_query = select(
+        DetectorEventRecord.event_id,
+        DetectorEventRecord.kind,
+        DetectorEventRecord.subject,
+        DetectorEventRecord.payload,
+        DetectorEventRecord.received_at,
+    )
+    events_received_at = cursor.detector_event_received_at
+    if events_received_at is not None:
+        since = events_received_at - STATUS_OVERLAP
+        event_query = event_query.where(DetectorEventRecord.received_at > since)
+    event_query = event_query.order_by(DetectorEventRecord.received_at).limit(FOLLOW_BATCH)
+    for event_row in session.execute(event_query).all():
+        emitted_at = datetime.fromisoformat(str(event_row.payload.get("emitted_at")))
+        changes.append(
+            detector_event(event_row.event_id, event_row.kind, event_row.subject, emitted_at)
+        )
+        if events_received_at is None or event_row.received_at > events_received_at:
+            events_received_at = event_row.received_at
+    return Cursor(alert_event_id, control_event_id, status_received_at, changes, events_received_at)
 
 
 class Follower:

@@ -102,6 +102,13 @@ class ApiMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.detector_events_ingested = Counter(
+            "fraudstream_api_detector_events_ingested",
+            "Detector event records read from Kafka: stored (new or replacing an earlier "
+            "sighting), unchanged or invalid.",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.verdicts = Counter(
             "fraudstream_api_verdicts",
             "Verdicts accepted from analysts, by label.",
@@ -159,6 +166,8 @@ class ApiMetrics:
             self.alerts_ingested.labels(outcome)
         for outcome in ("stored", "invalid"):
             self.statuses_ingested.labels(outcome)
+        for outcome in ("stored", "unchanged", "invalid"):
+            self.detector_events_ingested.labels(outcome)
         for label in LABELS:
             self.verdicts.labels(label)
         for action in CONTROL_ACTIONS:

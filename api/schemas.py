@@ -23,6 +23,7 @@ from api.fields import (
 from detector.contracts import (
     EXPRESSION_MAX,
     DecisionKind,
+    DetectorEventKind,
     LabelKind,
     ListEntry,
     ModelStatus,
@@ -396,3 +397,33 @@ class CaseNoteIn(_In):
     text: Annotated[
         str, StringConstraints(min_length=1, max_length=NOTE_MAX, pattern=NO_CONTROL)
     ] = Field(description=f"Free text, 1 to {NOTE_MAX} characters.")
+
+
+# --- Detector events: attacks and drifts the detector noticed ----------------------------
+
+
+class DetectorEventItem(BaseModel):
+    """An attack or a drift the detector noticed (``DetectorEvent``), as the page lists it."""
+
+    event_id: str = Field(description="The same change keeps its id: a later sighting replaces it.")
+    kind: DetectorEventKind
+    subject: str = Field(description="What moved: a statistic, a terminal, a feature.")
+    summary: str = Field(description="One line for people: what moved, by how much, since when.")
+    before: float | None = Field(description="The value in the reference period.")
+    after: float = Field(description="The value now.")
+    change: float = Field(description="How much it moved, in ``unit``.")
+    unit: str = Field(description="What ``change`` counts: difference, ratio, cards, ...")
+    since: datetime = Field(description="When the change began (transaction time).")
+    detected_at: datetime = Field(description="When it was noticed (transaction time).")
+    terminals: list[str] = Field(description="Terminals involved, the largest contributors first.")
+    cards: list[str] = Field(description="Cards involved, the largest contributors first.")
+    model_name: str | None = Field(description="The model whose scores or labels moved.")
+    emitted_at: datetime = Field(description="When the detector published it.")
+    received_at: datetime = Field(description="When the review service stored it (last).")
+
+
+class DetectorEventPage(BaseModel):
+    """A page of detector events and the number of events matching the filters."""
+
+    items: list[DetectorEventItem]
+    total: int

@@ -381,6 +381,12 @@ class ApiSettings(BaseSettings):
         description="How long the decisions read from the decisions topic are kept for the "
         "cases' timelines.",
     )
+    detector_events_keep_days: float = Field(
+        30.0,
+        gt=0,
+        description="How long the detector's events (attacks and drifts) are kept for the "
+        "review page (`GET /api/detector-events`).",
+    )
 
 
 class LogSettings(BaseSettings):

@@ -4,7 +4,8 @@ Plain functions on a synchronous SQLAlchemy session, free of HTTP concerns, shar
 routes, the Kafka bridge and the tests. Each takes a ``Context`` (session, clock, outbox
 topics, observer) and keyword arguments, and returns the shapes of ``api.schemas``.
 
-Data enters from Kafka (``ingest_alert``, ``ingest_status``, ``ingest_decisions``) and
+Data enters from Kafka (``ingest_alert``, ``ingest_status``, ``ingest_decisions``,
+``ingest_detector_event``) and
 from analysts and admins (``verdicts``, ``control``, ``cases``' notes); it leaves as reads
 and as outbox rows (labels, control messages) written in the transaction of their change,
 which the bridge's relay sends.
@@ -36,6 +37,13 @@ from api.review.cases import (
     purge_decisions,
 )
 from api.review.control import control_history, record_control
+from api.review.detector_events import (
+    DETECTOR_EVENT_KINDS,
+    DetectorEventFilter,
+    ingest_detector_event,
+    list_detector_events,
+    purge_detector_events,
+)
 from api.review.errors import Conflict, Invalid, NotFound, ReviewError
 from api.review.model_status import get_model_status, ingest_status, model_statuses
 from api.review.outbox import mark_failed, mark_sent, pending_outbox
@@ -44,12 +52,14 @@ from api.review.verdicts import claim, decide, decide_many, release, reopen
 
 __all__ = [
     "CASE_STATUS_FILTERS",
+    "DETECTOR_EVENT_KINDS",
     "SORT_KEYS",
     "AlertFilter",
     "CaseFilter",
     "CaseStatusFilter",
     "Conflict",
     "Context",
+    "DetectorEventFilter",
     "Invalid",
     "NotFound",
     "Observer",
@@ -70,15 +80,18 @@ __all__ = [
     "history",
     "ingest_alert",
     "ingest_decisions",
+    "ingest_detector_event",
     "ingest_status",
     "list_alerts",
     "list_cases",
+    "list_detector_events",
     "mark_failed",
     "mark_sent",
     "model_statuses",
     "notes",
     "pending_outbox",
     "purge_decisions",
+    "purge_detector_events",
     "queue_stats",
     "record_control",
     "release",
