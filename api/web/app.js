@@ -330,6 +330,18 @@ function setupQueue() {
   setupBulk();
 }
 
+// A terminal or card named by a detector event (events.js) opens its cases, of any status.
+function showCasesOf(id) {
+  if (!id) return;
+  switchView("cases");
+  const form = $("#filters");
+  form.elements.q.value = id;
+  form.elements.status.value = "";
+  state.offset = 0;
+  refreshQueue().catch((error) => report(error, "Loading the queue", "queue"));
+  $("#queue-list").focus();
+}
+
 // ---------------------------------------------------------------- batch verdicts
 
 /** Picks or unpicks the row ``key``; with shift, every row from the last pick to it. */
@@ -1025,6 +1037,7 @@ function start() {
   setupCase();
   $("#help-button").addEventListener("click", toggleHelp);
   document.addEventListener("keydown", onKey);
+  window.addEventListener("fraudstream:cases-of", (event) => showCasesOf(event.detail?.id));
   document.addEventListener("visibilitychange", tick);
   updateButtons();
   if (state.key) refreshAll();

@@ -12,7 +12,8 @@ const RETRY_MAX_MS = 30_000;
 /**
  * Opens the stream and keeps it open.
  *  key(): the API key now (null: none yet);
- *  onChange(kinds, alertIds): reload what changed ("alert", "models", "control", "resync");
+ *  onChange(kinds, alertIds): reload what changed ("alert", "models", "control",
+ *    "detector_event", "resync");
  *  onState(live): the stream is up (true) or down (false).
  * Returns {live(), restart()}.
  */
@@ -93,7 +94,7 @@ export function startLive({ key, onChange, onState }) {
       // What changed while the stream was down: reload once.
       if (wasDown) heard("resync", null);
     });
-    for (const kind of ["alert", "models", "control", "resync"]) {
+    for (const kind of ["alert", "models", "control", "detector_event", "resync"]) {
       stream.addEventListener(kind, (event) => {
         let data = null;
         try {

@@ -190,7 +190,7 @@ def test_the_bridge_builds_its_clients_with_those_options(
     [(topics, consumer)] = consumers.built
     assert producer == bridge.producer_options()
     assert consumer == bridge.consumer_options()
-    assert topics == ("alerts", "decisions", "model-status")
+    assert topics == ("alerts", "decisions", "model-status", "detector-events")
     assert producer["sasl_plain_password"] == consumer["sasl_plain_password"] == "review-secret"
 
 
