@@ -354,7 +354,8 @@ def read_changes(session: Session, cursor: Cursor) -> Cursor:
         changes.append(models_event(status_row.model_name, status_row.emitted_at))
         if status_received_at is None or status_row.received_at > status_received_at:
             status_received_at = status_row.received_at
-    # Detector events are found by their time of arrival too (a replaced one arrives again).
+    # Detector events are found by their time of arrival too (a replaced one arrives again);
+    # they are few, so like statuses every row of the overlap is read.
     event_query = select(
         DetectorEventRecord.event_id,
         DetectorEventRecord.kind,
@@ -366,7 +367,7 @@ def read_changes(session: Session, cursor: Cursor) -> Cursor:
     if events_received_at is not None:
         since = events_received_at - STATUS_OVERLAP
         event_query = event_query.where(DetectorEventRecord.received_at > since)
-    event_query = event_query.order_by(DetectorEventRecord.received_at).limit(FOLLOW_BATCH)
+    event_query = event_query.order_by(DetectorEventRecord.received_at)
     for event_row in session.execute(event_query).all():
         emitted_at = datetime.fromisoformat(str(event_row.payload.get("emitted_at")))
         changes.append(
