@@ -2,8 +2,9 @@
 
 One router per resource: ``alerts`` (and the queue's figures), ``cases`` (a card's alerts
 together), ``models`` (status and admins' control), ``policy`` (rules, lists, mode),
-``access``, ``score`` (synchronous scoring) and ``events`` (the live queue, whose stream
-is opened with a token instead of the key). Handlers are thin: they turn HTTP into calls
+``access``, ``score`` (synchronous scoring), ``transactions`` (a missed fraud reported)
+and ``events`` (the live queue, whose stream is opened with a token instead of the key).
+Handlers are thin: they turn HTTP into calls
 of ``api.review`` (which holds the rules and commits its own transactions) with the
 request's context from ``api.deps``, and announce their changes to the live queue
 (``api.live``). They are plain ``def`` functions, run in the server's thread pool, because
@@ -15,13 +16,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import access, alerts, cases, events, models, policy, score
+from api.routes import access, alerts, cases, events, models, policy, score, transactions
 
 routers: tuple[APIRouter, ...] = (
     alerts.router,
     access.router,
     alerts.queue,
     cases.router,
+    transactions.router,
     models.router,
     score.router,
     policy.router,
