@@ -161,6 +161,8 @@ def _score(state: ModelState, item: Featured, config: ScoringSettings) -> Scored
         and decided is not None
         and state.exploration.choose(tx_id, at=ts)
     )
+    if explore and not reasons and decided is not None:  # every alert gives a reason
+        reasons.append(f"score {decided.score:.2f}")
     if not reasons and outcome.decision != "allow" and decided is not None:
         # thresholds alone alerted (pacing, a young window, a fallback threshold): say so
         reasons.append(decision_reason(outcome.decision, decided, slot.thresholds))
