@@ -9,17 +9,20 @@ the rest tell how many frauds it lets through, and so its recall over the whole 
 The sample is chosen by a hash of the transaction id, never by the score: a replay or a
 restart chooses the same transactions, and the choice says nothing of the model. At
 most ``max_per_hour`` (of transaction time, shared out over the model shards) are chosen
-in an hour, so that a burst of traffic cannot flood the desk.
+in an hour, so that a burst of traffic cannot flood the desk; below the cap, the hash
+alone decides.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 
 __all__ = ["ExplorationSampler", "sample_point"]
 
 HOUR = 3600.0
+# Hours whose counts are kept: transactions arrive a little out of order (partitions,
+# late payments), and each counts in its own hour.
+HOURS_KEPT = 48
 _SCALE = float(2**64)
 
 
@@ -66,8 +69,7 @@ class ExplorationSampler:
         self.shards = shards
         self.seen = 0  # allowed transactions offered
         self.chosen = 0  # of which chosen
-        self._hour = -math.inf
-        self._chosen_this_hour = 0
+        self._per_hour: dict[int, int] = {}  # hour of transaction time -> chosen in it
 
     def configure(self, share: float, max_per_hour: int, shards: int) -> None:
         """Follow the settings in force (after a restart), keeping the counts."""
@@ -86,14 +88,13 @@ class ExplorationSampler:
         self.seen += 1
         if self.share <= 0 or sample_point(transaction_id) >= self.share:
             return False
-        hour = at // HOUR
-        if hour != self._hour:
-            if hour < self._hour:  # a late transaction of an earlier hour: not counted there
-                return False
-            self._hour = hour
-            self._chosen_this_hour = 0
-        if self._chosen_this_hour + 1 > self.hourly_budget:
+        hour = int(at // HOUR)
+        per_hour = self._per_hour
+        chosen = per_hour.get(hour, 0)
+        if chosen + 1 > self.hourly_budget:
             return False
-        self._chosen_this_hour += 1
+        per_hour[hour] = chosen + 1
+        if chosen == 0 and len(per_hour) > HOURS_KEPT:
+            del per_hour[min(per_hour)]
         self.chosen += 1
         return True

@@ -148,9 +148,7 @@ def quality_of(
     sources = collections.Counter(o.source or "unknown" for o in window)
     by_origin: dict[str, list[LabelledOutcome]] = collections.defaultdict(list)
     for outcome in window:
-        by_origin[
-            outcome.origin or ("presumed" if outcome.source == "presumed" else "unknown")
-        ].append(outcome)
+        by_origin[_origin(outcome)].append(outcome)
     origins = {}
     for origin, outcomes in sorted(by_origin.items()):
         g = figures_of(outcomes, least)
@@ -189,6 +187,14 @@ def quality_of(
         allowed_fraud_rate=estimate.allowed_fraud_rate if exploration is not None else None,
         estimated_recall=estimate.recall if exploration is not None else None,
     )
+
+
+def _origin(outcome: LabelledOutcome) -> str:
+    """The origin a label is counted under: presumed labels and those kept before labels
+    said their origin have none of their own."""
+    if outcome.origin:
+        return outcome.origin
+    return "presumed" if outcome.source == "presumed" else "unknown"
 
 
 def merge_trend(slots: Sequence[SlotSummary]) -> list[QualityPoint]:
