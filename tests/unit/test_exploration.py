@@ -17,7 +17,7 @@ from detector.replay.simulator import SimulationConfig, simulate
 from detector.scoring import ensure_models
 from detector.settings import ScoringSettings
 from detector.status import quality_of
-from models.quality import LabelledOutcome, QualityMinimum, traffic_estimate
+from models.quality import LabelledOutcome, QualityMinimum, QualityTracker, traffic_estimate
 
 START = datetime(2024, 3, 4, tzinfo=UTC)
 HOUR = 3600.0
@@ -282,3 +282,19 @@ def test_verdicts_on_the_sample_reach_the_model_status_as_exploration() -> None:
     assert (sample.labels, sample.frauds, sample.alerts) == (len(explored), 1, 0)
     assert status.quality.allowed_fraud_rate == pytest.approx(1 / len(explored))
     assert status.quality.exploration_share is not None
+
+
+def test_a_quality_window_pickled_before_origins_counts_its_labels_as_unknown() -> None:
+    tracker = QualityTracker(window=10, minimum=QualityMinimum(0, 0, 0, 0))
+    tracker.record("old", 0.0, 0.9, True)
+    tracker.learn("old", True, "analyst", origin="alerted")
+    # as a snapshot written before labels had an origin holds it: (score, alerted, fraud, source)
+    tracker._window["old"] = tracker._window["old"][:4]  # type: ignore[assignment]
+    restored = pickle.loads(pickle.dumps(tracker))
+    restored.record("new", 1.0, 0.1, False)
+    restored.learn("new", False, "analyst", origin="exploration")
+    quality = quality_of(restored.window(), restored.minimum)
+    assert {name: q.labels for name, q in quality.by_origin.items()} == {
+        "unknown": 1,
+        "exploration": 1,
+    }
