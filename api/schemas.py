@@ -391,6 +391,26 @@ class CaseVerdictIn(_In):
     )
 
 
+class FraudReportIn(_In):
+    """A fraud the detector let through, reported by an analyst."""
+
+    card_id: CardId = Field(description="The card of the transaction.")
+    note: Note | None = None
+
+
+class FraudReport(BaseModel):
+    """A reported fraud: its label is on its way to the detector, its note on the case."""
+
+    transaction_id: str
+    card_id: str
+    decision: DecisionKind = Field(description="What the detector decided then.")
+    label: LabelKind
+    origin: Literal["reported"]
+    reported_by: str
+    reported_at: datetime
+    note_id: int = Field(description="The case note that records the report.")
+
+
 class CaseNoteIn(_In):
     """A note on a case."""
 

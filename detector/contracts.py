@@ -97,6 +97,11 @@ class Decision(_Contract):
             " model's score was unusable) or by the synchronous path's fallback (timeout)."
         ),
     )
+    exploration: bool = Field(
+        False,
+        description="True when the allowed transaction was also put up for review, as part "
+        "of the exploration sample (its alert has decision review).",
+    )
 
 
 class Alert(_Contract):
@@ -111,10 +116,30 @@ class Alert(_Contract):
     model_name: str
     model_version: str
     created_at: AwareDatetime
+    exploration: bool = Field(
+        False,
+        description="Put up for review as part of the exploration sample (a random share of "
+        "the allowed transactions), not for its score; the payment was allowed.",
+    )
+
+
+LabelOrigin = Literal["alerted", "exploration", "chargeback", "reported"]
+
+
+def default_origin(source: str) -> LabelOrigin:
+    """The origin of a label that does not say it: a chargeback's, else an alert's."""
+    return "chargeback" if source == "chargeback" else "alerted"
 
 
 class Label(_Contract):
-    """The truth about a transaction: an analyst verdict or a chargeback, on ``labels``."""
+    """The truth about a transaction: an analyst verdict or a chargeback, on ``labels``.
+
+    ``origin`` says how the transaction came to be labelled, and so which quality
+    figures the label may stand in: ``alerted`` (a verdict on an alert), ``exploration``
+    (a verdict on the exploration sample), ``chargeback``, ``reported`` (an analyst
+    reported a fraud the model let through). Producers that do not send it get the
+    origin their ``source`` implies (``default_origin``).
+    """
 
     transaction_id: Identifier
     card_id: Identifier
@@ -123,6 +148,23 @@ class Label(_Contract):
         description="analyst, chargeback, or another lower-case source name."
     )
     labeled_at: AwareDatetime
+    origin: LabelOrigin | None = Field(
+        None,
+        description="alerted, exploration, chargeback or reported; when missing (or null): "
+        "chargeback for source chargeback, else alerted.",
+    )
+
+    @model_validator(mode="after")
+    def _origin_of_source(self) -> Label:
+        if self.origin is None:  # frozen: set once, while the label is being made
+            self.__dict__["origin"] = default_origin(self.source)
+        return self
+
+    @property
+    def provenance(self) -> LabelOrigin:
+        """``origin``, also for a label unpickled from before it had one."""
+        origin: LabelOrigin | None = self.__dict__.get("origin")
+        return origin if origin is not None else default_origin(self.source)
 
 
 class RejectReason(StrEnum):
@@ -227,6 +269,41 @@ class ModelQuality(_Contract):
         description="Share of the window's alerted transactions (review or block) that were fraud."
     )
     alert_recall: float | None = Field(description="Share of the window's frauds alerted.")
+    by_origin: dict[str, OriginQuality] = Field(
+        default_factory=dict,
+        description="The window's labels by origin (alerted, exploration, chargeback, "
+        "reported), each with its own figures.",
+    )
+    min_exploration: int = Field(
+        0, ge=0, description="Exploration labels needed for the whole-traffic estimates."
+    )
+    exploration_share: float | None = Field(
+        None,
+        description="Share of the allowed transactions the exploration sample took (lower "
+        "than the setting when the hourly cap bit); null before any was allowed.",
+    )
+    allowed_fraud_rate: float | None = Field(
+        None,
+        description="Estimated share of frauds among the allowed transactions: the frauds "
+        "among the exploration labels (each standing for 1/exploration_share allowed "
+        "transactions).",
+    )
+    estimated_recall: float | None = Field(
+        None,
+        description="Estimated share of all frauds alerted, over the whole traffic: the "
+        "alerted frauds (alert share x alert precision) against those plus the allowed "
+        "frauds (allowed share x allowed_fraud_rate).",
+    )
+
+
+class OriginQuality(_Contract):
+    """The quality figures over the labels of one origin in the window."""
+
+    labels: int = Field(ge=0)
+    frauds: int = Field(ge=0)
+    alerts: int = Field(ge=0, description="Labelled transactions among them that were alerted.")
+    auc: float | None = Field(description="ROC AUC of the scores (null below the minimums).")
+    alert_precision: float | None
 
 
 class QualityPoint(_Contract):
@@ -458,6 +535,7 @@ class Control(_Contract):
         return self
 
 
+ModelQuality.model_rebuild()
 ModelStatus.model_rebuild()
 
 

@@ -102,6 +102,8 @@ class LabelToLearn:
     source: str
     features: dict[str, float]
     home: bool = True
+    # how the transaction came to be labelled (``Label.origin``); "" for presumed labels
+    origin: str = ""
 
 
 @dataclass(slots=True)
@@ -138,6 +140,8 @@ class Scored:
     record: bytes | None = None
     # What the rules, lists and safety valves did (None: decided by the model alone).
     policy: PolicyOutcome | None = None
+    # An allowed transaction also put up for review (``detector.exploration``).
+    exploration: bool = False
 
     @property
     def degraded(self) -> bool:
@@ -162,6 +166,7 @@ class Scored:
             model_version=published.model_version,
             scored_at=published.scored_at,
             record=record,
+            exploration=published.exploration,
         )
 
     def to_decision(self) -> Decision:
@@ -181,21 +186,25 @@ class Scored:
             transaction_time=tx.timestamp,
             scored_at=self.scored_at,
             degraded=self.degraded,
+            exploration=self.exploration,
         )
 
     def to_alert(self) -> Alert | None:
-        if self.decision == "allow":
+        """The alert of a review or block, or of an allowed transaction of the exploration
+        sample (a review: the payment stays allowed)."""
+        if self.decision == "allow" and not self.exploration:
             return None
         return Alert(
             alert_id=alert_id_for(self.transaction.card_id, self.transaction.transaction_id),
             transaction=self.transaction,
             score=self.score,
-            decision=self.decision,
+            decision="review" if self.decision == "allow" else self.decision,
             reasons=self.reasons,
             features=self.features,
             model_name=self.model_name,
             model_version=self.model_version,
             created_at=self.scored_at,
+            exploration=self.exploration,
         )
 
 

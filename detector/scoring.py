@@ -24,6 +24,7 @@ from detector.decision import (
     ThresholdsInForce,
     VolumeThresholds,
 )
+from detector.exploration import ExplorationSampler
 from detector.expressions import ExpressionError
 from detector.items import (
     ControlApplied,
@@ -87,6 +88,8 @@ class ModelState:
     last_label_at: float | None = None  # epoch seconds, wall clock
     # rules, lists and safety valves on the deciding model's decisions (detector/policy.py)
     policy: Policy = field(default_factory=Policy)
+    # the allowed transactions put up for review all the same (detector/exploration.py)
+    exploration: ExplorationSampler = field(default_factory=ExplorationSampler)
 
     @property
     def decider(self) -> ModelSlot:
@@ -152,6 +155,14 @@ def _score(state: ModelState, item: Featured, config: ScoringSettings) -> Scored
             frauds_learned=frauds_learned(slot),
         )
     reasons += outcome.valves
+    # The exploration sample: chosen by the transaction id, never by the score.
+    explore = (
+        outcome.decision == "allow"
+        and decided is not None
+        and state.exploration.choose(tx_id, at=ts)
+    )
+    if explore and not reasons and decided is not None:  # every alert gives a reason
+        reasons.append(f"score {decided.score:.2f}")
     if not reasons and outcome.decision != "allow" and decided is not None:
         # thresholds alone alerted (pacing, a young window, a fallback threshold): say so
         reasons.append(decision_reason(outcome.decision, decided, slot.thresholds))
@@ -165,6 +176,7 @@ def _score(state: ModelState, item: Featured, config: ScoringSettings) -> Scored
         model_version=state.version,
         scored_at=scored_at,
         policy=outcome,
+        exploration=explore,
     )
 
 
@@ -214,7 +226,9 @@ def _learn(state: ModelState, item: LabelToLearn) -> Learned | None:
     """
     for slot in state.models.values():
         slot.scorer.learn_one(item.features, item.is_fraud)
-        recalled = slot.quality.learn(item.transaction_id, item.is_fraud, item.source)
+        recalled = slot.quality.learn(
+            item.transaction_id, item.is_fraud, item.source, origin=item.origin
+        )
         if recalled is None:
             continue
         if recalled.previous is None:
@@ -353,7 +367,10 @@ def new_model_slot(kind: str, config: ScoringSettings) -> ModelSlot:
 def quality_minimum(config: ScoringSettings) -> QualityMinimum:
     """The fewest labels a quality figure is published over."""
     return QualityMinimum(
-        config.quality_min_frauds, config.quality_min_legit, config.quality_min_alerts
+        config.quality_min_frauds,
+        config.quality_min_legit,
+        config.quality_min_alerts,
+        config.quality_min_exploration,
     )
 
 
@@ -369,6 +386,13 @@ def new_model_state(config: ScoringSettings) -> ModelState:
         models={slot.name: slot for slot in slots},
         deciding=slots[0].name,
         policy=Policy(config.max_block_share, config.block_cap_window),
+        exploration=new_sampler(config),
+    )
+
+
+def new_sampler(config: ScoringSettings) -> ExplorationSampler:
+    return ExplorationSampler(
+        config.exploration_share, config.exploration_max_per_hour, shards=config.shards
     )
 
 
@@ -405,6 +429,11 @@ def ensure_models(state: ModelState, config: ScoringSettings) -> ModelState:
     if not isinstance(getattr(state, "policy", None), Policy):  # a state from before policies
         state.policy = Policy()
     state.policy.configure(config.max_block_share, config.block_cap_window)
+    if not hasattr(state, "exploration"):  # a state from before the exploration sample
+        state.exploration = new_sampler(config)
+    state.exploration.configure(
+        config.exploration_share, config.exploration_max_per_hour, config.shards
+    )
     return state
 
 

@@ -204,6 +204,26 @@ class ScoringSettings(BaseSettings):
         ge=1,
         description="Labelled alerts in the quality window below which alert precision is null.",
     )
+    exploration_share: float = Field(
+        0.002,
+        ge=0,
+        lt=1,
+        description="Share of the allowed transactions put up for review anyway, chosen by "
+        "a hash of the transaction id (the unbiased sample that measures the model); 0 "
+        "disables.",
+    )
+    exploration_max_per_hour: int = Field(
+        30,
+        ge=0,
+        description="Most transactions of the exploration sample per hour of transaction "
+        "time, all shards together.",
+    )
+    quality_min_exploration: int = Field(
+        100,
+        ge=1,
+        description="Labels of the exploration sample in the quality window below which the "
+        "whole-traffic estimates (fraud rate among the allowed, recall) are null.",
+    )
     max_block_share: float = Field(
         1.0,
         gt=0,

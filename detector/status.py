@@ -11,12 +11,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from detector.contracts import ModelQuality, ModelStatus, PolicyStatus, QualityPoint
+from detector.contracts import (
+    ModelQuality,
+    ModelStatus,
+    OriginQuality,
+    PolicyStatus,
+    QualityPoint,
+)
 from detector.decision import CapacityThresholds, Thresholds, VolumeThresholds
 from detector.policy import merge_policy
 from detector.scoring import ModelState
 from models import LabelledOutcome, QualityTracker
-from models.quality import QualityMinimum, figures_from_counts, figures_of
+from models.quality import QualityMinimum, figures_from_counts, figures_of, traffic_estimate
 from models.quality import QualityPoint as TrendPoint
 
 
@@ -64,6 +70,9 @@ class ShardSummary:
     last_control_id: str | None
     last_label_at: float | None
     policy: PolicyStatus | None = None
+    # the exploration sample: allowed transactions offered to it, and chosen
+    explored_seen: int = 0
+    explored_chosen: int = 0
 
 
 def summarize(state: ModelState, shard: int = 0, now: float | None = None) -> ShardSummary:
@@ -110,6 +119,8 @@ def summarize(state: ModelState, shard: int = 0, now: float | None = None) -> Sh
         last_control_id=state.last_control_id,
         last_label_at=state.last_label_at,
         policy=state.policy.status(),
+        explored_seen=state.exploration.seen,
+        explored_chosen=state.exploration.chosen,
     )
 
 
@@ -120,13 +131,43 @@ def model_quality(tracker: QualityTracker) -> ModelQuality:
 
 
 def quality_of(
-    window: Sequence[LabelledOutcome], minimum: QualityMinimum | None = None
+    window: Sequence[LabelledOutcome],
+    minimum: QualityMinimum | None = None,
+    *,
+    decisions: dict[str, int] | None = None,
+    exploration: tuple[int, int] | None = None,
 ) -> ModelQuality:
     """Quality figures over labelled outcomes (``None`` where undefined, or over fewer
-    labels than ``minimum`` asks), with the counts and label sources behind them."""
-    least = minimum or QualityMinimum(0, 0, 0)
+    labels than ``minimum`` asks), with the counts and label sources behind them.
+
+    The figures by origin keep the exploration sample's apart from the alerted labels;
+    given the model's ``decisions`` and the exploration sample's counts (allowed
+    transactions offered, chosen), the estimates over the whole traffic too."""
+    least = minimum or QualityMinimum(0, 0, 0, 0)
     f = figures_of(window, least)
     sources = collections.Counter(o.source or "unknown" for o in window)
+    by_origin: dict[str, list[LabelledOutcome]] = collections.defaultdict(list)
+    for outcome in window:
+        by_origin[_origin(outcome)].append(outcome)
+    origins = {}
+    for origin, outcomes in sorted(by_origin.items()):
+        g = figures_of(outcomes, least)
+        origins[origin] = OriginQuality(
+            labels=g.window,
+            frauds=g.frauds,
+            alerts=g.alerts,
+            auc=g.auc,
+            alert_precision=g.alert_precision,
+        )
+    total = sum((decisions or {}).values())
+    alerted = total - (decisions or {}).get("allow", 0)
+    estimate = traffic_estimate(
+        window,
+        alerted_share=alerted / total if total else None,
+        alert_precision=f.alert_precision,
+        minimum=least,
+    )
+    seen, chosen = exploration or (0, 0)
     return ModelQuality(
         window=f.window,
         frauds=f.frauds,
@@ -140,7 +181,20 @@ def quality_of(
         average_precision=f.average_precision,
         alert_precision=f.alert_precision,
         alert_recall=f.alert_recall,
+        by_origin=origins,
+        min_exploration=least.exploration,
+        exploration_share=chosen / seen if seen else None,
+        allowed_fraud_rate=estimate.allowed_fraud_rate if exploration is not None else None,
+        estimated_recall=estimate.recall if exploration is not None else None,
     )
+
+
+def _origin(outcome: LabelledOutcome) -> str:
+    """The origin a label is counted under: presumed labels and those kept before labels
+    said their origin have none of their own."""
+    if outcome.origin:
+        return outcome.origin
+    return "presumed" if outcome.source == "presumed" else "unknown"
 
 
 def merge_trend(slots: Sequence[SlotSummary]) -> list[QualityPoint]:
@@ -205,6 +259,7 @@ def merge_statuses(
     names = [first.deciding] + [s.name for s in first.slots if s.name != first.deciding]
     policies = [s.policy for s in summaries if s.policy is not None]
     policy = merge_policy(policies) if policies else None
+    explored = (sum(s.explored_seen for s in summaries), sum(s.explored_chosen for s in summaries))
     out = []
     for name in names:
         slots = [slot for summary in summaries for slot in summary.slots if slot.name == name]
@@ -224,7 +279,14 @@ def merge_statuses(
                 labels_learned=_net(head.labels_learned, slots),
                 labels_by_source=dict(by_source),
                 classifier_weight=sum(slot.classifier_weight for slot in slots) / len(slots),
-                quality=quality_of(outcomes, head.minimum),
+                # the exploration sample is of the deciding model's allowed transactions:
+                # the estimates over the whole traffic are its own
+                quality=quality_of(
+                    outcomes,
+                    head.minimum,
+                    decisions=dict(decisions),
+                    exploration=explored if name == first.deciding else None,
+                ),
                 trend=merge_trend(slots),
                 threshold_mode=head.mode,
                 review_threshold=sum(slot.review for slot in slots) / len(slots),

@@ -85,7 +85,10 @@ def terminal_step(
                 )
             ]
         state.pending.mark_labelled(label.transaction_id)
-        return state, [LabelToLearn(label.transaction_id, is_fraud, label.source, features)]
+        learn = LabelToLearn(
+            label.transaction_id, is_fraud, label.source, features, origin=label.provenance
+        )
+        return state, [learn]
 
     tx = item.transaction
     ts = tx.epoch_seconds

@@ -29,7 +29,9 @@ __all__ = [
     "QualityTracker",
     "RecalledScore",
     "ScoreBook",
+    "TrafficEstimate",
     "figures_of",
+    "traffic_estimate",
 ]
 
 DAY = 86400.0
@@ -43,6 +45,9 @@ class LabelledOutcome(typing.NamedTuple):
     is_fraud: bool
     # where the label came from (analyst, chargeback, presumed...); "" when not known
     source: str = ""
+    # how the transaction came to be labelled (alerted, exploration, chargeback, reported);
+    # "" for presumed labels and those kept before labels said it
+    origin: str = ""
 
 
 class QualityMinimum(typing.NamedTuple):
@@ -55,6 +60,8 @@ class QualityMinimum(typing.NamedTuple):
     frauds: int = 30
     legit: int = 30
     alerts: int = 30
+    # labels of the exploration sample, for the estimates over the whole traffic
+    exploration: int = 100
 
 
 class QualityFigures(typing.NamedTuple):
@@ -131,6 +138,49 @@ def figures_from_counts(
         alert_precision=caught / alerts if alerts and alerts >= least.alerts else None,
         alert_recall=caught / frauds if frauds and frauds >= least.frauds else None,
     )
+
+
+class TrafficEstimate(typing.NamedTuple):
+    """Figures over the whole traffic, from the labels of the exploration sample."""
+
+    labels: int  # exploration labels in the window
+    allowed_fraud_rate: float | None
+    recall: float | None
+
+
+def traffic_estimate(
+    window: Sequence[LabelledOutcome],
+    *,
+    alerted_share: float | None,
+    alert_precision: float | None,
+    minimum: QualityMinimum | None = None,
+) -> TrafficEstimate:
+    """Fraud rate among the allowed transactions and recall over the whole traffic.
+
+    The exploration labels are a random sample of the allowed transactions: each stands
+    for ``1 / share`` of them, so the frauds among them estimate the frauds the model
+    let through. With ``alerted_share`` of the traffic alerted at ``alert_precision``,
+    the frauds per transaction are ``a * p`` alerted and ``(1 - a) * rate`` allowed;
+    recall is the first over both. ``None`` below ``minimum.exploration`` labels (or
+    without an alerted share and precision, for the recall).
+
+    >>> w = [LabelledOutcome(0.1, False, i < 2, "analyst", "exploration") for i in range(100)]
+    >>> e = traffic_estimate(w, alerted_share=0.01, alert_precision=0.5)
+    >>> e.labels, e.allowed_fraud_rate, round(e.recall, 3)
+    (100, 0.02, 0.202)
+    """
+    least = minimum or QualityMinimum(0, 0, 0, 0)
+    explored = [o for o in window if o.origin == "exploration"]
+    n = len(explored)
+    if n < max(1, least.exploration):
+        return TrafficEstimate(n, None, None)
+    rate = sum(o.is_fraud for o in explored) / n
+    recall = None
+    if alerted_share is not None and alert_precision is not None:
+        caught = alerted_share * alert_precision
+        missed = (1.0 - alerted_share) * rate
+        recall = caught / (caught + missed) if caught + missed > 0 else None
+    return TrafficEstimate(n, rate, recall)
 
 
 class RecalledScore(typing.NamedTuple):
@@ -235,7 +285,7 @@ class QualityTracker:
     >>> q.learn("c", True)  # the window keeps the last two labelled
     RecalledScore(score=0.4, previous=None)
     >>> [tuple(o) for o in q.window()]
-    [(0.2, False, False, ''), (0.4, False, True, '')]
+    [(0.2, False, False, '', ''), (0.4, False, True, '', '')]
     >>> q.learn("b", True, "chargeback")  # a new verdict on "b": still counted once
     RecalledScore(score=0.2, previous=False)
     >>> [o.is_fraud for o in q.window()], len(q.window())
@@ -269,8 +319,9 @@ class QualityTracker:
         self._pending: ScoreBook = (
             scores if scores is not None else PendingScores(horizon_days, max_pending)
         )
-        # transaction id -> (score, alerted, is fraud); the order labels first arrived in
-        self._window: collections.OrderedDict[str, tuple[float, bool, bool, str]] = (
+        # transaction id -> (score, alerted, is fraud, source, origin); the order labels
+        # first arrived in (a window pickled before origins holds 4-tuples)
+        self._window: collections.OrderedDict[str, tuple[float, bool, bool, str, str]] = (
             collections.OrderedDict()
         )
         self._init_trend()
@@ -308,14 +359,18 @@ class QualityTracker:
         """Labels whose verdict a later label replaced, by the class they had."""
         return dict(self._relabelled)
 
-    def learn(self, transaction_id: str, is_fraud: bool, source: str = "") -> RecalledScore | None:
-        """Count a label from ``source``; its decision-time score, or None when the
-        transaction's score is no longer (or never was) kept."""
+    def learn(
+        self, transaction_id: str, is_fraud: bool, source: str = "", origin: str = ""
+    ) -> RecalledScore | None:
+        """Count a label from ``source`` (of ``origin``, see ``Label.origin``); its
+        decision-time score, or None when the transaction's score is no longer (or never
+        was) kept."""
         entry = self._pending.take(transaction_id)
         window = self._window
-        source = sys.intern(source)  # a handful of sources, kept once each
+        source = sys.intern(source)  # a handful of sources and origins, kept once each
+        origin = sys.intern(origin)
         if entry is not None:
-            window[transaction_id] = (entry[0], entry[1], is_fraud, source)
+            window[transaction_id] = (entry[0], entry[1], is_fraud, source, origin)
             if len(window) > self.size:
                 window.popitem(last=False)
             self._changes += 1
@@ -324,7 +379,7 @@ class QualityTracker:
         if known is None:
             return None
         # Assigning to an existing key keeps its place: the transaction counts once.
-        window[transaction_id] = (known[0], known[1], is_fraud, source)
+        window[transaction_id] = (known[0], known[1], is_fraud, source, origin)
         self._relabelled["fraud" if known[2] else "legit"] += 1
         self._changes += 1
         return RecalledScore(known[0], known[2])

@@ -48,7 +48,7 @@ from api.review.errors import Conflict, Invalid, NotFound, ReviewError
 from api.review.model_status import get_model_status, ingest_status, model_statuses
 from api.review.outbox import mark_failed, mark_sent, pending_outbox
 from api.review.records import Context, Observer, Topics
-from api.review.verdicts import claim, decide, decide_many, release, reopen
+from api.review.verdicts import claim, decide, decide_many, release, reopen, report_fraud
 
 __all__ = [
     "CASE_STATUS_FILTERS",
@@ -96,4 +96,5 @@ __all__ = [
     "record_control",
     "release",
     "reopen",
+    "report_fraud",
 ]

@@ -110,6 +110,7 @@ def ingest_alert(ctx: Context, *, alert: Alert) -> bool:
             created_at=alert.created_at,
             received_at=now,
             status="open",
+            exploration=alert.exploration,
         )
     )
     try:

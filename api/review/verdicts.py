@@ -1,11 +1,13 @@
-"""Analysts' changes to an alert: claim, release, decide (one or many) and reopen.
+"""Analysts' changes to an alert: claim, release, decide (one or many) and reopen; and
+reports of frauds the detector let through.
 
 Each publishes at most one ``Label`` on the outbox and writes one audit event per
-change, in the transaction of the change.
+change (a case note for a report), in the transaction of the change.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
@@ -26,8 +28,8 @@ from api.review.records import (
     load,
     transact,
 )
-from api.schemas import ERROR_STATUS, AlertItem, VerdictItem, VerdictResult
-from api.tables import AlertEventRecord, AlertRecord
+from api.schemas import ERROR_STATUS, AlertItem, FraudReport, VerdictItem, VerdictResult
+from api.tables import AlertEventRecord, AlertRecord, CaseNoteRecord, DecisionRecord, OutboxRecord
 from detector.contracts import Label
 
 log = structlog.get_logger("fraudstream.api")
@@ -169,6 +171,8 @@ def _publish_label(ctx: Context, record: AlertRecord, label: str, now: datetime)
         label=label,  # type: ignore[arg-type]  # checked by _validate_label
         source=LABEL_SOURCE,
         labeled_at=now,
+        # a verdict on the exploration sample measures the model on what it allowed
+        origin="exploration" if record.exploration else "alerted",
     ).model_dump_json()
     enqueue(ctx, topic=ctx.topics.labels, key=record.card_id, value=value, at=now)
 
@@ -306,3 +310,95 @@ def reopen(ctx: Context, *, alert_id: str, actor: str, version: int | None = Non
         record.decided_at = None
 
     return _change(ctx, alert_id, version, step)
+
+
+# --- A fraud the detector let through -------------------------------------------------
+
+
+def _reported_before(ctx: Context, card_id: str, transaction_id: str) -> Label | None:
+    """The ``reported`` label already queued for the transaction, if any (the outbox
+    keeps every label it sent)."""
+    marker = f'"transaction_id":{json.dumps(transaction_id)}'
+    query = (
+        select(OutboxRecord.value)
+        .where(
+            OutboxRecord.topic == ctx.topics.labels,
+            OutboxRecord.key == card_id,
+            OutboxRecord.value.contains(marker, autoescape=True),
+        )
+        .order_by(OutboxRecord.id.asc())
+    )
+    for value in ctx.session.scalars(query):
+        label = Label.model_validate_json(value)
+        if label.transaction_id == transaction_id and label.origin == "reported":
+            return label
+    return None
+
+
+def report_fraud(
+    ctx: Context, *, transaction_id: str, card_id: str, actor: str, note: str | None = None
+) -> FraudReport:
+    """Report a decided transaction (an allowed one, typically) as a fraud the detector
+    missed: a ``Label`` (fraud, source ``analyst``, origin ``reported``) on the outbox,
+    and a note on the card's case saying who reported it and why, in one transaction.
+
+    - ``NotFound`` when the review service keeps no decision of the transaction for
+      that card (decisions are kept ``decisions_keep_days``).
+    - ``Conflict`` when the transaction has an alert (decide the alert instead), or
+      was reported already.
+    """
+    now = ctx.now()
+    check_actor(actor)
+    note = _validate_note(note)
+    session = ctx.session
+
+    def apply() -> FraudReport:
+        decision = session.get(DecisionRecord, transaction_id)
+        if decision is None or decision.card_id != card_id:
+            raise NotFound(f"no decision of transaction {transaction_id} of card {card_id} is kept")
+        alert_id = session.scalars(
+            select(AlertRecord.alert_id).where(AlertRecord.transaction_id == transaction_id)
+        ).first()
+        if alert_id is not None:
+            raise Conflict(
+                f"transaction {transaction_id} has alert {alert_id}: decide the alert instead"
+            )
+        earlier = _reported_before(ctx, card_id, transaction_id)
+        if earlier is not None:
+            raise Conflict(
+                f"transaction {transaction_id} was reported as fraud already, at "
+                f"{earlier.labeled_at:%Y-%m-%d %H:%M:%S} UTC"
+            )
+        label = Label(
+            transaction_id=transaction_id,
+            card_id=card_id,
+            label="fraud",
+            source=LABEL_SOURCE,
+            labeled_at=now,
+            origin="reported",
+        )
+        enqueue(ctx, topic=ctx.topics.labels, key=card_id, value=label.model_dump_json(), at=now)
+        text = f"Reported transaction {transaction_id} ({decision.decision}) as fraud"
+        record = CaseNoteRecord(
+            card_id=card_id,
+            author=actor,
+            text=f"{text}: {note}" if note else text,
+            created_at=now,
+        )
+        session.add(record)
+        session.flush()
+        return FraudReport(
+            transaction_id=transaction_id,
+            card_id=card_id,
+            decision=decision.decision,
+            label="fraud",
+            origin="reported",
+            reported_by=actor,
+            reported_at=now,
+            note_id=record.note_id,
+        )
+
+    report = transact(session, transaction_id, apply)
+    log.info("fraud reported", transaction_id=transaction_id, actor=actor)
+    ctx.observer.verdict("fraud")
+    return report

@@ -454,7 +454,24 @@ function setupBulk() {
 const caseHandlers = () => ({
   holder, effectiveStatus, shownAlert: state.detail?.alert_id,
   onAlert: (alertId) => loadDetail(alertId, { scroll: true }),
+  onReport: reportFraud,
 });
+
+/** Reports a payment of the shown case as a fraud the detector let through; a failure is
+ * shown and thrown back to the timeline's form. */
+async function reportFraud(transactionId, note) {
+  const c = state.caseDetail;
+  if (!c) return;
+  try {
+    await api(`/api/transactions/${encodeURIComponent(transactionId)}/fraud`,
+      { method: "POST", body: { card_id: c.card_id, note: note || null } });
+  } catch (error) {
+    report(error, `Reporting ${transactionId} as fraud`);
+    throw error;
+  }
+  showMessage(`Reported ${transactionId} as fraud.`, "info");
+  await refreshCase().catch((error) => report(error, "Opening the case"));
+}
 
 function closeCase() {
   state.caseDetail = null;
@@ -883,6 +900,25 @@ function qualityRows(q) {
   ].flat();
 }
 
+/** The verdicts on the unbiased sample of allowed payments, and what they tell of the
+ * whole traffic (older statuses lack them: no rows). */
+function sampleRows(q, deciding) {
+  if (!q.by_origin) return [];
+  const sample = q.by_origin.exploration ?? { labels: 0, frauds: 0 };
+  const basis = `from ${plural(sample.labels, "sample label")}`;
+  const missing = deciding
+    ? `too few sample labels (${count(sample.labels)}; needs ${q.min_exploration ?? 0})`
+    : "the deciding model's only";
+  return [
+    pair("Unbiased sample", testid("model-sample",
+      `${plural(sample.labels, "label")}, ${plural(sample.frauds, "fraud")}`)),
+    pair("Fraud among allowed", figure("model-allowed-fraud", q.allowed_fraud_rate, share,
+      `(estimated ${basis})`, missing)),
+    pair("Estimated recall", figure("model-estimated-recall", q.estimated_recall, share,
+      `of all frauds (estimated ${basis})`, missing)),
+  ].flat();
+}
+
 const SVG = "http://www.w3.org/2000/svg";
 const svg = (tag, attrs = {}, ...children) => {
   const el = document.createElementNS(SVG, tag);
@@ -949,6 +985,7 @@ function modelCard(m) {
       pair("Labels learned", testid("model-labels",
         `fraud ${count(learned.fraud ?? 0)} · legit ${count(learned.legit ?? 0)}`)),
       qualityRows(q),
+      sampleRows(q, m.deciding),
       pair("Trend", trendChart(m.trend) ?? "no labels yet"),
       pair("Thresholds", testid("model-thresholds", thresholds(m))),
       valves(m.policy),

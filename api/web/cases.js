@@ -163,7 +163,43 @@ function legend() {
       "font-weight": 700 }, "✓"), "legit"));
 }
 
-function timelineTable(points, currency, onPoint) {
+/** A payment without an alert can be reported as a fraud the detector let through: the
+ * button opens a note field; ``onReport(transactionId, note)`` sends it (a promise). */
+function reportCell(p, onReport, reported) {
+  if (p.alert_id || !onReport) return h("td", {}, "");
+  const done = () => h("span", { "data-testid": "reported" }, badge("reported", "fraud"));
+  if (reported(p.transaction_id)) return h("td", {}, done());
+  const cell = h("td", {});
+  const button = () => h("button", {
+    type: "button", class: "link", "data-testid": "report-fraud",
+    title: "Report this payment as a fraud the detector missed",
+    onclick: () => cell.replaceChildren(form()),
+  }, "Report fraud");
+  const form = () => {
+    const note = h("input", { type: "text", maxlength: 2000, "data-testid": "report-note",
+      placeholder: "Why (optional)", "aria-label": `Why ${p.transaction_id} is a fraud` });
+    const send = h("button", { type: "submit", "data-testid": "report-send" }, "Report");
+    const cancel = h("button", { type: "button", onclick: () => cell.replaceChildren(button()) },
+      "Cancel");
+    const box = h("form", { class: "report-form" }, note, send, cancel);
+    box.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      send.disabled = true;
+      try {
+        await onReport(p.transaction_id, note.value.trim());
+        cell.replaceChildren(done());
+      } catch {
+        send.disabled = false; // the page's message says why
+      }
+    });
+    setTimeout(() => note.focus(), 0);
+    return box;
+  };
+  cell.append(button());
+  return cell;
+}
+
+function timelineTable(points, currency, { onPoint, onReport, reported }) {
   const rows = [...points].reverse().map((p) => h("tr", { "data-transaction-id": p.transaction_id },
     h("td", {}, p.alert_id
       ? h("button", { type: "button", class: "link", onclick: () => onPoint(p.alert_id) },
@@ -173,14 +209,16 @@ function timelineTable(points, currency, onPoint) {
     h("td", {}, p.terminal_id),
     h("td", { class: "num" }, fixed(p.score, 2)),
     h("td", {}, badge(p.decision)),
-    h("td", {}, p.label ? badge(p.label, `label-${p.label}`) : p.status ? badge(p.status) : "–")));
+    h("td", {}, p.label ? badge(p.label, `label-${p.label}`) : p.status ? badge(p.status) : "–"),
+    reportCell(p, onReport, reported)));
   return h("details", { class: "timeline-table" },
     h("summary", {}, `All ${points.length} transactions`),
     h("table", { class: "grid", "data-testid": "timeline-table" },
       h("thead", {}, h("tr", {},
         h("th", { scope: "col" }, "When"), h("th", { scope: "col", class: "num" }, "Amount"),
         h("th", { scope: "col" }, "Terminal"), h("th", { scope: "col", class: "num" }, "Score"),
-        h("th", { scope: "col" }, "Decision"), h("th", { scope: "col" }, "Alert / verdict"))),
+        h("th", { scope: "col" }, "Decision"), h("th", { scope: "col" }, "Alert / verdict"),
+        h("th", { scope: "col" }, "Missed fraud"))),
       h("tbody", {}, rows)));
 }
 
@@ -243,9 +281,12 @@ export function renderCase(c, handlers) {
   $("#case-summary").replaceChildren(...caseSummary(c, handlers.holder));
   const points = c.timeline ?? [];
   const onPoint = handlers.onAlert;
+  // a report of a missed fraud leaves its note on the case (api/review/verdicts.py)
+  const reported = (tx) => (c.notes ?? [])
+    .some((n) => n.text.startsWith(`Reported transaction ${tx} (`));
   $("#case-timeline").replaceChildren(...(points.length
     ? [timelineChart(points, { currency: c.currency, onPoint }), legend(),
-      timelineTable(points, c.currency, onPoint)]
+      timelineTable(points, c.currency, { onPoint, onReport: handlers.onReport, reported })]
     : [h("p", { class: "empty" }, "No transactions of this card in the window.")]));
   $("[data-testid=case-alerts] tbody").replaceChildren(...caseAlerts(c, handlers));
   $("#case-notes").replaceChildren(...caseNotes(c));

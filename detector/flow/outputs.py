@@ -77,7 +77,7 @@ class Router:
                 log.info(
                     "alert",
                     transaction_id=tx.transaction_id,
-                    decision=item.decision,
+                    decision=alert.decision,
                     score=round(score, 3),
                     reason=item.reasons[0] if item.reasons else None,
                 )

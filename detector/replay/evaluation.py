@@ -291,6 +291,7 @@ def _label(tx_id: str, card_id: str, truth: bool, source: str, at: datetime) -> 
         label="fraud" if truth else "legit",
         source=source,
         labeled_at=at,
+        origin="chargeback" if source == "chargeback" else "alerted",
     )
 
 

@@ -316,6 +316,7 @@ class _Chargebacks:
             label="fraud",
             source="chargeback",
             labeled_at=transaction.timestamp + self._delay,
+            origin="chargeback",
         )
         heapq.heappush(self._pending, (label.labeled_at, self._sequence, label))
         self._sequence += 1

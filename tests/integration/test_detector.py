@@ -144,7 +144,11 @@ def test_detector_end_to_end(unique_topics: Settings, tmp_path: Path) -> None:
     assert planted.features["card_amount_ratio"] > 20
     assert len({a.alert_id for a in alerts}) == len(alerts)
     non_allow = {d.transaction_id for d in decisions if d.decision != "allow"}
-    assert set(by_tx) == non_allow
+    # and the allowed transactions of the exploration sample (EXPLORATION_SHARE), reviewed
+    explored = {d.transaction_id for d in decisions if d.exploration}
+    assert all(d.decision == "allow" for d in decisions if d.exploration)
+    assert set(by_tx) == non_allow | explored
+    assert all(by_tx[t].exploration and by_tx[t].decision == "review" for t in explored)
 
     statuses = [
         ModelStatus.model_validate_json(v)

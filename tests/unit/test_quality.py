@@ -51,6 +51,20 @@ def test_quality_figures_on_a_hand_checked_window() -> None:
         "average_precision": pytest.approx(5 / 6),
         "alert_precision": 0.5,
         "alert_recall": 0.5,
+        # labels that do not say how they came (origin "") count as unknown
+        "by_origin": {
+            "unknown": {
+                "labels": 5,
+                "frauds": 2,
+                "alerts": 2,
+                "auc": pytest.approx(5 / 6),
+                "alert_precision": 0.5,
+            }
+        },
+        "min_exploration": 100,
+        "exploration_share": None,
+        "allowed_fraud_rate": None,
+        "estimated_recall": None,
     }
 
 
@@ -65,6 +79,7 @@ def test_undefined_figures_are_none() -> None:
         average_precision=None,
         alert_precision=None,
         alert_recall=None,
+        min_exploration=100,
     )
     only_legit = model_quality(tracker_with([("a", 0.9, True, False), ("b", 0.1, False, False)]))
     assert (only_legit.auc, only_legit.average_precision) == (None, None)
