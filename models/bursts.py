@@ -1,0 +1,176 @@
+"""Bursts at one terminal: many distinct cards, or many small amounts, in minutes."""
+
+from __future__ import annotations
+
+import collections
+import math
+
+from river import base
+
+__all__ = ["BurstWatch"]
+
+BURST = "terminal_burst"
+CARD_TESTING = "card_testing"
+
+
+class BurstWatch(base.Base):
+    """Counts the cards and small amounts of one terminal over a sliding window, against
+    what the terminal usually sees in a window.
+
+    A *terminal burst* is ``min_cards`` distinct cards or more in the last
+    ``window_seconds``, and ``ratio`` times the terminal's usual or more; *card testing*
+    is ``min_small`` transactions of at most ``small_amount`` or more in the window, and
+    ``ratio`` times the usual cards or more. Either stays on for ``hold_seconds`` after
+    the last transaction that met it.
+
+    The usual is the mean number of distinct cards in the windows (fixed, aligned) in
+    which the terminal saw a transaction, old windows weighing half after
+    ``half_life_windows`` windows. Windows seen during a burst are left out, so that an
+    attack does not teach the terminal that attacks are usual (as River's
+    ``QuantileFilter`` protects its detector).
+
+    Parameters
+    ----------
+    window_seconds
+        The sliding window, in event time.
+    min_cards
+        Fewest distinct cards in the window for a burst.
+    ratio
+        Fewest times the usual for a burst or card testing.
+    small_amount
+        Amounts at or below this count as small (card testing).
+    min_small
+        Fewest small amounts in the window for card testing.
+    hold_seconds
+        How long a burst stays on after the last transaction that met it.
+    half_life_windows
+        Active windows after which a window weighs half in the usual.
+
+    Examples
+    --------
+    >>> watch = BurstWatch(window_seconds=300, min_cards=10, ratio=5.0)
+    >>> for day in range(20):  # two cards a day, at lunch
+    ...     for card in ("a", "b"):
+    ...         _ = watch.observe(day * 86400.0 + 43200.0, card, 40.0)
+    >>> round(watch.usual, 1)
+    2.0
+    >>> started = [watch.observe(21 * 86400.0 + i, f"c{i}", 1.0) for i in range(12)]
+    >>> [kinds for kinds in started if kinds]
+    [('card_testing', 'terminal_burst')]
+    >>> watch.cards_in_window, watch.small_in_window, watch.active(21 * 86400.0 + 20)
+    (12, 12, True)
+
+    """
+
+    def __init__(
+        self,
+        window_seconds: float = 300.0,
+        min_cards: int = 10,
+        ratio: float = 5.0,
+        small_amount: float = 5.0,
+        min_small: int = 10,
+        hold_seconds: float = 3600.0,
+        half_life_windows: float = 100.0,
+    ) -> None:
+        self.window_seconds = window_seconds
+        self.min_cards = min_cards
+        self.ratio = ratio
+        self.small_amount = small_amount
+        self.min_small = min_small
+        self.hold_seconds = hold_seconds
+        self.half_life_windows = half_life_windows
+        # the sliding window: (time, card, small) oldest first, cards counted in it
+        self._recent: collections.deque[tuple[float, str, bool]] = collections.deque()
+        self._cards: collections.Counter[str] = collections.Counter()
+        self._small = 0
+        # the aligned window being counted for the usual, and its cards
+        self._bucket: int | None = None
+        self._bucket_cards: set[str] = set()
+        self._bucket_in_burst = False
+        self._usual_sum = 0.0  # decayed sums: the usual is their ratio
+        self._usual_weight = 0.0
+        # kind -> (since, until, most counted) of the burst on or last on
+        self._bursts: dict[str, tuple[float, float, int]] = {}
+
+    @property
+    def usual(self) -> float:
+        """Distinct cards the terminal usually sees in a window it is active in (1 before
+        it has history)."""
+        if self._usual_weight <= 0.0:
+            return 1.0
+        return self._usual_sum / self._usual_weight
+
+    @property
+    def cards_in_window(self) -> int:
+        return len(self._cards)
+
+    @property
+    def small_in_window(self) -> int:
+        return self._small
+
+    def active(self, ts: float) -> bool:
+        """Whether a burst or card testing is on at ``ts``."""
+        return any(since <= ts < until for since, until, _ in self._bursts.values())
+
+    def burst(self, kind: str) -> tuple[float, float, int] | None:
+        """``(since, until, peak)`` of the last ``kind`` burst, if any: ``peak`` is the
+        most cards (or small amounts) it counted in a window."""
+        return self._bursts.get(kind)
+
+    def top_cards(self, n: int) -> list[str]:
+        """The cards of the window, most transactions first."""
+        return [card for card, _ in self._cards.most_common(n)]
+
+    def observe(self, ts: float, card_id: str, amount: float) -> tuple[str, ...]:
+        """Count one transaction; the kinds of burst (``terminal_burst``,
+        ``card_testing``) that start with it."""
+        self._roll(ts)
+        small = amount <= self.small_amount
+        recent = self._recent
+        recent.append((ts, card_id, small))
+        self._cards[card_id] += 1
+        self._small += small
+        self._bucket_cards.add(card_id)
+        horizon = ts - self.window_seconds
+        while recent[0][0] <= horizon:
+            _, card, was_small = recent.popleft()
+            self._small -= was_small
+            left = self._cards[card] - 1
+            if left:
+                self._cards[card] = left
+            else:
+                del self._cards[card]
+        floor = self.ratio * max(1.0, self.usual)
+        started: list[str] = []
+        if self._small >= self.min_small and self._small >= floor:
+            started += self._on(CARD_TESTING, ts, self._small)
+        if len(self._cards) >= self.min_cards and len(self._cards) >= floor:
+            started += self._on(BURST, ts, len(self._cards))
+        if self._bursts and self.active(ts):
+            self._bucket_in_burst = True
+        return tuple(started)
+
+    def _on(self, kind: str, ts: float, count: int) -> list[str]:
+        until = ts + self.hold_seconds
+        current = self._bursts.get(kind)
+        if current is not None and current[0] <= ts < current[1]:
+            self._bursts[kind] = (current[0], until, max(current[2], count))
+            return []
+        self._bursts[kind] = (self._recent[0][0], until, count)
+        return [kind]
+
+    def _roll(self, ts: float) -> None:
+        """Fold the aligned window that ended into the usual."""
+        bucket = math.floor(ts / self.window_seconds)
+        if self._bucket is None:
+            self._bucket = bucket
+            return
+        if bucket <= self._bucket:
+            return
+        if self._bucket_cards and not self._bucket_in_burst:
+            keep = 0.5 ** (1.0 / self.half_life_windows)
+            self._usual_sum = self._usual_sum * keep + len(self._bucket_cards)
+            self._usual_weight = self._usual_weight * keep + 1.0
+        self._bucket = bucket
+        self._bucket_cards = set()
+        self._bucket_in_burst = False
