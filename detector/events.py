@@ -107,10 +107,8 @@ def burst_reason(terminal_id: str, watch: BurstWatch, ts: float) -> str | None:
     """Why a transaction at a terminal in a burst goes to review (None: it is not in one)."""
     for kind in (BURST, "card_testing"):
         burst = watch.burst(kind)
-        if burst is None:
-            continue
-        since, until, peak = burst
-        if since <= ts < until:
+        if burst is not None and watch.on(kind, ts):
+            since, _, peak = burst
             return (
                 f"terminal {terminal_id}: {_what(kind, peak, watch)} since {_clock(since)}, "
                 f"{_usual(watch)}: reviewed while the burst lasts"

@@ -91,6 +91,7 @@ class BurstWatch(base.Base):
         self._usual_weight = 0.0
         # kind -> (since, until, most counted) of the burst on or last on
         self._bursts: dict[str, tuple[float, float, int]] = {}
+        self._latest = -math.inf  # the latest transaction time seen
 
     @property
     def usual(self) -> float:
@@ -110,7 +111,13 @@ class BurstWatch(base.Base):
 
     def active(self, ts: float) -> bool:
         """Whether a burst or card testing is on at ``ts``."""
-        return any(since <= ts < until for since, until, _ in self._bursts.values())
+        return any(self.on(kind, ts) for kind in self._bursts)
+
+    def on(self, kind: str, ts: float) -> bool:
+        """Whether a ``kind`` burst is on at ``ts`` (or at the latest time seen, if later:
+        transactions may come out of order, and a late one does not end a burst)."""
+        burst = self._bursts.get(kind)
+        return burst is not None and max(ts, self._latest) < burst[1]
 
     def burst(self, kind: str) -> tuple[float, float, int] | None:
         """``(since, until, peak)`` of the last ``kind`` burst, if any: ``peak`` is the
@@ -125,6 +132,7 @@ class BurstWatch(base.Base):
         """Count one transaction; the kinds of burst (``terminal_burst``,
         ``card_testing``) that start with it."""
         self._roll(ts)
+        self._latest = max(self._latest, ts)
         small = amount <= self.small_amount
         recent = self._recent
         recent.append((ts, card_id, small))
@@ -151,12 +159,14 @@ class BurstWatch(base.Base):
         return tuple(started)
 
     def _on(self, kind: str, ts: float, count: int) -> list[str]:
-        until = ts + self.hold_seconds
+        until = max(ts, self._latest) + self.hold_seconds
         current = self._bursts.get(kind)
-        if current is not None and current[0] <= ts < current[1]:
-            self._bursts[kind] = (current[0], until, max(current[2], count))
+        if current is not None and self.on(kind, ts):
+            self._bursts[kind] = (current[0], max(current[1], until), max(current[2], count))
             return []
-        self._bursts[kind] = (self._recent[0][0], until, count)
+        # the start: the window's first transaction (in event time: they may come a
+        # little out of order)
+        self._bursts[kind] = (min(t for t, _, _ in self._recent), until, count)
         return [kind]
 
     def _roll(self, ts: float) -> None:
