@@ -95,9 +95,9 @@ class SimulationConfig:
             at = getattr(self, name)
             if at is not None and (at.tzinfo is None or at.utcoffset() is None):
                 raise ValueError(f"SimulationConfig.{name} must be timezone-aware")
-        if not 0 <= self.attack_terminal < self.n_terminals:
+        if self.attack_at is not None and not 0 <= self.attack_terminal < self.n_terminals:
             raise ValueError("attack_terminal must be in [0, n_terminals)")
-        if not 1 <= self.attack_cards <= self.n_customers:
+        if self.attack_at is not None and not 1 <= self.attack_cards <= self.n_customers:
             raise ValueError("attack_cards must be in [1, n_customers]")
         if self.attack_minutes <= 0 or self.attack_max_amount < 0.01 or self.shift_factor <= 0:
             raise ValueError("attack_minutes, attack_max_amount and shift_factor must be positive")
