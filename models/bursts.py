@@ -81,10 +81,10 @@ class BurstWatch(base.Base):
         self.half_life_windows = half_life_windows
         # the sliding window: (time, card, small) oldest first, cards counted in it
         self._recent: collections.deque[tuple[float, str, bool]] = collections.deque()
-        self._cards: collections.Counter[str] = collections.Counter()
+        self._cards: dict[str, int] = {}
         self._small = 0
         # the aligned window being counted for the usual, and its cards
-        self._bucket: int | None = None
+        self._bucket: float | None = None
         self._bucket_cards: set[str] = set()
         self._bucket_in_burst = False
         self._usual_sum = 0.0  # decayed sums: the usual is their ratio
@@ -126,35 +126,48 @@ class BurstWatch(base.Base):
 
     def top_cards(self, n: int) -> list[str]:
         """The cards of the window, most transactions first."""
-        return [card for card, _ in self._cards.most_common(n)]
+        ranked = sorted(self._cards.items(), key=lambda item: -item[1])
+        return [card for card, _ in ranked[:n]]
 
     def observe(self, ts: float, card_id: str, amount: float) -> tuple[str, ...]:
         """Count one transaction; the kinds of burst (``terminal_burst``,
         ``card_testing``) that start with it."""
-        self._roll(ts)
-        self._latest = max(self._latest, ts)
+        # Every transaction of every terminal comes here: kept to a few microseconds.
+        window = self.window_seconds
+        bucket = ts // window
+        if bucket != self._bucket:
+            self._roll(bucket)
+        if ts > self._latest:
+            self._latest = ts
         small = amount <= self.small_amount
         recent = self._recent
         recent.append((ts, card_id, small))
-        self._cards[card_id] += 1
-        self._small += small
+        cards = self._cards
+        cards[card_id] = cards.get(card_id, 0) + 1
+        if small:
+            self._small += 1
         self._bucket_cards.add(card_id)
-        horizon = ts - self.window_seconds
+        horizon = ts - window
         while recent[0][0] <= horizon:
             _, card, was_small = recent.popleft()
-            self._small -= was_small
-            left = self._cards[card] - 1
+            if was_small:
+                self._small -= 1
+            left = cards[card] - 1
             if left:
-                self._cards[card] = left
+                cards[card] = left
             else:
-                del self._cards[card]
+                del cards[card]
+        if self._bursts and self.active(ts):
+            self._bucket_in_burst = True
+        if len(cards) < self.min_cards and self._small < self.min_small:
+            return ()
         floor = self.ratio * max(1.0, self.usual)
         started: list[str] = []
         if self._small >= self.min_small and self._small >= floor:
             started += self._on(CARD_TESTING, ts, self._small)
-        if len(self._cards) >= self.min_cards and len(self._cards) >= floor:
-            started += self._on(BURST, ts, len(self._cards))
-        if self._bursts and self.active(ts):
+        if len(cards) >= self.min_cards and len(cards) >= floor:
+            started += self._on(BURST, ts, len(cards))
+        if started:
             self._bucket_in_burst = True
         return tuple(started)
 
@@ -169,9 +182,9 @@ class BurstWatch(base.Base):
         self._bursts[kind] = (min(t for t, _, _ in self._recent), until, count)
         return [kind]
 
-    def _roll(self, ts: float) -> None:
-        """Fold the aligned window that ended into the usual."""
-        bucket = math.floor(ts / self.window_seconds)
+    def _roll(self, bucket: float) -> None:
+        """Fold the aligned window that ended into the usual (``bucket``: the number of
+        the window a transaction falls in)."""
         if self._bucket is None:
             self._bucket = bucket
             return

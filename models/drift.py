@@ -26,7 +26,19 @@ class Shift(NamedTuple):
 class _Stream:
     """One value's reference (decayed mean and mean square) and current interval."""
 
-    __slots__ = ("alarmed", "count", "mean", "n", "square", "started", "sum", "sum_sq", "weight")
+    __slots__ = (
+        "alarmed",
+        "count",
+        "mean",
+        "n",
+        "ready",
+        "square",
+        "started",
+        "sum",
+        "sum_sq",
+        "var",
+        "weight",
+    )
 
     def __init__(self) -> None:
         self.mean = 0.0
@@ -38,6 +50,8 @@ class _Stream:
         self.count = 0
         self.started = 0.0
         self.alarmed = False
+        self.var = 0.0  # of single values, in the reference
+        self.ready = False  # warmed up and not alarmed: compared as values come
 
 
 class MeanShift(base.Base):
@@ -118,21 +132,30 @@ class MeanShift(base.Base):
             self._interval = interval
         shifts: list[Shift] = []
         streams = self._streams
+        # Called for every transaction: a few additions per value, and the comparison
+        # without square roots (squared standard errors against the squared threshold).
+        least, z2, change2 = self.min_count, self.threshold**2, self.min_change**2
         for name, x in values.items():
             stream = streams.get(name)
             if stream is None:
                 stream = streams[name] = _Stream()
-                stream.started = ts
-            if not stream.count:
+            n = stream.count
+            if not n:
                 stream.started = ts
             stream.sum += x
             stream.sum_sq += x * x
-            stream.count += 1
-            if stream.count >= self.min_count and not stream.alarmed and stream.n >= self.warmup:
-                shift = self._compare(name, stream)
-                if shift is not None:
-                    stream.alarmed = True
-                    shifts.append(shift)
+            stream.count = n = n + 1
+            if not stream.ready or n < least:
+                continue
+            moved = stream.sum / n - stream.mean
+            moved2, var = moved * moved, stream.var
+            if moved2 * n < z2 * var or moved2 < change2 * var:
+                continue
+            shift = self._compare(name, stream)
+            if shift is not None:
+                stream.alarmed = True
+                stream.ready = False
+                shifts.append(shift)
         return shifts
 
     def _compare(self, name: str, stream: _Stream) -> Shift | None:
@@ -161,6 +184,8 @@ class MeanShift(base.Base):
                 stream.square += share * (square - stream.square)
                 stream.weight = total
                 stream.n += n
+                stream.var = max(0.0, stream.square - stream.mean**2)
+            stream.ready = stream.n >= self.warmup and not stream.alarmed
             stream.sum = stream.sum_sq = 0.0
             stream.count = 0
             stream.started = start
