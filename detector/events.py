@@ -138,7 +138,8 @@ def new_drift_watch(config: ScoringSettings) -> DriftWatch:
     )
     return DriftWatch(
         scores=MeanShift(interval, count, threshold),
-        features=MeanShift(interval, count, threshold),
+        # a sample of the transactions: intervals as many times longer, as many values
+        features=MeanShift(interval * config.events_feature_sample, count, threshold),
         labels=MeanShift(config.events_label_interval_seconds, count, threshold, warmup=500),
     )
 

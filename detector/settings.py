@@ -269,7 +269,10 @@ class ScoringSettings(BaseSettings):
         "`score_shift`, `feature_shift` or `fraud_rate_change`.",
     )
     events_feature_sample: int = Field(
-        4, ge=1, description="Every n-th transaction's features are watched for shifts."
+        8,
+        ge=1,
+        description="Every n-th transaction's features are watched for shifts (over "
+        "intervals n times `EVENTS_INTERVAL_SECONDS`).",
     )
     events_label_interval_seconds: float = Field(
         3600.0,
