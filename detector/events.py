@@ -11,6 +11,7 @@ a random share of the traffic, and one event per change is enough.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -156,7 +157,10 @@ def watch_scored(
     shifts = watch.scores.observe(ts, {SCORE: score})
     watch.scored += 1
     if watch.scored % config.events_feature_sample == 0:
-        shifts += watch.features.observe(ts, features)
+        # on a log scale: amounts and ratios have long tails, and one large value in an
+        # interval is not a shift
+        logged = {name: math.copysign(math.log1p(abs(x)), x) for name, x in features.items()}
+        shifts += watch.features.observe(ts, logged)
     return [_shift_event(shift, ts, model_name) for shift in shifts] if shifts else []
 
 
@@ -168,14 +172,19 @@ def watch_label(watch: DriftWatch, item: LabelToLearn, model_name: str) -> list[
     return [_shift_event(shift, item.labeled_at, model_name) for shift in shifts]
 
 
+def _unlog(y: float) -> float:
+    return math.copysign(math.expm1(min(abs(y), 700.0)), y)
+
+
 def _shift_event(shift: Shift, ts: float, model_name: str) -> Noticed:
     name, before, after = shift.name, shift.before, shift.after
     if name == SCORE:
         kind, what = "score_shift", f"{model_name}: mean score"
     elif name == FRAUD_RATE:
         kind, what = "fraud_rate_change", "share of frauds among new labels"
-    else:
-        kind, what = "feature_shift", f"feature {name}: mean"
+    else:  # watched on a log scale: the typical value (its geometric mean, near enough)
+        kind, what = "feature_shift", f"feature {name}: typical value"
+        before, after = _unlog(before), _unlog(after)
     summary = (
         f"{what} {after:,.3g} over {shift.values} since {_clock(shift.since)}, usually "
         f"{before:,.3g} ({after - before:+,.3g}, {abs(shift.z):.1f} standard errors)"

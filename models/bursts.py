@@ -195,5 +195,5 @@ class BurstWatch(base.Base):
             self._usual_sum = self._usual_sum * keep + len(self._bucket_cards)
             self._usual_weight = self._usual_weight * keep + 1.0
         self._bucket = bucket
-        self._bucket_cards = set()
+        self._bucket_cards.clear()
         self._bucket_in_burst = False

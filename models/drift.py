@@ -149,7 +149,7 @@ class MeanShift(base.Base):
                 continue
             moved = stream.sum / n - stream.mean
             moved2, var = moved * moved, stream.var
-            if moved2 * n < z2 * var or moved2 < change2 * var:
+            if not moved2 or moved2 * n < z2 * var or moved2 < change2 * var:
                 continue
             shift = self._compare(name, stream)
             if shift is not None:
