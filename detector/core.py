@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from detector.cards import CardState, card_step
 from detector.contracts import Control, Label, ModelStatus, RejectReason, Transaction
-from detector.items import ControlApplied, Learned, ModelIn, ModelOut, Rejected, Scored
+from detector.items import ControlApplied, Learned, ModelIn, ModelOut, Noticed, Rejected, Scored
 from detector.scoring import ModelState, model_step, new_model_state
 from detector.settings import ScoringSettings
 from detector.shards import to_shards
@@ -46,7 +46,9 @@ class ScoringCore:
     def _model_step(self, item: ModelIn) -> list[ModelOut]:
         out: list[ModelOut] = []
         for shard, routed in to_shards(item, self.config.shards):
-            self.shards[shard], shard_out = model_step(self.shards[shard], routed, self.config)
+            self.shards[shard], shard_out = model_step(
+                self.shards[shard], routed, self.config, watch=shard == 0
+            )
             out.extend(shard_out)
         # Every shard applies a control message alike: one outcome says it.
         return out[:1] if isinstance(item, Control) else out
@@ -66,7 +68,7 @@ class ScoringCore:
                 self.terminals.get(terminal_id), item, self.config
             )
             for routed in terminal_out:
-                if isinstance(routed, Rejected):
+                if isinstance(routed, Rejected | Noticed):
                     results.append(routed)
                     continue
                 results.extend(self._model_step(routed))
@@ -90,6 +92,10 @@ class ScoringCore:
             if isinstance(out, Rejected) and out.reason is RejectReason.DUPLICATE:
                 raise ValueError(out.error)
         raise AssertionError("a transaction always yields a Scored or a Rejected")
+
+    def events(self, event: Transaction | Label) -> list[Noticed]:
+        """Process ``event``; what the steps noticed with it (attacks and drifts)."""
+        return [out for out in self.process(event) if isinstance(out, Noticed)]
 
     def learn(self, label: Label) -> Learned | Rejected | None:
         """Learn from a label; None while it waits for its transaction."""

@@ -11,6 +11,7 @@ by step:
     -> (+ control) key_by_model -> model score, decide, explain; learn; apply controls
     -> decisions, alerts, model-status, dead letters (each a Kafka topic), and the
        replies to score requests: the decision, or ``duplicate`` from the card step
+    -> detector-events: bursts the terminal step noticed, shifts the model step noticed
 
 Items travel with their stamps (``detector.flow.stamped``); the keyed steps are
 ``detector.flow.steps``; Kafka at both ends is ``detector.flow.kafka``. The steps update
@@ -58,7 +59,7 @@ from detector.flow.recovery import ReadBack, recovery_config, waiting_path
 from detector.flow.shards import keyed_by_shard, shard_keys
 from detector.flow.stamped import Event, ModelItem, Outcome, Parsed, ShardIn, Stamped
 from detector.flow.steps import CardLogic, ModelLogic, StatusLogic, TerminalLogic, Watermark
-from detector.items import ModelIn, Rejected, TerminalIn
+from detector.items import ModelIn, Noticed, Rejected, TerminalIn
 from detector.kafka_config import consumer_config
 from detector.metrics import METRICS, DetectorMetrics
 from detector.metrics.endpoint import MetricsServerError, metrics_port, serve
@@ -91,6 +92,7 @@ def build_flow(
     ``detector.waiting``); without it they stay in memory.
     """
     config = settings.scoring.placed(shards=settings.detector.shards, waiting_store=waiting)
+    metrics.burst_seconds = 60.0 * max(config.burst_window_minutes, config.burst_review_minutes)
     if waiting is not None:
         store = waiting_store(
             waiting, config.waiting_cache_mb, shared=settings.detector.workers > 1
@@ -146,8 +148,9 @@ def build_flow(
             "terminal_state", by_terminal, partial(TerminalLogic, config, metrics, watermark)
         ),
     )
-    # (Featured | LabelToLearn | Rejected, received)
+    # (Featured | LabelToLearn | Rejected | Noticed, received)
     errors.append(op.filter_map("terminal_rejections", terminal_out, to_dead_letter))
+    bursts: Stream[Outcome] = op.filter_map("terminal_events", terminal_out, _noticed_or_none)
     terminal_ok: Stream[Stamped[ModelIn]] = op.filter_map(
         "terminal_accepted", terminal_out, _accepted
     )
@@ -171,9 +174,12 @@ def build_flow(
         op.stateful_batch("status", op.key_on("key_status", summaries, _status_key), StatusLogic),
     )
     model_out: Stream[Outcome] = op.merge(
-        "model_and_status", op.filter("model_outcomes", shards_out, _not_summary), statuses
+        "model_and_status",
+        op.filter("model_outcomes", shards_out, _not_summary),
+        statuses,
+        bursts,
     )
-    # (Scored | Learned | ControlApplied | Rejected | ModelStatus, received)
+    # (Scored | Learned | ControlApplied | Rejected | Noticed | ModelStatus, received)
     errors.append(op.filter_map("model_rejections", model_out, to_dead_letter))
 
     dead_letters = op.merge("dead_letters", *errors)
@@ -192,6 +198,9 @@ def build_flow(
             op.merge("all_score_replies", replies, duplicates),
             sinks.score_replies,
         )
+    noticed = op.filter_map("pick_detector_events", routed, partial(pick, "detector_events"))
+    if sinks.detector_events is not None:
+        op.output("detector_events_out", noticed, sinks.detector_events)
     unroutable = op.filter_map("pick_unroutable", routed, partial(pick, "dead_letters"))
     dead_messages = op.map("dead_letter_message", dead_letters, dead_letter_message)
     op.output(
@@ -239,8 +248,13 @@ def _terminal_key(item: Stamped[TerminalIn]) -> str:
 
 
 def _accepted(item: Stamped[Any]) -> Stamped[Any] | None:
-    """The items a step passed on (its rejections go to the dead letters)."""
-    return None if isinstance(item[0], Rejected) else item
+    """The items a step passed on (its rejections go to the dead letters, what it
+    noticed to the detector's events)."""
+    return None if isinstance(item[0], Rejected | Noticed) else item
+
+
+def _noticed_or_none(item: Stamped[Any]) -> Outcome | None:
+    return item if isinstance(item[0], Noticed) else None
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:

@@ -21,6 +21,7 @@ from detector.contracts import (
     Control,
     Decision,
     DecisionKind,
+    DetectorEvent,
     Label,
     RejectReason,
     ScoreRequest,
@@ -77,6 +78,8 @@ class Featured:
 
     transaction: Transaction
     features: dict[str, float]
+    # the terminal is in a burst (``detector.events``): why its transactions go to review
+    burst: str | None = None
 
 
 @dataclass(slots=True)
@@ -104,6 +107,14 @@ class LabelToLearn:
     home: bool = True
     # how the transaction came to be labelled (``Label.origin``); "" for presumed labels
     origin: str = ""
+    labeled_at: float | None = None  # epoch seconds, for an explicit label
+
+
+@dataclass(slots=True)
+class Noticed:
+    """An attack or a drift a step noticed (-> ``detector-events``)."""
+
+    event: DetectorEvent
 
 
 @dataclass(slots=True)
@@ -226,6 +237,6 @@ class ControlApplied:
 
 CardOut = CardFeatured | RoutedLabel | Rejected
 TerminalIn = CardFeatured | RoutedLabel
-TerminalOut = Featured | LabelToLearn | Rejected
+TerminalOut = Featured | LabelToLearn | Rejected | Noticed
 ModelIn = Featured | LabelToLearn | Control
-ModelOut = Scored | Learned | ControlApplied | Rejected
+ModelOut = Scored | Learned | ControlApplied | Rejected | Noticed

@@ -24,6 +24,7 @@ from detector.decision import (
     ThresholdsInForce,
     VolumeThresholds,
 )
+from detector.events import DriftWatch, new_drift_watch, watch_label, watch_scored
 from detector.exploration import ExplorationSampler
 from detector.expressions import ExpressionError
 from detector.items import (
@@ -33,6 +34,7 @@ from detector.items import (
     Learned,
     ModelIn,
     ModelOut,
+    Noticed,
     Origin,
     Rejected,
     Scored,
@@ -90,6 +92,8 @@ class ModelState:
     policy: Policy = field(default_factory=Policy)
     # the allowed transactions put up for review all the same (detector/exploration.py)
     exploration: ExplorationSampler = field(default_factory=ExplorationSampler)
+    # shifts in scores, features and labels (detector/events.py): the watching shard's
+    drift: DriftWatch | None = None
 
     @property
     def decider(self) -> ModelSlot:
@@ -102,16 +106,35 @@ def model_step(
     config: ScoringSettings,
     *,
     origin: Origin | None = None,
+    watch: bool = True,
 ) -> tuple[ModelState, list[ModelOut]]:
-    """Score, learn or apply a control; ``origin`` is a control's Kafka record."""
+    """Score, learn or apply a control; ``origin`` is a control's Kafka record.
+
+    ``watch``: this shard watches scores, features and labels for shifts (one shard
+    does, see ``detector.events``)."""
     if state is None:
         state = new_model_state(config)
     if isinstance(item, Featured):
-        return state, [_score(state, item, config)]
+        scored = _score(state, item, config)
+        if not watch:
+            return state, [scored]
+        return state, [scored, *_watch_scored(state, scored, config)]
     if isinstance(item, LabelToLearn):
         learned = _learn(state, item)
-        return state, [learned] if learned is not None else []
+        out: list[ModelOut] = [learned] if learned is not None else []
+        if watch:
+            drift = state.drift = state.drift or new_drift_watch(config)
+            out += watch_label(drift, item, state.deciding)
+        return state, out
     return state, [apply_control(state, item, origin=origin)]
+
+
+def _watch_scored(state: ModelState, scored: Scored, config: ScoringSettings) -> list[Noticed]:
+    if scored.degraded:
+        return []
+    drift = state.drift = state.drift or new_drift_watch(config)
+    ts = scored.transaction.epoch_seconds
+    return watch_scored(drift, ts, scored.parts.score, scored.features, scored.model_name, config)
 
 
 def _score(state: ModelState, item: Featured, config: ScoringSettings) -> Scored:
@@ -130,7 +153,8 @@ def _score(state: ModelState, item: Featured, config: ScoringSettings) -> Scored
             continue
         parts = raw._replace(score=slot.calibrator.predict_one(raw.score), raw_score=raw.score)
         decision = slot.thresholds.decide_transaction(parts.score, at=ts, anomaly=parts.anomaly)
-        slot.window.update(raw.score)  # raw: see VolumeThresholds.scale
+        if item.burst is None:  # an attack must not raise the thresholds for the others
+            slot.window.update(raw.score)  # raw: see VolumeThresholds.scale
         slot.scorer.learn_unlabelled(features, raw)
         slot.transactions_scored += 1
         slot.decisions[decision] += 1
@@ -141,11 +165,18 @@ def _score(state: ModelState, item: Featured, config: ScoringSettings) -> Scored
     assert chosen is not None, f"the deciding model {deciding!r} is not among the models"
     slot, decided, decision = chosen
     scored_at = datetime.now(UTC)
+    # A terminal in a burst: its transactions go to review whatever the thresholds say.
+    raised = item.burst is not None and decided is not None and decision == "allow"
     # Lists, rules and the safety valves decide last, on the deciding model's decision.
     outcome = state.policy.decide(
-        tx, features, decision if decided is not None else None, now=scored_at.timestamp()
+        tx,
+        features,
+        ("review" if raised else decision) if decided is not None else None,
+        now=scored_at.timestamp(),
     )
     reasons = list(outcome.reasons)
+    if item.burst is not None and (raised or outcome.decision != "allow"):
+        reasons.append(item.burst)
     if decided is not None:
         reasons += explain(
             features,

@@ -248,6 +248,58 @@ class ScoringSettings(BaseSettings):
         description="Labels (per model shard) after which a label weighs half in the "
         "calibration of scores to fraud probabilities.",
     )
+    # Detector events: bursts at a terminal, and shifts in scores, features and labels.
+    burst_window_minutes: float = Field(
+        5.0, gt=0, le=1440, description="Window in which a terminal's cards are counted."
+    )
+    burst_min_cards: int = Field(
+        10, ge=2, description="Fewest distinct cards at a terminal in the window for a burst."
+    )
+    burst_ratio: float = Field(
+        5.0,
+        ge=1,
+        description="Fewest times the terminal's usual cards in a window for a burst (or "
+        "for card testing).",
+    )
+    burst_small_amount: float = Field(
+        5.0, ge=0, description="Amounts at or below this count as small (card testing)."
+    )
+    burst_min_small: int = Field(
+        10, ge=2, description="Fewest small amounts at a terminal in the window for card testing."
+    )
+    burst_review_minutes: float = Field(
+        60.0,
+        ge=0,
+        description="After a burst or card testing, the terminal's transactions go to review "
+        "(at least) for this long, whatever the thresholds; 0 only reports the events.",
+    )
+    events_interval_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Interval over which the deciding model's mean score and the features' "
+        "means are compared with their past (event time).",
+    )
+    events_min_count: int = Field(
+        10, ge=2, description="Fewest transactions in an interval before it is compared."
+    )
+    events_threshold: float = Field(
+        8.0,
+        gt=0,
+        description="Standard errors between an interval's mean and the past for a "
+        "`score_shift`, `feature_shift` or `fraud_rate_change`.",
+    )
+    events_feature_sample: int = Field(
+        8,
+        ge=1,
+        description="Every n-th transaction's features are watched for shifts (over "
+        "intervals n times `EVENTS_INTERVAL_SECONDS`).",
+    )
+    events_label_interval_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="Interval over which the share of frauds among new labels is compared "
+        "with its past (label time).",
+    )
 
     # Where this run places the model step (not settings: the detector sets them, see
     # ``placed``): its shards, and the store of the features waiting for labels (None:

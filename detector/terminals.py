@@ -10,20 +10,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from detector.contracts import RejectReason
+from detector.events import burst_events, burst_reason, new_burst_watch
 from detector.items import Featured, LabelToLearn, Rejected, RoutedLabel, TerminalIn, TerminalOut
 from detector.settings import ScoringSettings
 from detector.waiting import StoredPending
 from models import FEATURES, PendingFeatures, TerminalProfile
+from models.bursts import BurstWatch
 
 DAY = 86400.0
 
 
 @dataclass
 class TerminalState:
-    """Per-terminal state: volume, confirmed frauds, features waiting for labels."""
+    """Per-terminal state: volume, confirmed frauds, features waiting for labels, and
+    its bursts (None until its next transaction in a state recovered from before them)."""
 
     profile: TerminalProfile
     pending: PendingFeatures | StoredPending
+    bursts: BurstWatch | None = None
 
 
 def terminal_idle(state: TerminalState, now: float, config: ScoringSettings) -> bool:
@@ -86,7 +90,12 @@ def terminal_step(
             ]
         state.pending.mark_labelled(label.transaction_id)
         learn = LabelToLearn(
-            label.transaction_id, is_fraud, label.source, features, origin=label.provenance
+            label.transaction_id,
+            is_fraud,
+            label.source,
+            features,
+            origin=label.provenance,
+            labeled_at=label.labeled_at.timestamp(),
         )
         return state, [learn]
 
@@ -98,5 +107,14 @@ def terminal_step(
     out: list[TerminalOut] = [
         LabelToLearn(tx_id, False, "presumed", x) for tx_id, x in state.pending.expire(ts)
     ]
-    out.append(Featured(tx, features))
+    # bursts: distinct cards and small amounts at this terminal in the last minutes
+    if state.bursts is None:
+        state.bursts = new_burst_watch(config)
+    started = state.bursts.observe(ts, tx.card_id, tx.amount)
+    if started:
+        out.extend(burst_events(started, tx.terminal_id, state.bursts, ts))
+    burst = None
+    if config.burst_review_minutes > 0 and state.bursts.active(ts):
+        burst = burst_reason(tx.terminal_id, state.bursts, ts)
+    out.append(Featured(tx, features, burst))
     return state, out

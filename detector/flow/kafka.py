@@ -45,6 +45,8 @@ class Sinks:
     model_status: Sink[Message]
     # None: the flow's replies to score requests go nowhere (tests of other outputs)
     score_replies: Sink[Message] | None = None
+    # None: the detector's events go nowhere (tests of other outputs)
+    detector_events: Sink[Message] | None = None
 
 
 def _received(msg: KafkaSourceMessage[bytes | None, bytes | None]) -> float:
@@ -247,4 +249,5 @@ def kafka_sinks(settings: Settings) -> Sinks:
         dead_letters=DeliveredSink(config, settings.kafka.topic_dead_letters),
         model_status=DeliveredSink(config, settings.kafka.topic_model_status),
         score_replies=DeliveredSink(config, settings.kafka.topic_score_replies),
+        detector_events=DeliveredSink(config, settings.kafka.topic_detector_events),
     )

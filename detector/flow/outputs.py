@@ -1,4 +1,4 @@
-"""Where outcomes go: decisions, alerts, model status and dead letters."""
+"""Where outcomes go: decisions, alerts, model status, detector events and dead letters."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from pydantic import ValidationError
 
 from detector.contracts import DeadLetter, ModelStatus, RejectReason, ScoreReply, ScoreRequest
 from detector.flow.stamped import Message, Outcome, Stamped, payload_of, step_error
-from detector.items import ControlApplied, Learned, Rejected, RequestedTransaction, Scored
+from detector.items import (
+    ControlApplied,
+    Learned,
+    Noticed,
+    Rejected,
+    RequestedTransaction,
+    Scored,
+)
 from detector.metrics import DetectorMetrics
 from detector.settings import Settings
 
@@ -82,6 +89,19 @@ class Router:
                     reason=item.reasons[0] if item.reasons else None,
                 )
             return out
+        if isinstance(item, Noticed):
+            event = item.event
+            self.metrics.noticed(event, now=time.time())
+            log.warning(
+                "detector event",
+                event_id=event.event_id,
+                kind=event.kind,
+                subject=event.subject,
+                summary=event.summary,
+            )
+            # terminal events by terminal (in order per terminal), the others by kind
+            key = event.terminals[0] if event.terminals else event.kind
+            return [("detector_events", _message(key, event.model_dump_json()))]
         if isinstance(item, ModelStatus):
             self.metrics.model_status(item)
             return [("model_status", _message(item.model_name, item.model_dump_json()))]

@@ -269,7 +269,9 @@ class ModelLogic(StatefulBatchLogic[ShardIn, ModelItem, Snapshot]):
     def _one(self, value: Stamped[ModelIn]) -> list[ModelItem]:
         item, received, seq, origin = value
         try:
-            self.state, out = model_step(self.state, item, self.config, origin=origin)
+            self.state, out = model_step(
+                self.state, item, self.config, origin=origin, watch=self.shard == 0
+            )
         except Exception as error:
             out = [step_rejection("model", error, item, origin)]
         if self.published:

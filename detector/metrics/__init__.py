@@ -67,6 +67,13 @@ Metric                                          Meaning
 ``fraudstream_max_block_share``                 The block cap (1: no cap).
 ``fraudstream_block_cap_tripped``               1 while blocks are turned into reviews.
 ``fraudstream_list_entries{list}``              Entries in force on each list.
+``fraudstream_detector_events_total{kind}``     Attacks and drifts noticed (``detector-events``),
+                                                by kind: score_shift, terminal_burst,
+                                                card_testing, fraud_rate_change,
+                                                feature_shift.
+``fraudstream_terminals_in_burst``              Terminals with a burst or card testing noticed
+                                                in the last BURST_REVIEW_MINUTES (at least a
+                                                burst window), whose transactions go to review.
 ``fraudstream_state_cards``                     Cards with state in this process (all workers).
 ``fraudstream_state_terminals``                 Terminals with state in this process.
 ``fraudstream_state_pending_labels``            Scored transactions whose features are kept for
@@ -88,9 +95,18 @@ recovered state."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import time
+import typing
 
-from detector.contracts import LIST_NAMES, ModelStatus, RejectReason
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from detector.contracts import (
+    LIST_NAMES,
+    DetectorEvent,
+    DetectorEventKind,
+    ModelStatus,
+    RejectReason,
+)
 from detector.metrics.histogram import FastHistogram
 from detector.metrics.models import ModelCollector
 from detector.metrics.state import StateCollector, StateSizes
@@ -254,6 +270,21 @@ class DetectorMetrics:
             "Decisions made without a usable model score (rules and lists alone).",
             registry=r,
         )
+        self.detector_events = Counter(
+            "fraudstream_detector_events",
+            "Attacks and drifts the detector noticed, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.in_burst = Gauge(
+            "fraudstream_terminals_in_burst",
+            "Terminals in a burst (or card testing) now: their transactions go to review.",
+            registry=r,
+        )
+        self.in_burst.set_function(self._terminals_in_burst)
+        # terminal -> when its last burst was noticed (wall clock); how long one lasts
+        self._bursts: dict[str, float] = {}
+        self.burst_seconds = 3600.0
         self.models = ModelCollector()
         self.state = StateSizes()
         r.register(self.models)
@@ -266,6 +297,9 @@ class DetectorMetrics:
         self._labelled = {s: self.labels.labels(s) for s in LABEL_SOURCES}
         self._delays = {s: self.label_delay.labels(s) for s in LABEL_SOURCES if s != "presumed"}
         self._list_hits = {name: self.list_hits.labels(name) for name in LIST_NAMES}
+        self._noticed = {
+            kind: self.detector_events.labels(kind) for kind in typing.get_args(DetectorEventKind)
+        }
 
     def decided(
         self, decision: str, score: float, *, received: float, event_time: float, now: float
@@ -291,6 +325,19 @@ class DetectorMetrics:
             self.blocks_capped.inc()
         if outcome.degraded:
             self.degraded.inc()
+
+    def noticed(self, event: DetectorEvent, *, now: float) -> None:
+        """An attack or a drift noticed at ``now`` (wall clock)."""
+        self._noticed[event.kind].inc()
+        if event.kind in ("terminal_burst", "card_testing"):
+            for terminal in event.terminals:
+                self._bursts[terminal] = now
+
+    def _terminals_in_burst(self) -> float:
+        since = time.time() - self.burst_seconds
+        for terminal in [t for t, at in self._bursts.items() if at < since]:
+            del self._bursts[terminal]
+        return float(len(self._bursts))
 
     def dead_letter(self, reason: RejectReason) -> None:
         self._dead[reason].inc()

@@ -46,6 +46,23 @@ def simulate(
     out: Annotated[
         Path | None, typer.Option(help="Write JSONL (with ground truth) here instead of Kafka.")
     ] = None,
+    attack_after_days: Annotated[
+        float | None,
+        typer.Option(
+            help="Plant an attack this many simulated days in: many cards, small amounts, "
+            "at one terminal in minutes.",
+            min=0,
+        ),
+    ] = None,
+    attack_terminal: Annotated[
+        int, typer.Option(help="The attacked terminal (term-N).", min=0)
+    ] = 0,
+    attack_cards: Annotated[int, typer.Option(help="Cards in the attack.", min=1)] = 60,
+    shift_after_days: Annotated[
+        float | None,
+        typer.Option(help="Multiply amounts by SHIFT_FACTOR from this simulated day on.", min=0),
+    ] = None,
+    shift_factor: Annotated[float, typer.Option(help="The amount shift's factor.", min=0.01)] = 3.0,
 ) -> None:
     """Publish simulated card transactions (the Fraud Detection Handbook's simulation).
 
@@ -62,13 +79,26 @@ def simulate(
 
     settings = command_settings()
     seed = seed if seed is not None else random.SystemRandom().randrange(1_000_000)
-    config = SimulationConfig(
-        n_customers=customers,
-        n_terminals=terminals,
-        seed=seed,
-        start=start_time_for_live(days_back),
-        days=days,
-    )
+    start = start_time_for_live(days_back)
+    try:
+        config = SimulationConfig(
+            n_customers=customers,
+            n_terminals=terminals,
+            seed=seed,
+            start=start,
+            days=days,
+            attack_at=(
+                start + timedelta(days=attack_after_days) if attack_after_days is not None else None
+            ),
+            attack_terminal=attack_terminal,
+            attack_cards=attack_cards,
+            shift_at=(
+                start + timedelta(days=shift_after_days) if shift_after_days is not None else None
+            ),
+            shift_factor=shift_factor,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
     log.info("simulating", seed=seed, start=config.start.isoformat(), rate=rate)
     records = run_simulation(config)
     if out is not None:

@@ -13,6 +13,10 @@ Differences from the Handbook's batch code, all forced by generating a day at a 
 - a card or terminal compromised again while still compromised has its window extended,
   instead of being drawn twice (which in the Handbook can multiply an amount by 25);
 - amounts that round to 0.00 are skipped (the contract requires amount > 0).
+
+An attack can be planted, to see the detector notice it: a burst of small amounts from
+many cards at one terminal in minutes (``attack_at``, scenario ``PLANTED_ATTACK``, fraud),
+and amounts multiplied by ``shift_factor`` from ``shift_at`` on (a drift, not fraud).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ GENUINE = 0
 LARGE_AMOUNT = 1
 COMPROMISED_TERMINAL = 2
 COMPROMISED_CARD = 3
+# Not in the Handbook: the planted burst of small amounts at one terminal.
+PLANTED_ATTACK = 4
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,15 @@ class SimulationConfig:
     card_compromise_days: int = 14
     card_fraud_share: float = 1 / 3
     card_amount_multiplier: float = 5.0
+    attack_at: datetime | None = None
+    """When the planted burst starts (None: no burst)."""
+    attack_terminal: int = 0
+    attack_cards: int = 60
+    attack_minutes: float = 5.0
+    attack_max_amount: float = 3.0
+    shift_at: datetime | None = None
+    """From when amounts are multiplied by ``shift_factor`` (None: never)."""
+    shift_factor: float = 3.0
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.start.utcoffset() is None:
@@ -76,6 +91,16 @@ class SimulationConfig:
             raise ValueError("card_fraud_share must be in [0, 1]")
         if self.radius <= 0 or self.grid_size <= 0:
             raise ValueError("radius and grid_size must be positive")
+        for name in ("attack_at", "shift_at"):
+            at = getattr(self, name)
+            if at is not None and (at.tzinfo is None or at.utcoffset() is None):
+                raise ValueError(f"SimulationConfig.{name} must be timezone-aware")
+        if self.attack_at is not None and not 0 <= self.attack_terminal < self.n_terminals:
+            raise ValueError("attack_terminal must be in [0, n_terminals)")
+        if self.attack_at is not None and not 1 <= self.attack_cards <= self.n_customers:
+            raise ValueError("attack_cards must be in [1, n_customers]")
+        if self.attack_minutes <= 0 or self.attack_max_amount < 0.01 or self.shift_factor <= 0:
+            raise ValueError("attack_minutes, attack_max_amount and shift_factor must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +145,9 @@ def simulate(config: SimulationConfig) -> Iterator[Record]:
     for day in days:
         drafts = _generate_day(config, customers, day_rng)
         fraud.label_day(day, drafts)
-        drafts.sort(key=lambda d: d.seconds)
         day_start = start + timedelta(days=day)
+        _plant(config, day_start, drafts)
+        drafts.sort(key=lambda d: d.seconds)
         for draft in drafts:
             yield _to_record(config.seed, next(ids), day_start, draft)
 
@@ -194,6 +220,31 @@ def _generate_day(
                 continue
             drafts.append(_Draft(seconds, customer.index, choice(customer.terminals), amount))
     return drafts
+
+
+def _plant(config: SimulationConfig, day_start: datetime, drafts: list[_Draft]) -> None:
+    """Plant the attack's burst and amount shift in one day's drafts."""
+    if config.shift_at is not None:
+        shift_from = (config.shift_at - day_start).total_seconds()
+        for draft in drafts:
+            if draft.seconds >= shift_from:
+                draft.amount = round(draft.amount * config.shift_factor, 2)
+    if config.attack_at is None:
+        return
+    begin = (config.attack_at - day_start).total_seconds()
+    if not 0 <= begin < SECONDS_PER_DAY:
+        return
+    rng = random.Random(f"{config.seed}-attack")
+    cards = rng.sample(range(config.n_customers), config.attack_cards)
+    step = config.attack_minutes * 60.0 / config.attack_cards
+    for i, card in enumerate(cards):
+        seconds = int(begin + i * step)
+        if seconds >= SECONDS_PER_DAY:
+            break
+        amount = round(rng.uniform(0.5, config.attack_max_amount), 2)
+        drafts.append(
+            _Draft(seconds, card, config.attack_terminal, max(0.01, amount), PLANTED_ATTACK)
+        )
 
 
 def _poisson(random_: Callable[[], float], exp_minus_rate: float) -> int:

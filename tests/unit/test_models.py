@@ -29,6 +29,8 @@ from models import (
     ScoreCalibrator,
     TerminalProfile,
 )
+from models.bursts import BurstWatch
+from models.drift import MeanShift
 from models.surprise import TailSurprise
 
 DAY = 86400.0
@@ -165,6 +167,39 @@ def _calibrator_probe(calibrator: ScoreCalibrator) -> Any:
     )
 
 
+def _burst_learn(watch: BurstWatch, i: int) -> None:
+    # a few cards a day, and from step 250 a run of small amounts from new cards
+    rng = random.Random(i)
+    if i < 250:
+        watch.observe(T0 + i * 3000.0, f"card-{rng.randint(0, 20)}", rng.uniform(10, 90))
+    else:
+        watch.observe(T0 + 250 * 3000.0 + (i - 250) * 5.0, f"new-{i}", rng.uniform(0.5, 2))
+
+
+def _burst_probe(watch: BurstWatch) -> Any:
+    return (
+        watch.usual,
+        watch.cards_in_window,
+        watch.small_in_window,
+        watch.burst("terminal_burst"),
+        watch.burst("card_testing"),
+        watch.top_cards(5),
+        [watch.active(T0 + k * DAY) for k in range(0, 12)],
+    )
+
+
+def _shift_learn(watch: MeanShift, i: int) -> None:
+    x, fraud = DATA[i % len(DATA)]
+    late = 120.0 if i % 13 == 12 else 0.0  # now and then a value arrives late
+    watch.observe(T0 + i * 20.0 - late, {"amount": x["amount"] * (4 if i > 200 else 1)})
+    if i % 7 == 0:  # a value that appears now and then
+        watch.observe(T0 + i * 20.0, {"fraud": float(fraud)})
+
+
+def _shift_probe(watch: MeanShift) -> Any:
+    return watch.reference("amount"), watch.reference("fraud")
+
+
 DRIVERS = [
     Driver(
         "CardProfile",
@@ -193,6 +228,18 @@ DRIVERS = [
         lambda: ScoreCalibrator(base_rate=0.02, half_life=200),
         _calibrator_learn,
         _calibrator_probe,
+    ),
+    Driver(
+        "BurstWatch",
+        lambda: BurstWatch(window_seconds=300, min_cards=5, min_small=5, hold_seconds=600),
+        _burst_learn,
+        _burst_probe,
+    ),
+    Driver(
+        "MeanShift",
+        lambda: MeanShift(interval_seconds=60, min_count=3, half_life=100, warmup=20),
+        _shift_learn,
+        _shift_probe,
     ),
 ]
 by_name = pytest.mark.parametrize("driver", DRIVERS, ids=[d.name for d in DRIVERS])
