@@ -54,10 +54,21 @@ def transaction_key(transaction_id: str) -> int:
     True
 
     """
+    global _last_key
+    last = _last_key  # one read: another thread may replace it (never change it)
+    if transaction_id == last[0]:
+        return last[1]
     digest = hashlib.blake2b(
         transaction_id.encode("utf-8", "surrogatepass"), digest_size=8
     ).digest()
-    return int.from_bytes(digest, "little", signed=True) or 1
+    key = int.from_bytes(digest, "little", signed=True) or 1
+    _last_key = (transaction_id, key)
+    return key
+
+
+# The latest id and its key: a transaction's id is hashed when the card checks it is new
+# and again when the card remembers it, one right after the other.
+_last_key: tuple[str | None, int] = (None, 0)
 
 
 # The windows over the log, each from its oldest entry to the newest. The first three
