@@ -16,6 +16,7 @@ from detector.decision import (
     VolumeThresholds,
 )
 from models import HybridScore
+from models.card_features import LARGE_RATIO
 
 MAX_REASONS = 5
 
@@ -72,6 +73,17 @@ def explain(
                 ratio / 3.0,
                 f"amount {ratio:.1f}x this card's {history_days:.0f}-day average "
                 f"({features.get('card_mean_amount', 0.0):.2f})",
+            )
+        )
+    large_7d = features.get("card_large_7d", 0.0)
+    if history >= 1 and large_7d >= 1:
+        # the card's own recent payments far above its habits: it may be compromised
+        ranked.append(
+            (
+                0.5 + large_7d / 4,
+                f"{counted(large_7d, 'payment')} of this card in 7 days at "
+                f"{LARGE_RATIO:g}x its {history_days:.0f}-day average or more (largest "
+                f"{features.get('card_max_ratio_7d', 0.0):.1f}x)",
             )
         )
     if history >= 1 and features.get("card_new_terminal", 0.0) >= 1.0:

@@ -15,6 +15,8 @@ from river import base
 
 from models.card_features import (
     HOUR,
+    LARGE_RATIO,
+    SCALE_BITS,
     Aggregates,
     bounded_amount,
     card_features,
@@ -52,16 +54,38 @@ def transaction_key(transaction_id: str) -> int:
     True
 
     """
+    global _last_key
+    last = _last_key  # one read: another thread may replace it (never change it)
+    if transaction_id == last[0]:
+        return last[1]
     digest = hashlib.blake2b(
         transaction_id.encode("utf-8", "surrogatepass"), digest_size=8
     ).digest()
-    return int.from_bytes(digest, "little", signed=True) or 1
+    key = int.from_bytes(digest, "little", signed=True) or 1
+    _last_key = (transaction_id, key)
+    return key
+
+
+# The latest id and its key: a transaction's id is hashed when the card checks it is new
+# and again when the card remembers it, one right after the other.
+_last_key: tuple[str | None, int] = (None, 0)
 
 
 # The windows over the log, each from its oldest entry to the newest. The first three
 # keep exact sums of their amounts (and the history, of their squares).
 _HISTORY, _WEEK, _DAY, _HOUR, _IDS = range(5)
 _SUMMED = (_HISTORY, _WEEK, _DAY)
+
+
+def _largest(week: array[float], history_sum: int, history: int) -> tuple[float, int]:
+    """The largest of the week's amounts, and how many are at least ``LARGE_RATIO``
+    times the mean of the history (its exact sum, scaled, over ``history`` amounts)."""
+    if not week or not history:
+        return 0.0, 0
+    large = LARGE_RATIO * (history_sum / (history << SCALE_BITS))
+    top = max(week)
+    # most cards have none: counting them is then not needed
+    return top, sum(map(large.__le__, week)) if top >= large else 0
 
 
 class CardProfile(base.Base):
@@ -209,6 +233,7 @@ class CardProfile(base.Base):
             week_sum -= sum(map(scaled_amount, amounts[first_week:week]))
         if day > first_day:
             day_sum -= sum(map(scaled_amount, amounts[first_day:day]))
+        week_max, week_large = _largest(amounts[week:n], history_sum, n - history)
         return Aggregates(
             n - hour,
             n - day,
@@ -220,6 +245,8 @@ class CardProfile(base.Base):
             history_squares,
             self._used_since(history, n, terminal_id),
             times[-1] if history < n else None,
+            week_max,
+            week_large,
         )
 
     def _scan(self, ts: float, terminal_id: str) -> Aggregates:
@@ -241,6 +268,8 @@ class CardProfile(base.Base):
                     squares = sum(s * s for s in scaled)
             if w == _HISTORY:
                 start = i
+        week_start = end - counts[_WEEK]
+        week_max, week_large = _largest(amounts[week_start:end], sums[_HISTORY], counts[_HISTORY])
         return Aggregates(
             hour=counts[_HOUR],
             day=counts[_DAY],
@@ -252,6 +281,8 @@ class CardProfile(base.Base):
             history_squares=squares,
             same_terminal=self._used_since(start, end, terminal_id),
             last=times[end - 1] if counts[_HISTORY] else None,
+            week_max=week_max,
+            week_large=week_large,
         )
 
     def _used_since(self, start: int, end: int, terminal_id: str) -> bool:

@@ -67,7 +67,13 @@ CARD_FEATURES: tuple[str, ...] = (
     "card_amount_zscore",
     "card_amount_ratio_7d",
     "card_frauds_14d",
+    "card_max_ratio_7d",
+    "card_large_7d",
 )
+
+# An amount this many times the card's average is far above its habits: the card's
+# transactions of the last 7 days that were count in ``card_large_7d``.
+LARGE_RATIO = 2.5
 
 
 class Aggregates(typing.NamedTuple):
@@ -83,6 +89,10 @@ class Aggregates(typing.NamedTuple):
     history_squares: int
     same_terminal: bool
     last: float | None
+    # the week window's amounts (bounded): its largest, and how many are at least
+    # ``LARGE_RATIO`` times the history's mean
+    week_max: float = 0.0
+    week_large: int = 0
 
 
 def card_features(ts: float, amount: float, agg: Aggregates, frauds_14d: int) -> dict[str, float]:
@@ -115,4 +125,8 @@ def card_features(ts: float, amount: float, agg: Aggregates, frauds_14d: int) ->
         "card_amount_zscore": max(-20.0, min(20.0, (amount - mean) / std)) if std else 0.0,
         "card_amount_ratio_7d": amount / week_mean if agg.week else 1.0,
         "card_frauds_14d": float(frauds_14d),
+        # Memory of anomalies: a card that paid far above its habits in the last days is
+        # likely compromised for days (its next frauds are as large).
+        "card_max_ratio_7d": agg.week_max / mean if agg.week and n else 1.0,
+        "card_large_7d": float(agg.week_large),
     }

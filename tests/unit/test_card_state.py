@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from detector.replay.simulator import SimulationConfig, simulate
 from models import CardProfile
 from models.card import DAY, transaction_key
-from models.card_features import HOUR, MIN_AMOUNT, SCALE_BITS, bounded_amount
+from models.card_features import HOUR, LARGE_RATIO, MIN_AMOUNT, SCALE_BITS, bounded_amount
 from models.packing import (
     pack_amounts,
     pack_int64,
@@ -124,6 +124,8 @@ def reference_features(
         "card_amount_zscore": max(-20.0, min(20.0, (amount - mean) / std)) if n else 0.0,
         "card_amount_ratio_7d": amount / float(exact_mean(week_amounts)) if week else 1.0,
         "card_frauds_14d": 0.0,
+        "card_max_ratio_7d": max(week_amounts) / mean if week and n else 1.0,
+        "card_large_7d": float(sum(a >= LARGE_RATIO * mean for a in week_amounts) if n else 0),
     }
 
 

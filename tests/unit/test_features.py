@@ -54,6 +54,8 @@ def test_first_transaction_of_a_card() -> None:
         "card_amount_zscore": 0.0,
         "card_amount_ratio_7d": 1.0,
         "card_frauds_14d": 0.0,
+        "card_max_ratio_7d": 1.0,
+        "card_large_7d": 0.0,
     }
 
 
@@ -83,6 +85,21 @@ def test_card_windows_one_hour_one_day_seven_days_and_history() -> None:
     assert x["card_new_terminal"] == 1.0
     assert card.features(T0, 35.0, "t1")["card_new_terminal"] == 0.0
     assert card.features(T0, 35.0, "t2")["card_amount_ratio"] == 1.0
+
+
+def test_card_remembers_its_large_amounts_of_the_last_seven_days() -> None:
+    habits = [(T0 - (20 - d) * DAY, 20.0, "t1") for d in range(10)]  # 20 a day, days -20..-11
+    card = card_with([*habits, (T0 - 8 * DAY, 400.0, "t2")])  # large, but 8 days ago
+    x = card.features(T0, 20.0, "t1")
+    assert (x["card_max_ratio_7d"], x["card_large_7d"]) == (1.0, 0.0)  # nothing in 7 days
+    card.observe(T0 - 3 * DAY, 100.0, "t3")  # 100 / (700 / 12) = 1.7: not large
+    card.observe(T0 - DAY, 250.0, "t3")  # 250 / (950 / 13) = 3.4: large
+    mean = (10 * 20.0 + 400.0 + 100.0 + 250.0) / 13
+    x = card.features(T0, 20.0, "t1")
+    assert x["card_max_ratio_7d"] == 250.0 / mean
+    assert x["card_large_7d"] == 1.0  # 250 >= 2.5 x 73.1; 100 is not
+    # a week later both have left the window
+    assert card.features(T0 + 7 * DAY, 20.0, "t1")["card_large_7d"] == 0.0
 
 
 def test_card_windows_include_their_boundary() -> None:

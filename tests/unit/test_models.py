@@ -56,6 +56,8 @@ def sample_features(rng: random.Random, fraud: bool = False) -> dict[str, float]
         "card_amount_zscore": min(20.0, (amount - mean) / (0.5 * mean)),
         "card_amount_ratio_7d": amount / mean,
         "card_frauds_14d": 0.0,
+        "card_max_ratio_7d": amount / mean if fraud else rng.uniform(1.0, 2.0),
+        "card_large_7d": float(rng.randint(1, 3) if fraud else rng.random() < 0.05),
         "terminal_tx_24h": float(rng.randint(0, 20)),
         "terminal_tx_7d": float(rng.randint(10, 100)),
         "terminal_frauds_7d": 0.0,

@@ -250,6 +250,22 @@ def test_counts_take_the_plural_only_when_more_than_one() -> None:
     assert reasons == ["terminal had 3 confirmed frauds in 28 days"]
 
 
+def test_a_card_with_recent_large_payments_says_how_many_and_how_large() -> None:
+    parts = HybridScore(0.2, 0.2, None, 0.0)
+    features = {"card_history_tx": 12.0, "card_large_7d": 1.0, "card_max_ratio_7d": 4.26}
+    reasons = explain(features, parts, terminal_id="t", history_days=30, frauds_learned=0)
+    assert reasons == [
+        "1 payment of this card in 7 days at 2.5x its 30-day average or more (largest 4.3x)"
+    ]
+    features = {"card_history_tx": 12.0, "card_large_7d": 2.0, "card_max_ratio_7d": 5.0}
+    reasons = explain(features, parts, terminal_id="t", history_days=30, frauds_learned=0)
+    assert reasons[0].startswith("2 payments of this card in 7 days")
+    # no history: no average to compare with, no such reason
+    features = {"card_history_tx": 0.0, "card_large_7d": 0.0, "card_max_ratio_7d": 1.0}
+    reasons = explain(features, parts, terminal_id="t", history_days=30, frauds_learned=0)
+    assert not any("payment" in r for r in reasons)
+
+
 def test_a_fraud_verdict_turned_legit_is_no_fraud_learned() -> None:
     q = QualityTracker(window=10)
     q.record("a", 0.0, 0.9, True)
