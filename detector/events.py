@@ -120,6 +120,12 @@ def burst_reason(terminal_id: str, watch: BurstWatch, ts: float) -> str | None:
 # --- the model step: shifts ---------------------------------------------------------------
 
 
+# Features that keep growing for days after the detector starts, as the cards' histories
+# fill (a maximum and a count over the last 7 days): a ramp, not a shift of the traffic.
+# A shift of amounts shows in the amounts and their ratios to the card's habits.
+UNWATCHED_FEATURES = frozenset({"card_max_ratio_7d", "card_large_7d"})
+
+
 @dataclass
 class DriftWatch:
     """What the model step watches: the deciding model's scores, a sample of the
@@ -159,7 +165,11 @@ def watch_scored(
     if watch.scored % config.events_feature_sample == 0:
         # on a log scale: amounts and ratios have long tails, and one large value in an
         # interval is not a shift
-        logged = {name: math.copysign(math.log1p(abs(x)), x) for name, x in features.items()}
+        logged = {
+            name: math.copysign(math.log1p(abs(x)), x)
+            for name, x in features.items()
+            if name not in UNWATCHED_FEATURES
+        }
         shifts += watch.features.observe(ts, logged)
     return [_shift_event(shift, ts, model_name) for shift in shifts] if shifts else []
 
