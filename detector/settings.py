@@ -228,6 +228,15 @@ class ScoringSettings(BaseSettings):
         description="Labels (per model shard) after which a label weighs half in the "
         "calibration of scores to fraud probabilities.",
     )
+    checkpoint_every_labels: int = Field(
+        1000,
+        ge=10,
+        description="Labels learned between two checkpoints of a model (what it can be "
+        "rolled back to).",
+    )
+    checkpoints_kept: int = Field(
+        5, ge=1, le=100, description="Checkpoints kept per model, the newest."
+    )
 
     # Where this run places the model step (not settings: the detector sets them, see
     # ``placed``): its shards, and the store of the features waiting for labels (None:
