@@ -22,9 +22,11 @@ from api.fields import (
 )
 from detector.contracts import (
     EXPRESSION_MAX,
+    CheckpointId,
     DecisionKind,
     LabelKind,
     ListEntry,
+    ModelSpec,
     ModelStatus,
     PolicyMode,
     Rule,
@@ -221,6 +223,18 @@ class DecidingModelIn(_In):
     """The model whose scores should make decisions (one of GET /api/models)."""
 
     model_name: Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX)]
+
+
+class ModelSpecIn(ModelSpec):
+    """A challenger to start: a new name, a classifier kind and its hyper-parameters."""
+
+    model_config = ConfigDict(strict=False)
+
+
+class RollbackIn(_In):
+    """The checkpoint to restore (one of the model's ``checkpoints`` in GET /api/models)."""
+
+    checkpoint_id: CheckpointId
 
 
 EntryNote = Annotated[
