@@ -135,7 +135,8 @@ def ensure_identity(slot: ModelSlot, config: ScoringSettings) -> None:
 
 def save_checkpoint(slot: ModelSlot) -> None:
     """Save the model's state if it is due (called after each label it learns)."""
-    if slot.checkpoints.due(sum(slot.scorer.labels_learned.values())):
+    learned = slot.scorer._labels  # per label: without the copy ``labels_learned`` makes
+    if slot.checkpoints.due(learned["fraud"] + learned["legit"]):
         slot.checkpoints.save(
             slot.scorer, slot.calibrator, generation=slot.generation, version=slot.version
         )

@@ -10,6 +10,7 @@ const POLL_MS = 15_000; // the live stream's "models" and "control" events refre
 
 let admin = null; // null: not known yet; then true or false
 let models = [];
+const chosen = new Map(); // model -> the checkpoint picked, kept when the list refreshes
 
 function say(text, kind = "error") {
   const box = $("#admin-message");
@@ -48,7 +49,10 @@ function challengerForm() {
     { "data-kinds": kinds.join(" ") }, `${label} `,
     h("input", { name, type: "number", step, min: "0", "data-testid": `admin-model-${name}` })));
   const show = () => {
-    for (const label of params) label.hidden = !label.dataset.kinds.split(" ").includes(kind.value);
+    // (the form's labels are grids: "hidden" alone would not hide them)
+    for (const label of params) {
+      label.style.display = label.dataset.kinds.split(" ").includes(kind.value) ? "" : "none";
+    }
   };
   kind.addEventListener("change", show);
   show();
@@ -82,9 +86,11 @@ function describeSpec(spec) {
 function modelItem(m) {
   const name = m.model_name;
   const checkpoints = m.checkpoints ?? [];
-  const pick = h("select", { "data-testid": "admin-checkpoint", "aria-label": `Checkpoint of ${name}` },
-    ...checkpoints.slice().reverse().map((c) => h("option", { value: c.checkpoint_id },
-      `${c.checkpoint_id}: ${c.labels_learned.toLocaleString("en")} labels, `
+  const pick = h("select", { "data-testid": "admin-checkpoint", "aria-label": `Checkpoint of ${name}`,
+    onchange: () => chosen.set(name, pick.value) },
+    ...checkpoints.slice().reverse().map((c) => h("option", { value: c.checkpoint_id,
+      selected: chosen.get(name) === c.checkpoint_id },
+    `${c.checkpoint_id}: ${c.labels_learned.toLocaleString("en")} labels, `
       + `${new Date(c.saved_at).toLocaleString()}`)));
   return h("li", { "data-testid": "admin-model", "data-model": name },
     h("span", {}, h("strong", {}, name), m.deciding ? " (deciding)" : ""),
