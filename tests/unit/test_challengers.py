@@ -308,3 +308,17 @@ def test_a_damaged_checkpoint_file_is_refused(tmp_path: Path) -> None:
     out = core.apply(rollback(LOGREG, "1-10"))
     assert isinstance(out, Rejected) and "cannot be read" in out.error
     assert core.model.models[LOGREG].generation == 1
+
+
+def test_every_shard_adds_checkpoints_and_rolls_back_alike() -> None:
+    core = ScoringCore(config().placed(shards=2))
+    assert isinstance(core.apply(add(spec())), ControlApplied)
+    run(core, 35)
+    for shard in core.shards:
+        assert shard.models["tree-fast"].checkpoints.ids() == ["1-10", "1-20", "1-30"]
+    status = {s.model_name: s for s in core.statuses()}["tree-fast"]
+    assert [c.checkpoint_id for c in status.checkpoints] == ["1-10", "1-20", "1-30"]
+    assert isinstance(core.apply(rollback("tree-fast", "1-20")), ControlApplied)
+    versions = {shard.models["tree-fast"].version for shard in core.shards}
+    assert len(versions) == 1 and versions.pop().endswith(".2")
+    assert all(sum(s.models["tree-fast"].scorer.labels_learned.values()) == 20 for s in core.shards)
