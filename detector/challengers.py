@@ -183,9 +183,7 @@ def retire_model(state: ModelState, name: str) -> None:
         raise ChallengerError(
             f"{name!r} is the deciding model and cannot be retired: make another model decide first"
         )
-    slot = state.models.pop(name)
-    for checkpoint_id in slot.checkpoints.ids():
-        slot.checkpoints._drop(checkpoint_id)
+    state.models.pop(name).checkpoints.clear()
 
 
 def rollback_model(

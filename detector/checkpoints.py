@@ -133,6 +133,12 @@ class Checkpoints:
             unreadable = f"checkpoint {checkpoint_id!r} cannot be read: {error}"
             raise CheckpointError(unreadable) from error
 
+    def clear(self) -> None:
+        """Delete every checkpoint (the model is retired)."""
+        for checkpoint_id in self.ids():
+            self._drop(checkpoint_id)
+        self.saved = []
+
     def _path(self, checkpoint_id: str) -> Path:
         assert self.folder is not None
         return self.folder / f"{checkpoint_id}{SUFFIX}"
