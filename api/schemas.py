@@ -22,10 +22,12 @@ from api.fields import (
 )
 from detector.contracts import (
     EXPRESSION_MAX,
+    CheckpointId,
     DecisionKind,
     DetectorEventKind,
     LabelKind,
     ListEntry,
+    ModelSpec,
     ModelStatus,
     PolicyMode,
     Rule,
@@ -222,6 +224,18 @@ class DecidingModelIn(_In):
     """The model whose scores should make decisions (one of GET /api/models)."""
 
     model_name: Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX)]
+
+
+class ModelSpecIn(ModelSpec):
+    """A challenger to start: a new name, a classifier kind and its hyper-parameters."""
+
+    model_config = ConfigDict(strict=False)
+
+
+class RollbackIn(_In):
+    """The checkpoint to restore (one of the model's ``checkpoints`` in GET /api/models)."""
+
+    checkpoint_id: CheckpointId
 
 
 EntryNote = Annotated[

@@ -366,6 +366,13 @@ class ModelStatus(_Contract):
         description="The quality over time, oldest first: a point per status period with "
         "new labels, the last 48.",
     )
+    spec: ModelSpec | None = Field(
+        None, description="What the model is: its classifier kind and hyper-parameters."
+    )
+    checkpoints: list[CheckpointInfo] = Field(
+        default_factory=list,
+        description="Saved states the model can be rolled back to, oldest first.",
+    )
 
 
 UnitFloat = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
@@ -488,6 +495,72 @@ class PolicyStatus(_Contract):
     degraded: int = Field(description="Decisions made by rules alone (unusable model score).")
 
 
+# --- model versions, run-time challengers and checkpoints (detector/challengers.py) -------
+
+ClassifierKind = Literal["logreg", "tree", "forest"]
+ModelName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+CheckpointId = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,9}-[0-9]{1,12}$")]
+# The hyper-parameters each classifier kind takes (``warmup_frauds``: every kind).
+KIND_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "logreg": ("learning_rate", "l2"),
+    "tree": ("grace_period", "seed"),
+    "forest": ("n_models", "grace_period", "seed"),
+}
+
+
+class HyperParameters(_Contract):
+    """A challenger's hyper-parameters: a closed set of typed values, each optional (the
+    default of the kind when left out), each valid for some classifier kinds only."""
+
+    warmup_frauds: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Fraud labels at which classifier and detector "
+        "weigh the same (every kind; default: the setting).",
+    )
+    learning_rate: float | None = Field(
+        None, gt=0, le=10, allow_inf_nan=False, description="logreg: AdaGrad learning rate."
+    )
+    l2: float | None = Field(
+        None, ge=0, le=10, allow_inf_nan=False, description="logreg: L2 regularisation."
+    )
+    grace_period: int | None = Field(
+        None, ge=10, le=100_000, description="tree, forest: labels between split attempts."
+    )
+    n_models: int | None = Field(None, ge=1, le=50, description="forest: trees in the forest.")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="tree, forest: random seed.")
+
+
+class ModelSpec(_Contract):
+    """A model to run: its name, classifier kind and hyper-parameters."""
+
+    name: ModelName = Field(description="Lower-case letters, digits, '.', '_' and '-'.")
+    kind: ClassifierKind
+    params: HyperParameters = Field(default_factory=HyperParameters)
+
+    @model_validator(mode="after")
+    def _params_of_kind(self) -> ModelSpec:
+        allowed = ("warmup_frauds", *KIND_PARAMETERS[self.kind])
+        given = self.params.model_dump(exclude_none=True)
+        wrong = [name for name in given if name not in allowed]
+        if wrong:
+            raise ValueError(
+                f"{self.kind} takes no {', '.join(wrong)}; its hyper-parameters are "
+                f"{', '.join(allowed)}"
+            )
+        return self
+
+
+class CheckpointInfo(_Contract):
+    """A saved state of a model (scorer and calibration) it can be rolled back to."""
+
+    checkpoint_id: CheckpointId = Field(description="<generation>-<labels learned>.")
+    saved_at: AwareDatetime
+    labels_learned: int = Field(ge=0, description="Labels the model had learned then.")
+    model_version: str = Field(description="The model's version then.")
+
+
 class Control(_Contract):
     """An admin's change to the running detector, on ``control`` (keyed ``"model"``).
 
@@ -504,9 +577,20 @@ class Control(_Contract):
         "put_list_entry",
         "delete_list_entry",
         "set_mode",
+        "add_model",
+        "retire_model",
+        "rollback_model",
     ]
     thresholds: ThresholdChange | None = None
-    model_name: str | None = Field(None, description="set_deciding_model: the model to use.")
+    model_name: str | None = Field(
+        None,
+        description="set_deciding_model: the model to use; retire_model, rollback_model: "
+        "the model.",
+    )
+    model_spec: ModelSpec | None = Field(None, description="add_model: the new challenger.")
+    checkpoint_id: CheckpointId | None = Field(
+        None, description="rollback_model: the checkpoint to restore (see ModelStatus)."
+    )
     rule: Rule | None = Field(None, description="put_rule: the rule, new or replacing.")
     rule_name: RuleName | None = Field(None, description="delete_rule: the rule to remove.")
     list_entry: ListEntry | None = Field(None, description="put_list_entry: the entry.")
@@ -523,6 +607,9 @@ class Control(_Contract):
         if self.action == "set_deciding_model" and not self.model_name:
             raise ValueError("set_deciding_model needs model_name")
         needs = {
+            "add_model": ("model_spec",),
+            "retire_model": ("model_name",),
+            "rollback_model": ("model_name", "checkpoint_id"),
             "put_rule": ("rule",),
             "delete_rule": ("rule_name",),
             "put_list_entry": ("list_entry",),

@@ -17,7 +17,19 @@ from datetime import UTC, datetime
 import structlog
 
 from detector import __version__
-from detector.contracts import Control, DecisionKind, RejectReason, ThresholdChange
+from detector.challengers import (
+    MODEL_ACTIONS,
+    ChallengerError,
+    apply_model_control,
+    build_scorer,
+    configured_spec,
+    ensure_identity,
+    new_checkpoints,
+    save_checkpoint,
+    version_of,
+)
+from detector.checkpoints import Checkpoints
+from detector.contracts import Control, DecisionKind, ModelSpec, RejectReason, ThresholdChange
 from detector.decision import (
     CapacityThresholds,
     Thresholds,
@@ -44,7 +56,7 @@ from detector.reasons import decision_reason, explain
 from detector.settings import ScoringSettings
 from detector.shards import shard_window
 from detector.waiting import StoredScores
-from models import CLASSIFIERS, HybridScore, HybridScorer, QualityTracker, ScoreCalibrator
+from models import HybridScore, HybridScorer, QualityTracker, ScoreCalibrator
 from models.quality import QualityMinimum
 
 log = structlog.get_logger(__name__)
@@ -76,6 +88,11 @@ class ModelSlot:
     shards: int = 1
     # what this model decided, or would have decided in shadow, under its thresholds
     decisions: collections.Counter[str] = field(default_factory=collections.Counter)
+    # what the model is, which version of it runs, and its saved states (challengers.py)
+    spec: ModelSpec | None = None
+    generation: int = 1
+    version: str = __version__
+    checkpoints: Checkpoints = field(default_factory=Checkpoints)
 
 
 @dataclass
@@ -126,7 +143,7 @@ def model_step(
             drift = state.drift = state.drift or new_drift_watch(config)
             out += watch_label(drift, item, state.deciding)
         return state, out
-    return state, [apply_control(state, item, origin=origin)]
+    return state, [apply_control(state, item, origin=origin, config=config)]
 
 
 def _watch_scored(state: ModelState, scored: Scored, config: ScoringSettings) -> list[Noticed]:
@@ -204,7 +221,7 @@ def _score(state: ModelState, item: Featured, config: ScoringSettings) -> Scored
         decision=outcome.decision,
         reasons=reasons,
         model_name=slot.name,
-        model_version=state.version,
+        model_version=slot.version,
         scored_at=scored_at,
         policy=outcome,
         exploration=explore,
@@ -266,6 +283,8 @@ def _learn(state: ModelState, item: LabelToLearn) -> Learned | None:
             slot.calibrator.learn_one(recalled.score, item.is_fraud)
         elif recalled.previous != item.is_fraud:
             slot.calibrator.revise_one(recalled.score, item.is_fraud)
+    for slot in state.models.values():
+        save_checkpoint(slot)  # when due: the label learned, calibrator included
     if not item.home:
         return None
     state.labels_by_source[item.source] += 1
@@ -275,10 +294,25 @@ def _learn(state: ModelState, item: LabelToLearn) -> Learned | None:
 
 
 def apply_control(
-    state: ModelState, control: Control, *, origin: Origin | None = None
+    state: ModelState,
+    control: Control,
+    *,
+    origin: Origin | None = None,
+    config: ScoringSettings | None = None,
 ) -> ControlApplied | Rejected:
     """Apply an admin's control message at once, or reject it and change nothing."""
-    if control.action in POLICY_ACTIONS:
+    if control.action in MODEL_ACTIONS:
+        try:
+            apply_model_control(state, control, config or ScoringSettings())
+        except ChallengerError as error:
+            return Rejected(
+                RejectReason.INVALID,
+                f"control {control.control_id!r}: {error}",
+                control.model_dump_json().encode(),
+                control=True,
+                origin=origin,
+            )
+    elif control.action in POLICY_ACTIONS:
         try:
             state.policy.apply(control)
         except ExpressionError as error:
@@ -369,15 +403,20 @@ def model_name(kind: str) -> str:
     return f"hybrid-tail-{kind}"
 
 
-def new_model_slot(kind: str, config: ScoringSettings) -> ModelSlot:
+def new_model_slot(kind: str, config: ScoringSettings, spec: ModelSpec | None = None) -> ModelSlot:
+    """A fresh model of ``kind`` (of the configuration), or of ``spec`` (a challenger)."""
+    spec = spec or configured_spec(kind, model_name(kind))
     in_force, window = new_thresholds(config)
     calibrator = new_calibrator(config)
     window.scale = calibrator.predict_one
+    checkpoints, generation = new_checkpoints(spec.name, config)
     return ModelSlot(
-        name=model_name(kind),
-        scorer=HybridScorer(
-            classifier=CLASSIFIERS[kind](), warmup_frauds=config.classifier_warmup_frauds
-        ),
+        name=spec.name,
+        scorer=build_scorer(spec, config),
+        spec=spec,
+        generation=generation,
+        version=version_of(spec, config, generation),
+        checkpoints=checkpoints,
         thresholds=in_force,
         shards=config.shards,
         quality=QualityTracker(
@@ -385,7 +424,7 @@ def new_model_slot(kind: str, config: ScoringSettings) -> ModelSlot:
             horizon_days=config.label_horizon_days,
             minimum=quality_minimum(config),
             scores=(
-                StoredScores(model_name(kind), config.waiting_store, config.waiting_cache_mb)
+                StoredScores(spec.name, config.waiting_store, config.waiting_cache_mb)
                 if config.waiting_store is not None
                 else None
             ),
@@ -439,15 +478,10 @@ def ensure_models(state: ModelState, config: ScoringSettings) -> ModelState:
     for kind in config.model_kinds:
         if model_name(kind) not in state.models:
             slot = new_model_slot(kind, config)
-            current = state.decider.thresholds
-            slot.window = VolumeThresholds(
-                state.decider.window.review_share,
-                state.decider.window.block_share,
-                fallback=state.decider.window.fallback,
-            )
-            slot.thresholds = _like(current, slot.window)
+            thresholds_like_decider(state, slot)
             state.models[slot.name] = slot
     for slot in state.models.values():
+        ensure_identity(slot, config)  # a snapshot from before model versions: none yet
         slot.shards = config.shards
         if isinstance(slot.thresholds, CapacityThresholds):
             slot.thresholds.set_shards(config.shards)
@@ -466,6 +500,18 @@ def ensure_models(state: ModelState, config: ScoringSettings) -> ModelState:
         config.exploration_share, config.exploration_max_per_hour, config.shards
     )
     return state
+
+
+def thresholds_like_decider(state: ModelState, slot: ModelSlot) -> None:
+    """Give a new model the thresholds in force: the deciding model's setting, over a
+    window of its own scores."""
+    slot.window = VolumeThresholds(
+        state.decider.window.review_share,
+        state.decider.window.block_share,
+        fallback=state.decider.window.fallback,
+    )
+    slot.window.scale = slot.calibrator.predict_one
+    slot.thresholds = _like(state.decider.thresholds, slot.window)
 
 
 def _like(current: ThresholdsInForce, window: VolumeThresholds) -> ThresholdsInForce:

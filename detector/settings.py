@@ -300,6 +300,15 @@ class ScoringSettings(BaseSettings):
         description="Interval over which the share of frauds among new labels is compared "
         "with its past (label time).",
     )
+    checkpoint_every_labels: int = Field(
+        1000,
+        ge=10,
+        description="Labels learned between two checkpoints of a model (what it can be "
+        "rolled back to).",
+    )
+    checkpoints_kept: int = Field(
+        5, ge=1, le=100, description="Checkpoints kept per model, the newest."
+    )
 
     # Where this run places the model step (not settings: the detector sets them, see
     # ``placed``): its shards, and the store of the features waiting for labels (None:

@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from detector.contracts import (
+    CheckpointInfo,
     ModelQuality,
+    ModelSpec,
     ModelStatus,
     OriginQuality,
     PolicyStatus,
@@ -50,6 +52,10 @@ class SlotSummary:
     relabelled: dict[str, int] = field(default_factory=dict)
     minimum: QualityMinimum = field(default_factory=QualityMinimum)
     trend: list[TrendPoint] = field(default_factory=list)
+    # which model and version, and the checkpoints it can be rolled back to
+    version: str = ""
+    spec: ModelSpec | None = None
+    checkpoints: list[CheckpointInfo] = field(default_factory=list)
 
     @property
     def mode(self) -> Literal["capacity", "volume", "fixed"]:
@@ -108,6 +114,9 @@ def summarize(state: ModelState, shard: int = 0, now: float | None = None) -> Sh
                 relabelled=slot.quality.relabelled,
                 minimum=slot.quality.minimum,
                 trend=slot.quality.trend(),
+                version=slot.version,
+                spec=slot.spec,
+                checkpoints=list(slot.checkpoints.saved),
             )
         )
     return ShardSummary(
@@ -272,7 +281,7 @@ def merge_statuses(
         out.append(
             ModelStatus(
                 model_name=name,
-                model_version=first.version,
+                model_version=head.version or first.version,
                 deciding=name == first.deciding,
                 transactions_scored=sum(slot.transactions_scored for slot in slots),
                 decisions=dict(decisions),
@@ -307,9 +316,18 @@ def merge_statuses(
                 # each shard calibrates on the labels of the transactions it scored
                 calibration_labels=sum(slot.calibration_labels for slot in slots),
                 calibration_error=_weighted_error(slots),
+                spec=head.spec,
+                checkpoints=_common_checkpoints(slots),
             )
         )
     return out
+
+
+def _common_checkpoints(slots: Sequence[SlotSummary]) -> list[CheckpointInfo]:
+    """The checkpoints every shard of the model has (a roll back restores each shard's
+    own), as the first shard saved them."""
+    common = set.intersection(*({c.checkpoint_id for c in slot.checkpoints} for slot in slots))
+    return [c for c in slots[0].checkpoints if c.checkpoint_id in common]
 
 
 def _net(learned: dict[str, int], slots: Sequence[SlotSummary]) -> dict[str, int]:

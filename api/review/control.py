@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from api.fields import CONTROL_ID_MAX, PAGE_MAX
@@ -11,7 +11,7 @@ from api.review.errors import Conflict, Invalid
 from api.review.outbox import enqueue
 from api.review.records import Context, check_actor, storable_text, transact
 from api.schemas import ControlEvent
-from api.tables import ControlEventRecord
+from api.tables import ControlEventRecord, ModelStatusRecord
 from detector.contracts import Control
 
 log = structlog.get_logger("fraudstream.api")
@@ -24,7 +24,8 @@ def record_control(ctx: Context, *, control: Control) -> ControlEvent:
     """Audit an admin's change and queue it for the detector, in one transaction.
 
     A control id already recorded is a ``Conflict`` (ids are unique; a retry with the
-    same id must not send the change twice).
+    same id must not send the change twice). Retiring a model forgets its last status
+    (the detector reports it again if it refuses).
     """
     now = ctx.now()
     storable_text("control_id", control.control_id, CONTROL_ID_MAX)
@@ -39,6 +40,9 @@ def record_control(ctx: Context, *, control: Control) -> ControlEvent:
 
     def change() -> ControlEvent:
         ctx.session.add(record)
+        if control.action == "retire_model":
+            retired = ModelStatusRecord.model_name == control.model_name
+            ctx.session.execute(delete(ModelStatusRecord).where(retired))
         value = control.model_dump_json()
         enqueue(ctx, topic=ctx.topics.control, key=CONTROL_KEY, value=value, at=now)
         ctx.session.flush()

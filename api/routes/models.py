@@ -1,5 +1,5 @@
-"""The detector's models: their status, and admins' changes to thresholds and the
-deciding model (sent to the detector on the control topic)."""
+"""The detector's models: their status, and admins' changes to thresholds, the deciding
+model and the challengers (sent to the detector on the control topic)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ from api.schemas import (
     ControlEvent,
     DecidingModelIn,
     ModelInfo,
+    ModelSpecIn,
+    RollbackIn,
     ThresholdsIn,
 )
-from detector.contracts import Control, ThresholdChange
+from detector.contracts import Control, ModelSpec, ThresholdChange
 
 router = api_router("models")
 ModelNamePath = Annotated[str, Path(min_length=1, max_length=NAME_MAX, pattern=NO_CONTROL)]
@@ -50,13 +52,17 @@ def get_model(model_name: ModelNamePath, ctx: ReviewDep, settings: SettingsDep) 
     return review.get_model_status(ctx, model_name=model_name, interval=interval)
 
 
-def _control(path: str, summary: str) -> Callable[[Endpoint], Endpoint]:
+def _control(
+    path: str, summary: str, *codes: int, method: str = "put"
+) -> Callable[[Endpoint], Endpoint]:
     """The route of an admin's change: accepted (202) once stored and queued."""
-    return router.put(
+    route: Callable[..., Callable[[Endpoint], Endpoint]] = getattr(router, method)
+    return route(
         path,
         summary=summary,
         status_code=status.HTTP_202_ACCEPTED,
         response_model=ControlAccepted,
+        responses=errors(*codes) if codes else None,
     )
 
 
@@ -96,6 +102,57 @@ def set_deciding(body: DecidingModelIn, principal: Admin, ctx: ReviewDep) -> Con
             f"{', '.join(known) if known else 'none yet (no model status received)'}",
         )
     return _send(ctx, principal, action="set_deciding_model", model_name=body.model_name)
+
+
+@_control("/models", "Start a challenger", 409, method="post")
+@live.announces("control")
+def add_model(body: ModelSpecIn, principal: Admin, ctx: ReviewDep) -> ControlAccepted:
+    """Start a new model (admin): a classifier kind (``logreg``, ``tree``, ``forest``) and
+    its hyper-parameters, under a new name. It starts fresh, under the thresholds in
+    force, and scores in shadow; 409 if a model of that name runs already."""
+    spec = ModelSpec.model_validate(body.model_dump())
+    known = [info.status.model_name for info in review.model_statuses(ctx)]
+    if spec.name in known:
+        raise HTTPException(409, f"a model named {spec.name!r} runs already")
+    return _send(ctx, principal, action="add_model", model_spec=spec)
+
+
+@_control("/models/{model_name}", "Retire a challenger", 404, 409, method="delete")
+@live.announces("control")
+def retire_model(model_name: ModelNamePath, principal: Admin, ctx: ReviewDep) -> ControlAccepted:
+    """Stop a model (admin) and delete its checkpoints. The deciding model cannot be
+    retired (409): make another model decide first."""
+    info = review.get_model_status(ctx, model_name=model_name)
+    if info.status.deciding:
+        raise HTTPException(
+            409, f"{model_name!r} is the deciding model: make another model decide first"
+        )
+    return _send(ctx, principal, action="retire_model", model_name=model_name)
+
+
+@_control("/models/{model_name}/rollback", "Roll a model back", 404, method="post")
+@live.announces("control")
+def rollback_model(
+    model_name: ModelNamePath, body: RollbackIn, principal: Admin, ctx: ReviewDep
+) -> ControlAccepted:
+    """Restore a model's scorer and calibration from one of its checkpoints (admin), as
+    its status lists them; 422 for a checkpoint it does not list. Its version's
+    generation goes up by one."""
+    info = review.get_model_status(ctx, model_name=model_name)
+    saved = [c.checkpoint_id for c in info.status.checkpoints]
+    if body.checkpoint_id not in saved:
+        raise HTTPException(
+            422,
+            f"model {model_name!r} has no checkpoint {body.checkpoint_id!r}; its checkpoints "
+            f"are {', '.join(saved) if saved else 'none yet'}",
+        )
+    return _send(
+        ctx,
+        principal,
+        action="rollback_model",
+        model_name=model_name,
+        checkpoint_id=body.checkpoint_id,
+    )
 
 
 @router.get("/control/history", summary="Admin changes", response_model=list[ControlEvent])

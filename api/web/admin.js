@@ -1,6 +1,7 @@
-// Thresholds and the deciding model, for admins: the thresholds in force (from the
-// deciding model's status) with a form to change them, a "make deciding" button on each
-// other model's card, and the history of admin changes (who, when, what).
+// Thresholds and models, for admins: the thresholds in force (from the deciding model's
+// status) with a form to change them, a "make deciding" button on each other model's
+// card, the models with their version and checkpoints (start a challenger, retire one,
+// roll one back), and the history of admin changes (who, when, what).
 // Plain ES module beside app.js and policy.js; API text goes through text nodes only.
 
 import { $, KEY_STORAGE, call, fixed, h, percent } from "./dom.js";
@@ -9,6 +10,7 @@ const POLL_MS = 15_000; // the live stream's "models" and "control" events refre
 
 let admin = null; // null: not known yet; then true or false
 let models = [];
+const chosen = new Map(); // model -> the checkpoint picked, kept when the list refreshes
 
 function say(text, kind = "error") {
   const box = $("#admin-message");
@@ -17,9 +19,9 @@ function say(text, kind = "error") {
   box.hidden = !text;
 }
 
-async function change(what, path, body) {
+async function change(what, path, body, method = "PUT") {
   try {
-    await call(path, { method: "PUT", body });
+    await call(path, { method, body });
     say(`${what}: sent to the detector.`, "ok");
     await refresh();
   } catch (error) {
@@ -29,6 +31,85 @@ async function change(what, path, body) {
 
 const field = (label, name, attrs = {}) => h("label", {}, `${label} `,
   h("input", { name, type: "number", step: "any", min: "0", "data-testid": `admin-${name}`, ...attrs }));
+
+// The hyper-parameters a challenger may set, and the kinds that take each (as the API).
+const PARAMETERS = [
+  ["warmup_frauds", "Warm-up frauds", ["logreg", "tree", "forest"], "1"],
+  ["learning_rate", "Learning rate", ["logreg"], "any"],
+  ["l2", "L2", ["logreg"], "any"],
+  ["grace_period", "Grace period", ["tree", "forest"], "1"],
+  ["n_models", "Trees", ["forest"], "1"],
+  ["seed", "Seed", ["tree", "forest"], "1"],
+];
+
+function challengerForm() {
+  const kind = h("select", { name: "kind", "data-testid": "admin-model-kind" },
+    ...["logreg", "tree", "forest"].map((k) => h("option", { value: k }, k)));
+  const params = PARAMETERS.map(([name, label, kinds, step]) => h("label",
+    { "data-kinds": kinds.join(" ") }, `${label} `,
+    h("input", { name, type: "number", step, min: "0", "data-testid": `admin-model-${name}` })));
+  const show = () => {
+    // (the form's labels are grids: "hidden" alone would not hide them)
+    for (const label of params) {
+      label.style.display = label.dataset.kinds.split(" ").includes(kind.value) ? "" : "none";
+    }
+  };
+  kind.addEventListener("change", show);
+  show();
+  const form = h("form", { id: "admin-model-form", class: "policy-form",
+    "data-testid": "admin-model-form" },
+    h("label", {}, "Name ", h("input", { name: "name", required: true, maxlength: "64",
+      placeholder: "tree-fast", "data-testid": "admin-model-name" })),
+    h("label", {}, "Kind ", kind), ...params,
+    h("button", { type: "submit", "data-testid": "admin-model-add" }, "Start challenger"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const body = { name: String(data.get("name") ?? "").trim(), kind: kind.value, params: {} };
+    for (const [name, , kinds] of PARAMETERS) {
+      const value = String(data.get(name) ?? "").trim();
+      if (value && kinds.includes(kind.value)) body.params[name] = Number(value);
+    }
+    change(`Starting ${body.name}`, "/api/models", body, "POST");
+  });
+  return form;
+}
+
+function describeSpec(spec) {
+  if (!spec) return "";
+  const params = Object.entries(spec.params ?? {}).filter(([, v]) => v !== null && v !== undefined)
+    .map(([k, v]) => `${k} ${v}`);
+  return params.length ? `${spec.kind} (${params.join(", ")})` : spec.kind;
+}
+
+/** One model: its version and what it is, its checkpoints to roll back to, retire. */
+function modelItem(m) {
+  const name = m.model_name;
+  const checkpoints = m.checkpoints ?? [];
+  const pick = h("select", { "data-testid": "admin-checkpoint", "aria-label": `Checkpoint of ${name}`,
+    onchange: () => chosen.set(name, pick.value) },
+    ...checkpoints.slice().reverse().map((c) => h("option", { value: c.checkpoint_id,
+      selected: chosen.get(name) === c.checkpoint_id },
+    `${c.checkpoint_id}: ${c.labels_learned.toLocaleString("en")} labels, `
+      + `${new Date(c.saved_at).toLocaleString()}`)));
+  return h("li", { "data-testid": "admin-model", "data-model": name },
+    h("span", {}, h("strong", {}, name), m.deciding ? " (deciding)" : ""),
+    h("code", { "data-testid": "admin-model-version" }, m.model_version),
+    h("span", { class: "muted" }, describeSpec(m.spec)),
+    checkpoints.length
+      ? h("span", {}, pick, " ", h("button", { type: "button", class: "small",
+        "data-testid": "admin-rollback", onclick: () => change(`Rolling ${name} back`,
+          `/api/models/${encodeURIComponent(name)}/rollback`, { checkpoint_id: pick.value }, "POST"),
+      }, "Roll back"))
+      : h("span", { class: "muted", "data-testid": "admin-no-checkpoint" }, "no checkpoint yet"),
+    m.deciding ? null : h("button", { type: "button", class: "small", "data-testid": "admin-retire",
+      onclick: () => {
+        if (window.confirm(`Retire ${name}? Its checkpoints are deleted.`)) {
+          change(`Retiring ${name}`, `/api/models/${encodeURIComponent(name)}`, undefined, "DELETE");
+        }
+      },
+    }, "Retire"));
+}
 
 function build() {
   const form = h("form", { id: "admin-thresholds-form", class: "policy-form",
@@ -54,12 +135,16 @@ function build() {
   });
   const section = h("section", { id: "admin", class: "policy", "data-testid": "admin",
     "aria-labelledby": "admin-title", hidden: true },
-    h("h2", { id: "admin-title" }, "Thresholds and deciding model"),
+    h("h2", { id: "admin-title" }, "Thresholds and models"),
     h("p", { id: "admin-message", class: "policy-message", role: "status",
       "data-testid": "admin-message", hidden: true }),
     h("h3", {}, "Thresholds in force"),
     h("p", { id: "admin-thresholds-now", "data-testid": "admin-thresholds-now" }, "–"),
     form,
+    h("h3", {}, "Models"),
+    h("ol", { id: "admin-models", class: "policy-items", "data-testid": "admin-models" }),
+    h("h4", {}, "Start a challenger"),
+    challengerForm(),
     h("h3", {}, "Admin changes"),
     h("p", { id: "admin-history-empty", class: "empty" }, "No changes yet."),
     h("ol", { id: "admin-history", class: "policy-items", "data-testid": "admin-history" }));
@@ -81,6 +166,9 @@ function inForce(m) {
 function describe(event) {
   const d = event.details ?? {};
   if (event.action === "set_deciding_model") return `deciding model → ${d.model_name ?? "?"}`;
+  if (event.action === "add_model") return `challenger started: ${d.model_spec?.name ?? "?"} ${describeSpec(d.model_spec)}`;
+  if (event.action === "retire_model") return `model retired: ${d.model_name ?? "?"}`;
+  if (event.action === "rollback_model") return `${d.model_name ?? "?"} rolled back to ${d.checkpoint_id ?? "?"}`;
   if (event.action === "set_thresholds") {
     const t = d.thresholds ?? d;
     const parts = Object.entries(t).filter(([, v]) => v !== null && v !== undefined)
@@ -118,6 +206,7 @@ async function refresh() {
       call("/api/models"), call("/api/control/history?limit=50")]);
     models = (statuses ?? []).map((m) => m.status).filter(Boolean);
     $("#admin-thresholds-now").textContent = inForce(models.find((m) => m.deciding));
+    $("#admin-models").replaceChildren(...models.map(modelItem));
     $("#admin-history").replaceChildren(...(history ?? []).map((event) =>
       h("li", { "data-testid": "admin-history-item", "data-action": event.action },
         h("time", { datetime: event.at }, new Date(event.at).toLocaleString()), " ",
