@@ -301,45 +301,32 @@ def apply_control(
     config: ScoringSettings | None = None,
 ) -> ControlApplied | Rejected:
     """Apply an admin's control message at once, or reject it and change nothing."""
-    if control.action in MODEL_ACTIONS:
-        try:
+    try:
+        if control.action in MODEL_ACTIONS:
             apply_model_control(state, control, config or ScoringSettings())
-        except ChallengerError as error:
-            return Rejected(
-                RejectReason.INVALID,
-                f"control {control.control_id!r}: {error}",
-                control.model_dump_json().encode(),
-                control=True,
-                origin=origin,
-            )
-    elif control.action in POLICY_ACTIONS:
-        try:
+        elif control.action in POLICY_ACTIONS:
             state.policy.apply(control)
-        except ExpressionError as error:
-            return Rejected(
-                RejectReason.INVALID,
-                f"control {control.control_id!r}: {error}",
-                control.model_dump_json().encode(),
-                control=True,
-                origin=origin,
-            )
-    elif control.action == "set_deciding_model":
-        name = control.model_name
-        if name not in state.models:
-            return Rejected(
-                RejectReason.INVALID,
-                f"control {control.control_id!r}: unknown model {name!r}; the models are "
-                f"{', '.join(repr(n) for n in state.models)}",
-                control.model_dump_json().encode(),
-                control=True,
-                origin=origin,
-            )
-        state.deciding = name
-    else:
-        change = control.thresholds
-        assert change is not None  # the contract requires it for set_thresholds
-        for slot in state.models.values():
-            slot.thresholds = changed_thresholds(slot, change)
+        elif control.action == "set_deciding_model":
+            name = control.model_name
+            if name not in state.models:
+                raise ChallengerError(
+                    f"unknown model {name!r}; the models are "
+                    f"{', '.join(repr(n) for n in state.models)}"
+                )
+            state.deciding = name
+        else:
+            change = control.thresholds
+            assert change is not None  # the contract requires it for set_thresholds
+            for slot in state.models.values():
+                slot.thresholds = changed_thresholds(slot, change)
+    except (ChallengerError, ExpressionError) as error:
+        return Rejected(
+            RejectReason.INVALID,
+            f"control {control.control_id!r}: {error}",
+            control.model_dump_json().encode(),
+            control=True,
+            origin=origin,
+        )
     state.last_control_id = control.control_id
     return ControlApplied(control)
 
