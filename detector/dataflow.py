@@ -167,7 +167,7 @@ def build_flow(
         read_back or _nothing_published,
     )
     shards_out = op.key_rm("model_out", op.stateful_batch("model", by_shard, model_logic))
-    # (Scored | Learned | ControlApplied | Rejected | ShardSummary, received, seq, None)
+    # (Scored | Learned | ControlApplied | Rejected | Noticed | ShardSummary, received, seq, None)
     summaries = op.filter_map("shard_summaries", shards_out, _summary_or_none)
     statuses = op.key_rm(
         "status_out",

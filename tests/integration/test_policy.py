@@ -49,6 +49,9 @@ def start_detector(settings: Settings, tmp_path: Path, log: Path) -> subprocess.
             # At most 1 block in any 20 decisions.
             "FRAUDSTREAM_MAX_BLOCK_SHARE": "0.05",
             "FRAUDSTREAM_BLOCK_CAP_WINDOW": "20",
+            # Twenty cards at one terminal in a moment is a burst: here only the policy
+            # decides, so a burst is reported but does not send the terminal to review.
+            "FRAUDSTREAM_BURST_REVIEW_MINUTES": "0",
         },
     )
 

@@ -20,7 +20,7 @@ from detector.contracts import (
     Transaction,
 )
 from detector.core import ScoringCore
-from detector.items import ControlApplied, Learned, ModelOut, Rejected, Scored
+from detector.items import ControlApplied, Learned, ModelOut, Noticed, Rejected, Scored
 from detector.settings import ScoringSettings
 from tests.unit.test_fuzz import FUZZ, HEAVY_FUZZ, NOW, check_scored
 
@@ -158,7 +158,7 @@ def run_checked(
     for event in stream:
         out: list[ModelOut | Rejected] = core.process(event)
         for item in out:
-            assert isinstance(item, Scored | Learned | ControlApplied | Rejected), item
+            assert isinstance(item, Scored | Learned | ControlApplied | Rejected | Noticed), item
         if isinstance(event, Transaction):
             mine = [o for o in out if isinstance(o, Scored) and o.transaction is event]
             assert all(o.transaction is event for o in out if isinstance(o, Scored))
