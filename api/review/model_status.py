@@ -12,7 +12,7 @@ from api.fields import NAME_MAX
 from api.review.errors import Conflict, Invalid, NotFound
 from api.review.records import Context, storable_text
 from api.schemas import ModelInfo
-from api.tables import ModelStatusRecord
+from api.tables import ControlEventRecord, ModelStatusRecord
 from detector.contracts import ModelStatus
 from detector.settings import DetectorSettings
 
@@ -48,6 +48,8 @@ def ingest_status(ctx: Context, *, status: ModelStatus) -> None:
         if record is not None and record.emitted_at > status.emitted_at:
             return
         if record is None:
+            if _retired_after(ctx, status):
+                return  # sent before the model was retired, read after
             record = ModelStatusRecord(model_name=status.model_name)
             session.add(record)
         record.model_version = status.model_version
@@ -62,6 +64,20 @@ def ingest_status(ctx: Context, *, status: ModelStatus) -> None:
             # Another writer inserted the same model first: update its row instead.
             session.rollback()
     raise Conflict(f"status of model {status.model_name} could not be stored")
+
+
+def _retired_after(ctx: Context, status: ModelStatus) -> bool:
+    """Whether an admin retired ``status``'s model after the detector sent it (retiring
+    forgets a model's status: one still on its way must not bring it back)."""
+    query = (
+        select(ControlEventRecord.at, ControlEventRecord.details)
+        .where(ControlEventRecord.action == "retire_model")
+        .order_by(ControlEventRecord.at.desc())
+    )
+    for at, details in ctx.session.execute(query):  # few: retirements are rare
+        if details.get("model_name") == status.model_name:
+            return bool(at >= status.emitted_at)
+    return False
 
 
 def _info(record: ModelStatusRecord, now: datetime, interval: float) -> ModelInfo:

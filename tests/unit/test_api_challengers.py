@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -90,6 +90,27 @@ def test_a_challenger_is_retired_and_its_status_forgotten(app: FastAPI, client: 
         m["status"]["model_name"] for m in client.get("/api/models", headers=as_(VIEWER)).json()
     ]
     assert names == ["logreg"]
+
+
+def test_a_status_sent_before_a_retirement_does_not_bring_the_model_back(
+    app: FastAPI, client: TestClient
+) -> None:
+    two_models(app)
+    assert client.delete("/api/models/tree", headers=as_(ADMIN)).status_code == 202
+    retired_at = sent(app).requested_at
+    late = make_status("tree", deciding=False, at=retired_at - timedelta(seconds=1))
+    ingest(app, statuses=(late,))
+
+    def names() -> list[str]:
+        models = client.get("/api/models", headers=as_(VIEWER)).json()
+        return [m["status"]["model_name"] for m in models]
+
+    assert names() == ["logreg"]
+    # started again under the same name: its new statuses count
+    ingest(
+        app, statuses=(make_status("tree", deciding=False, at=retired_at + timedelta(seconds=1)),)
+    )
+    assert names() == ["logreg", "tree"]
 
 
 def test_the_deciding_model_and_unknown_models_cannot_be_retired(
