@@ -33,6 +33,7 @@ class ScoringCore:
         self.shards: list[ModelState] = [
             new_model_state(self.config) for _ in range(self.config.shards)
         ]
+        self._shard_count = len(self.shards)  # read for every event
 
     @property
     def model(self) -> ModelState:
@@ -45,7 +46,7 @@ class ScoringCore:
 
     def _model_step(self, item: ModelIn) -> list[ModelOut]:
         out: list[ModelOut] = []
-        for shard, routed in to_shards(item, self.config.shards):
+        for shard, routed in to_shards(item, self._shard_count):
             self.shards[shard], shard_out = model_step(
                 self.shards[shard], routed, self.config, watch=shard == 0
             )

@@ -160,7 +160,8 @@ def watch_scored(
     config: ScoringSettings,
 ) -> list[Noticed]:
     """Count a scored transaction: the shifts it completes, as events."""
-    shifts = watch.scores.observe(ts, {SCORE: score})
+    shift = watch.scores.observe_one(ts, SCORE, score)
+    shifts = [shift] if shift is not None else []
     watch.scored += 1
     if watch.scored % config.events_feature_sample == 0:
         # on a log scale: amounts and ratios have long tails, and one large value in an

@@ -111,6 +111,8 @@ class BurstWatch(base.Base):
 
     def active(self, ts: float) -> bool:
         """Whether a burst or card testing is on at ``ts``."""
+        if not self._bursts:  # the usual case: never one at this terminal
+            return False
         return any(self.on(kind, ts) for kind in self._bursts)
 
     def on(self, kind: str, ts: float) -> bool:

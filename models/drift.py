@@ -126,37 +126,48 @@ class MeanShift(base.Base):
 
     def observe(self, ts: float, values: Mapping[str, float]) -> list[Shift]:
         """Count ``values`` seen at ``ts``; the shifts noticed with them."""
+        self._advance(ts)
+        shifts: list[Shift] = []
+        for name, x in values.items():
+            shift = self._add(name, ts, x)
+            if shift is not None:
+                shifts.append(shift)
+        return shifts
+
+    def observe_one(self, ts: float, name: str, x: float) -> Shift | None:
+        """Count one value ``x`` of ``name`` seen at ``ts``; the shift noticed with it."""
+        self._advance(ts)
+        return self._add(name, ts, x)
+
+    def _advance(self, ts: float) -> None:
         interval = math.floor(ts / self.interval_seconds)
         if self._interval is None or interval > self._interval:
             self._close(interval * self.interval_seconds)
             self._interval = interval
-        shifts: list[Shift] = []
-        streams = self._streams
-        # Called for every transaction: a few additions per value, and the comparison
-        # without square roots (squared standard errors against the squared threshold).
-        least, z2, change2 = self.min_count, self.threshold**2, self.min_change**2
-        for name, x in values.items():
-            stream = streams.get(name)
-            if stream is None:
-                stream = streams[name] = _Stream()
-            n = stream.count
-            if not n:
-                stream.started = ts
-            stream.sum += x
-            stream.sum_sq += x * x
-            stream.count = n = n + 1
-            if not stream.ready or n < least:
-                continue
-            moved = stream.sum / n - stream.mean
-            moved2, var = moved * moved, stream.var
-            if not moved2 or moved2 * n < z2 * var or moved2 < change2 * var:
-                continue
-            shift = self._compare(name, stream)
-            if shift is not None:
-                stream.alarmed = True
-                stream.ready = False
-                shifts.append(shift)
-        return shifts
+
+    def _add(self, name: str, ts: float, x: float) -> Shift | None:
+        # Called for every transaction: a few additions, and the comparison without
+        # square roots (squared standard errors against the squared threshold).
+        stream = self._streams.get(name)
+        if stream is None:
+            stream = self._streams[name] = _Stream()
+        n = stream.count
+        if not n:
+            stream.started = ts
+        stream.sum += x
+        stream.sum_sq += x * x
+        stream.count = n = n + 1
+        if not stream.ready or n < self.min_count:
+            return None
+        moved = stream.sum / n - stream.mean
+        moved2, var = moved * moved, stream.var
+        if not moved2 or moved2 * n < self.threshold**2 * var or moved2 < self.min_change**2 * var:
+            return None
+        shift = self._compare(name, stream)
+        if shift is not None:
+            stream.alarmed = True
+            stream.ready = False
+        return shift
 
     def _compare(self, name: str, stream: _Stream) -> Shift | None:
         after, z = _moved(stream)

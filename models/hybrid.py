@@ -47,13 +47,13 @@ AMOUNT_BANDS: tuple[float, ...] = (10, 20, 40, 80, 120, 160, 200, 250, 320, 500,
 
 
 _BAND_NAMES = tuple(f"amount_band_{lower:g}" for lower in (0.0, *AMOUNT_BANDS))
+_NO_BAND = dict.fromkeys(_BAND_NAMES, 0.0)
 
 
 def amount_bands(x: dict[str, float]) -> dict[str, float]:
     """``x`` plus one indicator per amount band (a new dict: inputs are never mutated)."""
     band = bisect.bisect_right(AMOUNT_BANDS, x.get("amount", 0.0))
-    out = dict(x)
-    out.update(dict.fromkeys(_BAND_NAMES, 0.0))
+    out = {**x, **_NO_BAND}
     out[_BAND_NAMES[band]] = 1.0
     return out
 
