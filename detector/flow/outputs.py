@@ -60,6 +60,7 @@ class Router:
                 received=received,
                 event_time=tx.epoch_seconds,
                 now=time.time(),
+                exploration=item.exploration,
             )
             if item.policy is not None and item.record is None:
                 self.metrics.policy(item.policy)

@@ -14,6 +14,9 @@ Metric                                          Meaning
 =============================================== ==================================================
 ``fraudstream_transactions_total{decision}``    Transactions decided: allow, review or block.
 ``fraudstream_alerts_total{decision}``          Alerts published: review or block.
+``fraudstream_exploration_alerts_total``        Allowed transactions put up for review as
+                                                the exploration sample (not in
+                                                ``fraudstream_alerts_total``).
 ``fraudstream_dead_letters_total{reason}``      Records sent to the dead-letter topic, by
                                                 ``RejectReason`` value.
 ``fraudstream_labels_total{source}``            Labels the models learned from: analyst,
@@ -210,6 +213,11 @@ class DetectorMetrics:
         self.alerts = Counter(
             "fraudstream_alerts", "Alerts published, by decision.", ["decision"], registry=r
         )
+        self.exploration_alerts = Counter(
+            "fraudstream_exploration_alerts",
+            "Allowed transactions put up for review as the exploration sample.",
+            registry=r,
+        )
         self.dead_letters = Counter(
             "fraudstream_dead_letters",
             "Records sent to the dead-letter topic, by reason.",
@@ -302,13 +310,23 @@ class DetectorMetrics:
         }
 
     def decided(
-        self, decision: str, score: float, *, received: float, event_time: float, now: float
+        self,
+        decision: str,
+        score: float,
+        *,
+        received: float,
+        event_time: float,
+        now: float,
+        exploration: bool = False,
     ) -> None:
-        """One transaction decided at ``now`` (all times in epoch seconds)."""
+        """One transaction decided at ``now`` (all times in epoch seconds); ``exploration``:
+        allowed, and put up for review as the exploration sample."""
         self._decided[decision].inc()
         alerted = self._alerted.get(decision)
         if alerted is not None:
             alerted.inc()
+        if exploration:
+            self.exploration_alerts.inc()
         self.score.observe(score)
         self.latency.observe(max(0.0, now - received))
         self.event_time_lag.observe(max(0.0, now - event_time))

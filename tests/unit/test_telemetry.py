@@ -13,13 +13,13 @@ from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 from prometheus_client.parser import text_string_to_metric_families
 
-from detector.contracts import ModelQuality, ModelStatus, RejectReason
+from detector.contracts import Alert, ModelQuality, ModelStatus, RejectReason
 from detector.dataflow import build_flow, start_metrics
 from detector.flow.kafka import Sinks
 from detector.local.broker_config import find_free_ports
 from detector.metrics import LABEL_SOURCES, DetectorMetrics, label_source
 from detector.metrics.endpoint import MetricsServerError, metrics_port, serve
-from detector.settings import DetectorSettings, Settings
+from detector.settings import DetectorSettings, ScoringSettings, Settings
 from tests.factories import model_status
 from tests.unit.test_dataflow import Feed, ordinary_traffic
 
@@ -28,6 +28,7 @@ EXPECTED: dict[str, set[str]] = {
     "fraudstream_transactions_total": {"decision"},
     "fraudstream_dead_letters_total": {"reason"},
     "fraudstream_alerts_total": {"decision"},
+    "fraudstream_exploration_alerts_total": set(),
     "fraudstream_labels_total": {"source"},
     "fraudstream_processing_latency_seconds_bucket": {"le"},
     "fraudstream_event_time_lag_seconds_bucket": {"le"},
@@ -189,6 +190,15 @@ def test_a_decision_counts_and_observes_latency_lag_and_score() -> None:
     assert value(m, "fraudstream_score_bucket", le="0.999") == 2
 
 
+def test_exploration_alerts_count_apart_from_the_alerts() -> None:
+    m = DetectorMetrics()
+    assert value(m, "fraudstream_exploration_alerts_total") == 0
+    m.decided("allow", 0.01, received=99.0, event_time=99.0, now=100.0, exploration=True)
+    assert value(m, "fraudstream_exploration_alerts_total") == 1
+    assert value(m, "fraudstream_transactions_total", decision="allow") == 1
+    assert sum(v for _, v in samples(m)["fraudstream_alerts_total"]) == 0
+
+
 def test_histogram_buckets_span_the_agreed_ranges() -> None:
     found = samples(DetectorMetrics())
 
@@ -298,6 +308,31 @@ def test_the_flow_updates_the_metrics() -> None:
     assert value(m, "fraudstream_model_transactions_scored_total", model=model) == 12
     learned = samples(m)["fraudstream_model_labels_learned_total"]
     assert sum(v for _, v in learned) == 2
+
+
+def test_the_flow_counts_the_exploration_sample_apart() -> None:
+    feed = Feed()
+    ordinary_traffic(feed, 40)
+    m = DetectorMetrics()
+    out: list[KafkaSinkMessage[bytes | None, bytes | None]] = []
+    sinks = Sinks(*(TestingSink(out) for _ in range(4)))
+    # fixed thresholds that never alert, and a large sample of what they allow
+    scoring = ScoringSettings(
+        threshold_mode="fixed",
+        review_threshold=1.0,
+        block_threshold=1.0,
+        exploration_share=0.5,
+        exploration_max_per_hour=1000,
+    )
+    settings = Settings(scoring=scoring)
+    run_main(build_flow(settings, source=TestingSource(feed.messages), sinks=sinks, metrics=m))
+
+    explored = value(m, "fraudstream_exploration_alerts_total")
+    assert 5 <= explored <= 35
+    assert value(m, "fraudstream_transactions_total", decision="allow") == 40
+    assert sum(v for _, v in samples(m)["fraudstream_alerts_total"]) == 0
+    alerts = [Alert.model_validate_json(msg.value) for msg in out if b'"alert_id"' in msg.value]
+    assert len(alerts) == explored and all(a.exploration for a in alerts)
 
 
 def test_the_kafka_record_time_is_the_start_of_the_processing_latency() -> None:
