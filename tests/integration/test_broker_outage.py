@@ -142,8 +142,10 @@ def test_an_outage_logs_one_lost_one_back_and_a_few_lines_instead_of_a_flood(
         for client in clients:
             client.stop()
 
-    # librdkafka's defaults: a line per failed connection attempt, many a second.
-    assert during["plain"] >= 10 * OUTAGE_SECONDS
+    # librdkafka's defaults: a line per failed connection attempt, several a second
+    # (about 10 on a quiet machine, fewer when the machine is busy and attempts back off).
+    assert during["plain"] >= 3 * OUTAGE_SECONDS
+    assert during["plain"] >= 2 * during["structured"]
     # The detector's configs: a few lines per kind of message, and the one event.
     assert during["structured"] <= 12
     assert len(structured.events("kafka broker lost")) == 1

@@ -102,6 +102,9 @@ def test_metrics_count_what_was_sent(unique_topics: Settings, tmp_path: Path) ->
                 and total(found, "fraudstream_labels_total", source="analyst") == 1
                 and "bytewax_kafka_consumer_lag" in found
                 and total(found, "fraudstream_model_transactions_scored_total") >= len(txs)
+                # the model status that follows the label learned (statuses come every
+                # half second, a label may be learned just after one)
+                and total(found, "fraudstream_model_labels_learned_total", label="fraud") == 1
             )
             return got if done else None
 
