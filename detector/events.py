@@ -179,8 +179,8 @@ def watch_label(watch: DriftWatch, item: LabelToLearn, model_name: str) -> list[
     """Count an explicit label (presumed ones say nothing of the fraud rate)."""
     if item.labeled_at is None or item.source == "presumed":
         return []
-    shifts = watch.labels.observe(item.labeled_at, {FRAUD_RATE: float(item.is_fraud)})
-    return [_shift_event(shift, item.labeled_at, model_name) for shift in shifts]
+    shift = watch.labels.observe_one(item.labeled_at, FRAUD_RATE, float(item.is_fraud))
+    return [_shift_event(shift, item.labeled_at, model_name)] if shift is not None else []
 
 
 def _unlog(y: float) -> float:
