@@ -23,6 +23,18 @@ START = datetime(2024, 3, 4, tzinfo=UTC)
 HOUR = 3600.0
 
 
+def never_alerting(share: float) -> ScoringSettings:
+    """Fixed thresholds that never alert (every transaction is allowed), and a sample of
+    ``share`` of what they allow, with no hourly cap to speak of."""
+    return ScoringSettings(
+        threshold_mode="fixed",
+        review_threshold=1.0,
+        block_threshold=1.0,
+        exploration_share=share,
+        exploration_max_per_hour=1000,
+    )
+
+
 def ids(n: int, prefix: str = "tx") -> list[str]:
     return [f"{prefix}-{i}" for i in range(n)]
 
@@ -90,15 +102,7 @@ def run(core: ScoringCore, n: int) -> list[Scored]:
 
 
 def test_allowed_transactions_of_the_sample_become_review_alerts_and_stay_allowed() -> None:
-    # fixed thresholds that never alert: every transaction is allowed
-    config = ScoringSettings(
-        threshold_mode="fixed",
-        review_threshold=1.0,
-        block_threshold=1.0,
-        exploration_share=0.1,
-        exploration_max_per_hour=1000,
-    )
-    scored = run(ScoringCore(config), 500)
+    scored = run(ScoringCore(never_alerting(0.1)), 500)
     explored = [s for s in scored if s.exploration]
     assert {s.transaction.transaction_id for s in explored} == {
         s.transaction.transaction_id

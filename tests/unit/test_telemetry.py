@@ -19,9 +19,10 @@ from detector.flow.kafka import Sinks
 from detector.local.broker_config import find_free_ports
 from detector.metrics import LABEL_SOURCES, DetectorMetrics, label_source
 from detector.metrics.endpoint import MetricsServerError, metrics_port, serve
-from detector.settings import DetectorSettings, ScoringSettings, Settings
+from detector.settings import DetectorSettings, Settings
 from tests.factories import model_status
 from tests.unit.test_dataflow import Feed, ordinary_traffic
+from tests.unit.test_exploration import never_alerting
 
 # The names the dashboards and alert rules use (deploy/prometheus, deploy/grafana).
 EXPECTED: dict[str, set[str]] = {
@@ -316,15 +317,7 @@ def test_the_flow_counts_the_exploration_sample_apart() -> None:
     m = DetectorMetrics()
     out: list[KafkaSinkMessage[bytes | None, bytes | None]] = []
     sinks = Sinks(*(TestingSink(out) for _ in range(4)))
-    # fixed thresholds that never alert, and a large sample of what they allow
-    scoring = ScoringSettings(
-        threshold_mode="fixed",
-        review_threshold=1.0,
-        block_threshold=1.0,
-        exploration_share=0.5,
-        exploration_max_per_hour=1000,
-    )
-    settings = Settings(scoring=scoring)
+    settings = Settings(scoring=never_alerting(0.5))
     run_main(build_flow(settings, source=TestingSource(feed.messages), sinks=sinks, metrics=m))
 
     explored = value(m, "fraudstream_exploration_alerts_total")
