@@ -62,7 +62,7 @@ def _logistic_regression() -> base.Estimator:
     return compose.Pipeline(
         compose.FuncTransformer(amount_bands),
         preprocessing.StandardScaler(),
-        linear_model.LogisticRegression(optimizer=optim.AdaGrad(0.1)),
+        linear_model.LogisticRegression(optimizer=optim.AdaGrad(0.4)),
     )
 
 
