@@ -142,7 +142,7 @@ class VolumeThresholds:
         return self.top_scores(share)[0]
 
     def top_scores(self, *shares: float) -> list[float | None]:
-        """The scores the top ``shares`` of the window's scores reach, one sort for all
+        """The scores the top ``shares`` of the window's scores reach, one partial sort for all
         (None while empty)."""
         n = len(self._recent)
         if not n:

@@ -169,6 +169,19 @@ def test_capacity_thresholds_pickle_compactly() -> None:
     )
 
 
+def test_thresholds_pickled_before_the_running_count_decide_alike() -> None:
+    window = VolumeThresholds()
+    t = CapacityThresholds(window, per_hour=60)
+    feed(t, per_second=2.0, hours=1.5)
+    old = pickle.loads(pickle.dumps((t, window)))[0]
+    del old.__dict__["_in_hour"]  # as a snapshot of the version before it holds them
+    assert old.transactions_per_hour == t.transactions_per_hour == 2.0 * HOUR
+    later_t = feed(t, per_second=2.0, hours=1, start=1.5 * HOUR)
+    later_old = feed(old, per_second=2.0, hours=1, start=1.5 * HOUR)
+    assert later_old == later_t
+    assert old.transactions_per_hour == t.transactions_per_hour
+
+
 def tx(tx_id: str, card: str, at: datetime, amount: float, terminal: str = "term-1") -> Transaction:
     return Transaction(
         transaction_id=tx_id, timestamp=at, card_id=card, terminal_id=terminal, amount=amount
