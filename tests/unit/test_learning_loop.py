@@ -63,16 +63,18 @@ def label(tx: Transaction, source: str) -> Label:
 @pytest.mark.parametrize("verdict", [True, False], ids=["with verdict", "without verdict"])
 def test_a_fraud_verdict_raises_the_next_score_at_that_terminal(verdict: bool) -> None:
     core, last = trained_core()
-    # Five times the card's usual amount at a terminal it never used: alerted.
+    # Three times the card's usual amount at a terminal it never used: suspicious, but
+    # not enough for the trained model (a larger amount scores near 1 already, leaving
+    # no room to see the verdict), then found to be fraud.
     first = Transaction(
         transaction_id="first",
         timestamp=last + timedelta(minutes=1),
         card_id="card-twin-a",
         terminal_id="term-shared",
-        amount=250.0,
+        amount=150.0,
     )
     before = scored(core, first)
-    assert before.decision != "allow", before
+    assert before.score < 0.5, before
     if verdict:
         core.process(label(first, "analyst"))
     # The twin card does the same a second later at the same terminal.
