@@ -137,10 +137,6 @@ class VolumeThresholds:
         """The decision on one transaction (volume thresholds need only its score)."""
         return self.decide(score)
 
-    def top_score(self, share: float) -> float | None:
-        """The score the top ``share`` of the window's scores reach (None while empty)."""
-        return self.top_scores(share)[0]
-
     def top_scores(self, *shares: float) -> list[float | None]:
         """The scores the top ``shares`` of the window's scores reach, one partial sort for all
         (None while empty)."""
