@@ -83,6 +83,15 @@ def up(
     ] = True,
     # detector.local.up.SIMULATOR_RATE (not imported here: commands import lazily)
     rate: Annotated[float, typer.Option(help="Simulator transactions per second.")] = 1.0,
+    attack: Annotated[
+        bool,
+        typer.Option(
+            "--attack/--no-attack",
+            help="Plant an attack in the simulated traffic: a burst at terminal term-0 about "
+            "2 minutes in, and amounts tripled for two simulated hours about 20 minutes in "
+            "(at the default rate).",
+        ),
+    ] = True,
 ) -> None:
     """Run the whole local system: broker, topics, detector, API and simulator.
 
@@ -96,7 +105,7 @@ def up(
     from detector.local.up import run_system
 
     try:
-        run_system(command_settings(), simulate=simulate, rate=rate)
+        run_system(command_settings(), simulate=simulate, rate=rate, attack=attack)
     except AlreadyRunningError as error:
         typer.echo(f"fraudstream up: {error}", err=True)
         raise typer.Exit(1) from None

@@ -24,6 +24,18 @@ STOP_TIMEOUT_SECONDS = 20.0
 # follow on the page and in the logs. (It replays the last 30 simulated days faster than
 # the simulated cards pay, so its event time runs about 9 times faster than the clock.)
 SIMULATOR_RATE = 1.0
+# What `up` plants in the simulated traffic, so that a first run shows what the detector
+# notices: a burst of small amounts from 60 cards at term-0 (`terminal_burst` and
+# `card_testing`, about 2 minutes after start at the default rate), and amounts tripled for
+# two simulated hours (`score_shift`, then `feature_shift`, about 20 to 30 minutes in).
+PLANTED_ATTACK = (
+    "--attack-after-days=0.06",
+    "--attack-terminal=0",
+    "--attack-cards=60",
+    "--shift-after-days=0.25",
+    "--shift-factor=3",
+    "--shift-hours=2",
+)
 
 
 @dataclass
@@ -82,7 +94,12 @@ class Child:
 
 
 def children(
-    settings: Settings, *, simulate: bool, rate: float, shorten: bool = False
+    settings: Settings,
+    *,
+    simulate: bool,
+    rate: float,
+    attack: bool = True,
+    shorten: bool = False,
 ) -> list[Child]:
     me = [sys.executable, "-m", "detector"]
     result = [
@@ -90,7 +107,10 @@ def children(
         Child("api", [*me, "api"], shorten=shorten),
     ]
     if simulate:
-        result.append(Child("simulator", [*me, "simulate", "--rate", str(rate)], shorten=shorten))
+        planted = PLANTED_ATTACK if attack else ()
+        result.append(
+            Child("simulator", [*me, "simulate", "--rate", str(rate), *planted], shorten=shorten)
+        )
     return result
 
 
@@ -150,7 +170,13 @@ def announce_keys(settings: Settings, keys: LocalKeys) -> None:
     sys.stdout.flush()
 
 
-def run_system(settings: Settings, *, simulate: bool = True, rate: float = SIMULATOR_RATE) -> None:
+def run_system(
+    settings: Settings,
+    *,
+    simulate: bool = True,
+    rate: float = SIMULATOR_RATE,
+    attack: bool = True,
+) -> None:
     """Start everything, wait for Ctrl-C (or a child's death), stop everything.
 
     Raises ``running.AlreadyRunningError``, before starting anything, if another ``up``
@@ -165,14 +191,19 @@ def run_system(settings: Settings, *, simulate: bool = True, rate: float = SIMUL
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with hold_home(settings.local.home):
-            _run_held(settings, simulate=simulate, rate=rate, stopping=stopping)
+            _run_held(settings, simulate=simulate, rate=rate, attack=attack, stopping=stopping)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
 def _run_held(
-    settings: Settings, *, simulate: bool, rate: float, stopping: threading.Event
+    settings: Settings,
+    *,
+    simulate: bool,
+    rate: float,
+    attack: bool,
+    stopping: threading.Event,
 ) -> None:
     keys = local_keys(settings)
     write_record(
@@ -197,7 +228,7 @@ def _run_held(
         env, shorten = child_env(dict(os.environ))
         # Only the API process gets the keys, and only through its environment.
         api_env = {**env, "FRAUDSTREAM_API_KEYS": keys.env_value} if keys else env
-        procs = children(settings, simulate=simulate, rate=rate, shorten=shorten)
+        procs = children(settings, simulate=simulate, rate=rate, attack=attack, shorten=shorten)
         for child in procs:
             if stopping.is_set():
                 return

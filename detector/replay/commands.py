@@ -63,6 +63,10 @@ def simulate(
         typer.Option(help="Multiply amounts by SHIFT_FACTOR from this simulated day on.", min=0),
     ] = None,
     shift_factor: Annotated[float, typer.Option(help="The amount shift's factor.", min=0.01)] = 3.0,
+    shift_hours: Annotated[
+        float | None,
+        typer.Option(help="Simulated hours the amount shift lasts (default: for good).", min=0.01),
+    ] = None,
 ) -> None:
     """Publish simulated card transactions (the Fraud Detection Handbook's simulation).
 
@@ -96,10 +100,25 @@ def simulate(
                 start + timedelta(days=shift_after_days) if shift_after_days is not None else None
             ),
             shift_factor=shift_factor,
+            shift_hours=shift_hours,
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     log.info("simulating", seed=seed, start=config.start.isoformat(), rate=rate)
+    if config.attack_at is not None:
+        log.info(
+            "planted burst",
+            at=config.attack_at.isoformat(),
+            terminal=f"term-{config.attack_terminal}",
+            cards=config.attack_cards,
+        )
+    if config.shift_at is not None:
+        log.info(
+            "planted amount shift",
+            at=config.shift_at.isoformat(),
+            factor=config.shift_factor,
+            hours=config.shift_hours,
+        )
     records = run_simulation(config)
     if out is not None:
         written = write_jsonl(itertools.islice(records, limit), out)

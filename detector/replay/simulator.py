@@ -16,7 +16,8 @@ Differences from the Handbook's batch code, all forced by generating a day at a 
 
 An attack can be planted, to see the detector notice it: a burst of small amounts from
 many cards at one terminal in minutes (``attack_at``, scenario ``PLANTED_ATTACK``, fraud),
-and amounts multiplied by ``shift_factor`` from ``shift_at`` on (a drift, not fraud).
+and amounts multiplied by ``shift_factor`` from ``shift_at`` on, for ``shift_hours`` or for
+good (a drift, not fraud).
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class SimulationConfig:
     shift_at: datetime | None = None
     """From when amounts are multiplied by ``shift_factor`` (None: never)."""
     shift_factor: float = 3.0
+    shift_hours: float | None = None
+    """How long the amounts stay multiplied (None: for good)."""
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.start.utcoffset() is None:
@@ -101,6 +104,8 @@ class SimulationConfig:
             raise ValueError("attack_cards must be in [1, n_customers]")
         if self.attack_minutes <= 0 or self.attack_max_amount < 0.01 or self.shift_factor <= 0:
             raise ValueError("attack_minutes, attack_max_amount and shift_factor must be positive")
+        if self.shift_hours is not None and self.shift_hours <= 0:
+            raise ValueError("shift_hours must be positive or None")
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,8 +231,11 @@ def _plant(config: SimulationConfig, day_start: datetime, drafts: list[_Draft]) 
     """Plant the attack's burst and amount shift in one day's drafts."""
     if config.shift_at is not None:
         shift_from = (config.shift_at - day_start).total_seconds()
+        shift_to = (
+            math.inf if config.shift_hours is None else shift_from + config.shift_hours * 3600.0
+        )
         for draft in drafts:
-            if draft.seconds >= shift_from:
+            if shift_from <= draft.seconds < shift_to:
                 draft.amount = round(draft.amount * config.shift_factor, 2)
     if config.attack_at is None:
         return

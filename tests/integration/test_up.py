@@ -48,11 +48,13 @@ def start_up(env: dict[str, str], log_path: Path, *args: str) -> subprocess.Pope
         )
 
 
-def wait_for_text(proc: subprocess.Popen[bytes], log_path: Path, text: str, timeout: float) -> str:
+def wait_for_text(
+    proc: subprocess.Popen[bytes], log_path: Path, text: str | re.Pattern[str], timeout: float
+) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         output = log_path.read_text(errors="replace")
-        if text in output:
+        if text in output if isinstance(text, str) else text.search(output):
             return output
         assert proc.poll() is None, output[-3000:]
         time.sleep(0.5)
@@ -198,6 +200,12 @@ def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path: Path, jars_cache: 
             except OSError:
                 time.sleep(1)
         assert health == 200, "the API did not answer:\n" + log_path.read_text()[-3000:]
+
+        # The attack `up` plants by default: a burst at term-0, and amounts tripled.
+        burst = re.compile(r"detector event .*kind=terminal_burst.*subject=term-0")
+        wait_for_text(up, log_path, burst, timeout=120)
+        shift = re.compile(r"detector event .*kind=(score|feature)_shift")
+        wait_for_text(up, log_path, shift, timeout=120)
     finally:
         up.send_signal(signal.SIGINT)
         code = up.wait(60)

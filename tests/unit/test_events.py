@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -309,3 +309,20 @@ def test_the_simulated_shift_multiplies_amounts_from_its_time() -> None:
     for a, b in zip(simulate(base), simulate(shifted), strict=True):
         factor = 3.0 if a.transaction.timestamp >= START + timedelta(days=1) else 1.0
         assert b.transaction.amount == pytest.approx(round(a.transaction.amount * factor, 2))
+
+
+def test_a_shift_with_hours_ends_and_amounts_return() -> None:
+    base = SimulationConfig(n_customers=200, n_terminals=100, seed=2, days=2, start=START)
+    begins, ends = START + timedelta(hours=30), START + timedelta(hours=32, minutes=30)
+    shifted = replace(base, shift_at=begins, shift_factor=2.0, shift_hours=2.5)
+    multiplied = 0
+    for a, b in zip(simulate(base), simulate(shifted), strict=True):
+        factor = 2.0 if begins <= a.transaction.timestamp < ends else 1.0
+        multiplied += factor > 1
+        assert b.transaction.amount == pytest.approx(round(a.transaction.amount * factor, 2))
+    assert multiplied > 0
+
+
+def test_a_shift_must_last_a_while() -> None:
+    with pytest.raises(ValueError, match="shift_hours"):
+        SimulationConfig(shift_at=START, shift_hours=0)
