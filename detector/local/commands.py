@@ -88,7 +88,7 @@ def up(
         typer.Option(
             "--attack/--no-attack",
             help="Plant an attack in the simulated traffic: a burst at terminal term-0 about "
-            "2 minutes in, and amounts tripled for two simulated hours about 20 minutes in "
+            "2 minutes in, and amounts tripled for two simulated hours from about 20 minutes in "
             "(at the default rate).",
         ),
     ] = True,

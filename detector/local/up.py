@@ -27,7 +27,8 @@ SIMULATOR_RATE = 1.0
 # What `up` plants in the simulated traffic, so that a first run shows what the detector
 # notices: a burst of small amounts from 60 cards at term-0 (`terminal_burst` and
 # `card_testing`, about 2 minutes after start at the default rate), and amounts tripled for
-# two simulated hours (`score_shift`, then `feature_shift`, about 20 to 30 minutes in).
+# two simulated hours (`score_shift`, and `feature_shift` once enough features moved, from
+# about 20 minutes in).
 PLANTED_ATTACK = (
     "--attack-after-days=0.06",
     "--attack-terminal=0",
