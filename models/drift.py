@@ -64,7 +64,8 @@ class MeanShift(base.Base):
     reference: ``threshold`` standard errors away or more (and ``min_change`` standard
     deviations or more, so that a large sample does not flag a trivial move) is a shift.
     A shift is reported once; the reference then learns the new level, and a value is
-    watched again once a whole interval is back within half the threshold.
+    watched again once an interval of ``min_count`` values or more is back within half
+    the threshold.
     Nothing is reported before ``warmup`` values are in the reference.
 
     The cost per value is a few additions; the comparison is made once the interval is
@@ -184,7 +185,13 @@ class MeanShift(base.Base):
             n = stream.count
             if not n:
                 continue
-            if stream.alarmed and abs(_moved(stream)[1]) < self.threshold / 2:
+            # Back to normal takes an interval full enough to compare: a few values near the
+            # old mean say nothing, and would report the same shift again.
+            if (
+                stream.alarmed
+                and n >= self.min_count
+                and abs(_moved(stream)[1]) < self.threshold / 2
+            ):
                 stream.alarmed = False
             mean, square = stream.sum / n, stream.sum_sq / n
             if math.isfinite(mean) and math.isfinite(square):
