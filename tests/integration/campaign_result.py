@@ -73,12 +73,25 @@ class CampaignResult:
         return max((c.duplicates for c in self.crashes), default=0)
 
     def duplicate_bound(self, margin: float = DEFAULT_MARGIN_SECONDS) -> float:
-        """The decisions of about one snapshot interval: rate x (interval + margin)."""
-        return self.config.rate * (self.config.snapshot_interval + margin)
+        """The decisions of about one snapshot interval, plus what arrives while a process
+        restarts: rate x (interval + the margin or the slowest restart, the longer).
+
+        A kill just after a restarted process published its first epoch (all that arrived
+        while it was down) and before that epoch's snapshot was committed publishes the
+        whole epoch again; how long that backlog is depends on the machine's load.
+        """
+        return self.config.rate * (self.config.snapshot_interval + self._allowance(margin))
+
+    def _allowance(self, margin: float) -> float:
+        return max(margin, self._restart_seconds() or 0.0)
+
+    def _restart_seconds(self) -> float | None:
+        times = [c.first_decision for c in self.crashes[1:] if c.first_decision is not None]
+        return max(times) if times else None
 
     def _slowest_restart(self) -> str:
-        times = [c.first_decision for c in self.crashes[1:] if c.first_decision is not None]
-        return f"{max(times):.1f}" if times else "-"
+        slowest = self._restart_seconds()
+        return "-" if slowest is None else f"{slowest:.1f}"
 
     def table(self, margin: float = DEFAULT_MARGIN_SECONDS) -> str:
         c = self.config
@@ -98,7 +111,7 @@ class CampaignResult:
             ("  max per crash", f"{self.max_duplicates_per_crash}"),
             ("slowest restart to a decision (s)", self._slowest_restart()),
             (
-                f"  bound, rate x ({c.snapshot_interval:g} + {margin:g}) s",
+                f"  bound, rate x ({c.snapshot_interval:g} + {self._allowance(margin):.1f}) s",
                 f"{self.duplicate_bound(margin):.0f}",
             ),
         ]
